@@ -1,0 +1,37 @@
+# The two commands a new user types: `make run` and `make test`. Each creates
+# .venv on first use and installs tierscope into it (again when pyproject.toml
+# changes), so a fresh clone needs nothing but Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test bench lint check soak clean
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+## run: start tierscope (collector + embedded PostgreSQL) on http://127.0.0.1:4318
+run: $(INSTALLED)
+	$(BIN)/tierscope up
+
+## test: the whole test suite (what CI runs)
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+## bench: the ingest benchmark (see docs/benchmarks.md)
+bench: $(INSTALLED)
+	$(BIN)/python bench/ingest.py
+
+## lint: ruff
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

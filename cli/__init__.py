@@ -1,0 +1,1 @@
+"""The tierscope command line."""

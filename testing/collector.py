@@ -1,0 +1,150 @@
+"""Run a real ``tierscope up`` in a child process, for tests and benchmarks.
+
+The collector is started exactly as a user starts it (the console script, real
+HTTP on 127.0.0.1), pointed at a given store or at its own embedded one, and
+stopped with SIGTERM like a service manager would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tierscope_command() -> list[str]:
+    """The installed ``tierscope`` script beside this interpreter, else ``python -m``."""
+    script = Path(sys.executable).with_name("tierscope")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("tierscope")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from tierscope.cli.main import main; main()"]
+
+
+class CollectorProcess:
+    """``tierscope up`` as a child process.
+
+    Args:
+        data_dir: its ``--data-dir`` (credentials.json appears there).
+        database_url: a store to use; None starts the embedded PostgreSQL.
+        env: extra ``TIERSCOPE_*`` settings.
+        cpu: pin the process to these CPUs (``taskset``), for benchmarks.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        cpus: str | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / "collector.log"
+        self.database_url = database_url
+        self._env = {**os.environ, **(env or {})}
+        self._env.pop("TIERSCOPE_DATABASE_URL", None)
+        if database_url:
+            self._env["TIERSCOPE_DATABASE_URL"] = database_url
+        self._env["TIERSCOPE_LOG_LEVEL"] = self._env.get("TIERSCOPE_LOG_LEVEL", "warning")
+        self._cpus = cpus
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> CollectorProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [*tierscope_command(), "up", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self._cpus and shutil.which("taskset"):
+            command = ["taskset", "-c", self._cpus, *command]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=self._env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"tierscope up exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"tierscope up was not ready within {timeout}s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def credentials(self) -> dict[str, Any]:
+        return dict(json.loads((self.data_dir / "credentials.json").read_text()))
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the collector and its workers."""
+        parent = psutil.Process(self.pid)
+        total = 0.0
+        for process in [parent, *parent.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit code (SIGKILL after ``timeout``)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> CollectorProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

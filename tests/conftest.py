@@ -1,0 +1,106 @@
+"""Fixtures: a real PostgreSQL for the whole session, a fresh database per test.
+
+The session starts one embedded PostgreSQL (the same code path as
+``tierscope up``), migrates a template database once, and hands each test or
+module its own copy (``CREATE DATABASE ... TEMPLATE``), dropped afterwards.
+Collector fixtures run the real ``tierscope up`` as a child process on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tierscope.store import migrations
+from tierscope.store.embedded import EmbeddedPostgres
+from tierscope.testing.collector import CollectorProcess
+
+TEMPLATE = "tierscope_template"
+_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"  # psycopg's async API runs on asyncio
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _dsn_for(postgres: EmbeddedPostgres, database: str) -> str:
+    return postgres.dsn.rsplit("/", 1)[0] + "/" + database
+
+
+async def _migrate(dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await migrations.migrate(conn)
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres: EmbeddedPostgres) -> str:
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    asyncio.run(_migrate(_dsn_for(postgres, TEMPLATE)))
+    return TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def database_factory(postgres: EmbeddedPostgres, template_database: str) -> Iterator[Callable[..., str]]:
+    """Make a fresh, migrated database; returns its DSN. ``empty=True`` skips the
+    migrations (for tests of the migrations themselves)."""
+    made: list[str] = []
+
+    def make(*, empty: bool = False) -> str:
+        name = f"test_{os.getpid()}_{next(_numbers)}"
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            query = "CREATE DATABASE {}" if empty else "CREATE DATABASE {} TEMPLATE {}"
+            conn.execute(sql.SQL(query).format(sql.Identifier(name), sql.Identifier(template_database)))
+        made.append(name)
+        return _dsn_for(postgres, name)
+
+    yield make
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(database_factory: Callable[..., str]) -> str:
+    return database_factory()
+
+
+@pytest.fixture(scope="module")
+def collector(
+    database_factory: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CollectorProcess]:
+    """A running ``tierscope up`` with its own database, shared by a test module."""
+    process = CollectorProcess(
+        tmp_path_factory.mktemp("collector"),
+        database_url=database_factory(),
+        env={"TIERSCOPE_WORKERS": "1"},
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def tmp_data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
