@@ -27,8 +27,8 @@ from tierscope.store import tenants as tenant_store
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 data_dir_option = click.option(
     "--data-dir",

@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     max_inflight_bytes: Size = Field(
         default=512 * 1024**2,
         gt=0,
-        description="Decompressed request bytes held at once across all requests; past "
-        "it the collector answers 503 with Retry-After. Bounds the collector's memory.",
+        description="Decompressed request bytes a worker holds at once across its requests; "
+        "past it the collector answers 503 with Retry-After. Bounds the collector's memory.",
     )
     attribute_value_limit: Size = Field(
         default=2048,
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     )
 
     # -- store -------------------------------------------------------------
-    db_pool_size: int = Field(default=6, ge=1, le=200, description="Store connections per collector.")
+    db_pool_size: int = Field(default=6, ge=1, le=200, description="Store connections per collector worker.")
     db_acquire_timeout: Duration = Field(
         default=timedelta(seconds=1),
         description="How long a request waits for a store connection before 503.",

@@ -25,6 +25,7 @@ from tierscope.store.errors import StoreUnavailable, translate
 _logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "tierscope"
+RECONNECT_TIMEOUT = 4.0
 
 
 def redact(dsn: str) -> str:
@@ -59,7 +60,10 @@ class Database:
             # Connections broken while the store was away are found and replaced
             # here instead of failing a request.
             check=psycopg_pool.AsyncConnectionPool.check_connection,
-            reconnect_timeout=float("inf"),
+            # psycopg_pool retries a lost connection with growing back-off; giving up
+            # after a few seconds makes the next request start a fresh (immediate)
+            # attempt, so ingest resumes within seconds of the store coming back.
+            reconnect_timeout=RECONNECT_TIMEOUT,
             kwargs={
                 "autocommit": True,
                 "application_name": application_name,

@@ -68,11 +68,25 @@ _int2 = struct.Struct(">ih")
 _len = struct.Struct(">i")
 
 
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: it becomes U+FFFD, the replacement character."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _no_nul_json(value: Any) -> Any:
+    """The same for every string in a JSON value (jsonb refuses ``\\u0000`` too)."""
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, dict):
+        return {_no_nul(key): _no_nul_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_no_nul_json(item) for item in value]
+    return value
+
+
 def _text(value: str) -> bytes:
-    """A text field: length, then UTF-8. PostgreSQL text cannot hold NUL."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    data = value.encode()
+    """A text field: length, then UTF-8."""
+    data = _no_nul(value).encode()
     return _len.pack(len(data)) + data
 
 
@@ -215,8 +229,8 @@ async def _write(
                 {
                     "tenant_id": rows.tenant_id,
                     "resource_id": resource.resource_id,
-                    "service": resource.service,
-                    "attributes": json.dumps(resource.attributes),
+                    "service": _no_nul(resource.service),
+                    "attributes": json.dumps(_no_nul_json(resource.attributes)),
                 },
             )
         try:

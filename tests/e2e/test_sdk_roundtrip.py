@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -149,8 +149,6 @@ def test_recent_traces_lists_the_trace(collector: CollectorProcess) -> None:
         ).status_code
         == 200
     )
-
-    import httpx
 
     token = collector.credentials()["api_token"]
     response = httpx.get(

@@ -1,0 +1,210 @@
+"""Tiers and components from OpenTelemetry semantic conventions, old names and new."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tierscope.collector.tiers import classify, is_gateway
+from tierscope.testing import otlp
+
+SERVER, CLIENT, INTERNAL = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_INTERNAL
+PRODUCER, CONSUMER = Span.SPAN_KIND_PRODUCER, Span.SPAN_KIND_CONSUMER
+
+# name: (kind, attributes, context, expected tier, expected component)
+CASES: dict[str, tuple[int, dict[str, Any], dict[str, bool], str, str | None]] = {
+    "An HTTP server span of an application is app time": (
+        SERVER,
+        {"http.request.method": "GET", "http.route": "/leads"},
+        {},
+        "app",
+        None,
+    ),
+    "A server span from a gateway is web time": (
+        SERVER,
+        {"http.method": "GET"},
+        {"gateway": True},
+        "web",
+        None,
+    ),
+    "An internal span is app time": (INTERNAL, {"code.function": "compute_tax"}, {}, "app", None),
+    "ASGI send/receive spans are the web server's time": (
+        INTERNAL,
+        {"asgi.event.type": "http.response.body"},
+        {},
+        "web",
+        None,
+    ),
+    "A database call with current names is db, named by its statement": (
+        CLIENT,
+        {"db.system.name": "postgresql", "db.query.text": "SELECT * FROM crm_lead WHERE id = $1"},
+        {},
+        "db",
+        "SELECT * FROM crm_lead WHERE id = $1",
+    ),
+    "A database call with old names is db, named by its statement": (
+        CLIENT,
+        {"db.system": "mysql", "db.statement": "UPDATE stock SET qty = ?"},
+        {},
+        "db",
+        "UPDATE stock SET qty = ?",
+    ),
+    "A query summary is preferred to the full text": (
+        CLIENT,
+        {
+            "db.system.name": "postgresql",
+            "db.query.summary": "SELECT crm_lead",
+            "db.query.text": "SELECT a, b FROM crm_lead",
+        },
+        {},
+        "db",
+        "SELECT crm_lead",
+    ),
+    "A database call without a statement is named by operation and table": (
+        CLIENT,
+        {"db.system": "mongodb", "db.operation": "find", "db.collection.name": "orders"},
+        {},
+        "db",
+        "mongodb find orders",
+    ),
+    "Redis is the cache tier": (
+        CLIENT,
+        {"db.system": "redis", "db.statement": "GET session:*"},
+        {},
+        "cache",
+        "GET session:*",
+    ),
+    "Memcached with the new name is the cache tier": (
+        CLIENT,
+        {"db.system.name": "memcached", "db.operation.name": "get"},
+        {},
+        "cache",
+        "memcached get",
+    ),
+    "An sqlite call recorded as an internal span is still db": (
+        INTERNAL,
+        {"db.system": "sqlite", "db.statement": "SELECT 1"},
+        {},
+        "db",
+        "SELECT 1",
+    ),
+    "An outbound HTTP call is external, named by its peer": (
+        CLIENT,
+        {"http.request.method": "POST", "server.address": "ext-services", "server.port": 8081},
+        {},
+        "external",
+        "ext-services:8081",
+    ),
+    "An outbound call with old peer names": (
+        CLIENT,
+        {"http.method": "GET", "net.peer.name": "credit.example.test", "net.peer.port": 443},
+        {},
+        "external",
+        "credit.example.test:443",
+    ),
+    "An outbound call known only by its URL": (
+        CLIENT,
+        {"http.method": "GET", "http.url": "https://api.example.test/v2/check?x=1"},
+        {},
+        "external",
+        "api.example.test:443",
+    ),
+    "An outbound call with a full URL and an explicit port": (
+        CLIENT,
+        {"url.full": "http://10.0.0.9:9000/soap"},
+        {},
+        "external",
+        "10.0.0.9:9000",
+    ),
+    "A gRPC call is external, named by service and method": (
+        CLIENT,
+        {"rpc.system": "grpc", "rpc.service": "billing.Invoices", "rpc.method": "Post"},
+        {},
+        "external",
+        "billing.Invoices/Post",
+    ),
+    "A client span with nothing known is external without component": (CLIENT, {}, {}, "external", None),
+    "Publishing a message is the queue tier": (
+        PRODUCER,
+        {"messaging.system": "rabbitmq", "messaging.destination.name": "invoices"},
+        {},
+        "queue",
+        "rabbitmq invoices",
+    ),
+    "A client span to a broker is the queue tier": (
+        CLIENT,
+        {"messaging.system": "kafka", "messaging.destination": "orders"},
+        {},
+        "queue",
+        "kafka orders",
+    ),
+    "Processing a consumed message is the platform tier": (
+        CONSUMER,
+        {"messaging.system": "celery", "messaging.destination.name": "imports"},
+        {},
+        "platform",
+        "celery imports",
+    ),
+    "A consumer span without messaging attributes is the platform tier": (CONSUMER, {}, {}, "platform", None),
+    "A producer span without messaging attributes is the queue tier": (PRODUCER, {}, {}, "queue", None),
+    "A browser's fetch is network time": (
+        CLIENT,
+        {"http.url": "https://crm/api"},
+        {"browser": True},
+        "network",
+        None,
+    ),
+    "A browser's document load is browser time": (INTERNAL, {}, {"browser": True}, "browser", None),
+    "An explicit tierscope.tier wins": (
+        INTERNAL,
+        {"tierscope.tier": "platform", "code.function": "run_import"},
+        {},
+        "platform",
+        None,
+    ),
+    "An explicit tier of db still gets its statement": (
+        INTERNAL,
+        {"tierscope.tier": "db", "db.statement": "CALL post_invoice(?)"},
+        {},
+        "db",
+        "CALL post_invoice(?)",
+    ),
+    "An unknown explicit tier is ignored": (SERVER, {"tierscope.tier": "mainframe"}, {}, "app", None),
+    "An attribute value that mentions db.system does not make a span db": (
+        SERVER,
+        {"note": "see db.system docs"},
+        {},
+        "app",
+        None,
+    ),
+    "A very long statement is cut to 1024 characters": (
+        CLIENT,
+        {"db.system": "postgresql", "db.statement": "SELECT " + "x, " * 1000},
+        {},
+        "db",
+        ("SELECT " + "x, " * 1000)[:1024],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tier_and_component(name: str) -> None:
+    kind, attributes, context, tier, component = CASES[name]
+    span = otlp.span(kind=kind, attributes=attributes)
+    assert classify(span, span.SerializeToString(), **context) == (tier, component)
+
+
+@pytest.mark.parametrize(
+    ("scope", "service", "expected"),
+    [
+        ("opentelemetry.instrumentation.flask", "crm-web", False),
+        ("nginx", "edge", True),
+        (None, "api-gateway", True),
+        ("io.opentelemetry.tomcat-10.0", "erp", False),
+        ("envoy", "mesh", True),
+    ],
+)
+def test_gateways_are_recognised(scope: str | None, service: str, expected: bool) -> None:
+    assert is_gateway(scope, service) is expected

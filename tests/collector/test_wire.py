@@ -1,0 +1,59 @@
+"""Attribute values read from a span's bytes always equal the decoder's."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tierscope.collector.wire import Key, SpanAttributes
+
+keys = st.sampled_from(["db.system", "db.statement", "server.port", "http.url", "a", "x.y.z", "note"])
+scalars = st.one_of(
+    st.text(max_size=400),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=False),
+)
+
+
+def any_value(value: object) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    return AnyValue(string_value=str(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(keys, scalars), max_size=12), st.text(max_size=50))
+def test_wire_lookups_match_the_decoder(pairs: list[tuple[str, object]], name: str) -> None:
+    span = Span(name=name, trace_id=b"t" * 16, span_id=b"s" * 8)
+    span.attributes.extend(KeyValue(key=k, value=any_value(v)) for k, v in pairs)
+    attributes = SpanAttributes(span, span.SerializeToString())
+    first: dict[str, object] = {}
+    for key, value in pairs:
+        first.setdefault(key, value)
+    for key in ["db.system", "db.statement", "server.port", "http.url", "a", "x.y.z", "note", "absent"]:
+        assert attributes.get(Key(key)) == first.get(key)
+
+
+def test_arrays_and_maps_are_not_scalars() -> None:
+    span = Span(name="x")
+    span.attributes.append(
+        KeyValue(key="db.system", value=AnyValue(array_value={"values": [AnyValue(string_value="a")]}))
+    )
+    assert SpanAttributes(span, span.SerializeToString()).get(Key("db.system")) is None
+
+
+def test_an_unusual_field_order_falls_back_to_the_decoder() -> None:
+    # A KeyValue written value-first is valid protobuf that no mainstream encoder emits.
+    value = AnyValue(string_value="postgresql").SerializeToString()
+    key = b"db.system"
+    kv = b"\x12" + bytes([len(value)]) + value + b"\x0a" + bytes([len(key)]) + key
+    encoded = b"\x4a" + bytes([len(kv)]) + kv  # Span field 9 (attributes)
+    span = Span.FromString(encoded)
+    assert SpanAttributes(span, encoded).get(Key("db.system")) == "postgresql"
