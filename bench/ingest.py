@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -40,6 +42,7 @@ from rich.table import Table
 from tierscope.collector.convert import Limits, convert
 from tierscope.collector.otlp import PROTOBUF, decode_traces
 from tierscope.store.embedded import EmbeddedPostgres
+from tierscope.store.spans import COLUMNS
 from tierscope.testing.batches import MARKER, BatchTemplate
 from tierscope.testing.collector import CollectorProcess
 
@@ -53,6 +56,14 @@ class LoadResult:
     requests: int = 0
     failures: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+
+    def merge(self, other: LoadResult) -> None:
+        self.acked_total += other.acked_total
+        self.acked_in_window += other.acked_in_window
+        self.requests += other.requests
+        for status, count in other.failures.items():
+            self.failures[status] = self.failures.get(status, 0) + count
+        self.latencies.extend(other.latencies)
 
 
 def post_load(
@@ -102,6 +113,11 @@ def post_load(
     return result
 
 
+# Ids of the raw-COPY rows: a 4-byte prefix range of their own, shared by all rounds.
+_COPY_NUMBERS = itertools.count(1 << 31)
+_COPY_LOCK = threading.Lock()
+
+
 def raw_copy_rate(dsn: str, tenant_id: int, template: BatchTemplate, writers: int, seconds: float) -> float:
     """Rows per second COPYing pre-encoded rows of the same batches, one
     transaction per batch, ``writers`` connections at once."""
@@ -110,33 +126,38 @@ def raw_copy_rate(dsn: str, tenant_id: int, template: BatchTemplate, writers: in
     for body in template.bodies:
         conversion = convert(decode_traces(body, PROTOBUF), tenant_id, limits, time.time_ns())
         encoded.append((conversion.rows.copy_data(), conversion.rows.count))
-    counter = iter(range(10**9, 2 * 10**9))
-    lock = threading.Lock()
-    rows_done = [0]
-    deadline = time.monotonic() + seconds
-    from tierscope.store.spans import COLUMNS
-
     copy_sql = f"COPY spans ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    connections = [psycopg.connect(dsn, autocommit=True) for _ in range(writers)]
+    rows_done = [0]
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + seconds
 
-    def writer() -> None:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+    def writer(conn: psycopg.Connection) -> None:
+        try:
             while time.monotonic() < deadline:
-                with lock:
-                    number = next(counter)
+                with _COPY_LOCK:
+                    number = next(_COPY_NUMBERS)
                 data, count = encoded[number % len(encoded)]
                 data = data.replace(MARKER, number.to_bytes(4, "big"))
                 with conn.transaction(), conn.cursor().copy(copy_sql) as copy:
                     copy.write(data)
-                with lock:
+                with _COPY_LOCK:
                     rows_done[0] += count
+        except BaseException as exc:  # reported below: a failed baseline is no baseline
+            errors.append(exc)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    threads = [threading.Thread(target=writer, args=(conn,)) for conn in connections]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return rows_done[0] / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    for conn in connections:
+        conn.close()
+    if errors:
+        raise RuntimeError(f"the raw COPY baseline failed: {errors[0]!r}") from errors[0]
+    return rows_done[0] / elapsed
 
 
 def stored_spans(dsn: str, tenant: str) -> tuple[int, int]:
@@ -150,9 +171,13 @@ def stored_spans(dsn: str, tenant: str) -> tuple[int, int]:
         return int(row[0]), int(row[1])
 
 
-def tenant_id(dsn: str, name: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT id FROM tenants WHERE name = %s", (name,)).fetchone()
+def baseline_tenant(dsn: str) -> int:
+    """A tenant of its own for the raw COPY rows, so the audit counts ingest only."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO tenants (name) VALUES ('copy-baseline') "
+            "ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id"
+        ).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -166,9 +191,15 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="measured seconds of each kind (default 20)"
+    )
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients and COPY writers")
+    parser.add_argument("--keep", action="store_true", help="keep the store and logs (printed path)")
+    parser.add_argument("--rounds", type=int, default=4, help="ingest/COPY alternations (default 4)")
+    parser.add_argument(
+        "--clients", type=int, default=8, help="concurrent clients and COPY writers (default 8)"
+    )
     parser.add_argument("--batch", type=int, default=512, help="spans per request")
     parser.add_argument(
         "--workers",
@@ -180,12 +211,18 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="tierscope-bench-"))
+    if args.keep:
+        console.print(f"working directory (kept): {workdir}")
     embedded = None
     dsn = args.database_url
     if dsn is None:
         embedded = EmbeddedPostgres(workdir / "store")
         with console.status("starting the embedded PostgreSQL"):
             dsn = embedded.start()
+    phase = args.duration / args.rounds
+    load = LoadResult()
+    copied_rows = 0.0
+    collector_cpu = 0.0
     try:
         collector = CollectorProcess(
             workdir / "collector",
@@ -199,37 +236,42 @@ def main() -> int:
             collector.start()
         key = collector.credentials()["ingest_key"]
         template = BatchTemplate.build(spans=args.batch)
+        tenant = baseline_tenant(dsn)
         console.print(
-            f"posting {args.batch}-span batches from {args.clients} clients: "
-            f"{args.warmup:.0f}s warm-up, {args.duration:.0f}s measured"
+            f"{args.rounds} rounds of {phase:.1f}s ingest ({args.batch}-span batches, {args.clients} "
+            f"clients, {args.workers} workers) then {phase:.1f}s raw COPY ({args.clients} writers)"
         )
-        start = time.monotonic()
-        window_start = start + args.warmup
-        window_end = window_start + args.duration
-        cpu_at = {}
+        # Ingest and the raw COPY alternate, so that the machine's drift over the
+        # run weighs on both sides of the ratio alike.
+        for round_number in range(args.rounds):
+            warmup = args.warmup if round_number == 0 else 0.5
+            start = time.monotonic()
+            window = (start + warmup, start + warmup + phase)
+            cpu_at: dict[str, float] = {}
 
-        def sample_cpu() -> None:
-            time.sleep(max(0.0, window_start - time.monotonic()))
-            cpu_at["start"] = collector.cpu_seconds()
-            time.sleep(max(0.0, window_end - time.monotonic()))
-            cpu_at["end"] = collector.cpu_seconds()
+            def sample_cpu(window: tuple[float, float] = window, cpu_at: dict[str, float] = cpu_at) -> None:
+                time.sleep(max(0.0, window[0] - time.monotonic()))
+                cpu_at["start"] = collector.cpu_seconds()
+                time.sleep(max(0.0, window[1] - time.monotonic()))
+                cpu_at["end"] = collector.cpu_seconds()
 
-        sampler = threading.Thread(target=sample_cpu)
-        sampler.start()
-        load = post_load(collector.url, key, template, args.clients, window_start, window_end)
-        sampler.join()
-        collector_cpu = cpu_at["end"] - cpu_at["start"]
+            sampler = threading.Thread(target=sample_cpu)
+            sampler.start()
+            part = post_load(collector.url, key, template, args.clients, *window)
+            sampler.join()
+            collector_cpu += cpu_at["end"] - cpu_at["start"]
+            load.merge(part)
+            with console.status(f"round {round_number + 1}: raw COPY of the same rows"):
+                copied_rows += raw_copy_rate(dsn, tenant, template, args.clients, phase) * phase
         exit_code = collector.stop()
-
         stored, distinct = stored_spans(dsn, "default")
-        with console.status("measuring the raw COPY rate of the same rows"):
-            ceiling = raw_copy_rate(
-                dsn, tenant_id(dsn, "default"), template, args.clients, min(args.duration, 10.0)
-            )
     finally:
         if embedded is not None:
             embedded.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
+    ceiling = copied_rows / args.duration
     rate = load.acked_in_window / args.duration
     figures = {
         "acknowledged_spans_per_s": round(rate),
@@ -247,6 +289,7 @@ def main() -> int:
         "workers": args.workers,
         "batch": args.batch,
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "cpus": os.cpu_count(),
         "collector_exit_code": exit_code,
     }

@@ -87,7 +87,6 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
     earliest = now_ns - limits.max_age_ns
     latest = now_ns + limits.max_future_ns
     smallest_limit = min(limits.attribute_value, limits.event_attribute_value)
-    classify = tiers.classify
     seen_resources: set[int] = set()
 
     for resource_spans in request.resource_spans:
@@ -103,7 +102,7 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name or None
             source = SpanSource(service, rid, scope)
-            gateway = tiers.is_gateway(scope, service)
+            classify = tiers.Classifier(browser=browser, gateway=tiers.is_gateway(scope, service))
             for span in scope_spans.spans:
                 trace_id = span.trace_id
                 span_id = span.span_id
@@ -149,7 +148,7 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
                     if cut:
                         result.truncated += cut
                         encoded = span.SerializeToString()
-                tier, component = classify(span, encoded, browser=browser, gateway=gateway)
+                tier, component = classify(span, encoded)
                 kind = span.kind
                 status = span.status.code
                 rows_add(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response
 
@@ -36,7 +36,7 @@ from tierscope.collector.body import BadEncoding, BodyReader, BodyTooLarge, Infl
 from tierscope.collector.convert import Limits, convert
 from tierscope.collector.metrics import CollectorMetrics
 from tierscope.store import Database, StoreError, StoreUnavailable
-from tierscope.store.spans import write_spans
+from tierscope.store.spans import KnownResources, write_spans
 
 _logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class IngestContext:
     limits: Limits
     max_body_size: int
     retry_after_seconds: int
+    known_resources: KnownResources = field(default_factory=KnownResources)
 
 
 class _Refusal(Exception):
@@ -138,7 +139,7 @@ async def _handle(request: Request, ctx: IngestContext, media: str | None, reade
     written_at = time.perf_counter()
     try:
         async with ctx.database.connection() as conn:
-            result = await write_spans(conn, conversion.rows, conversion.resources)
+            result = await write_spans(conn, conversion.rows, conversion.resources, ctx.known_resources)
     except StoreUnavailable as exc:
         _logger.warning("ingest: %s", exc)
         raise _Refusal(503, "the store is unavailable; retry later", "store_unavailable") from None

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tierscope.collector.wire import Key, SpanAttributes
+from tierscope.collector.wire import Key, SpanAttributes, attributes_offset
 
 TIERS = ("browser", "network", "web", "app", "platform", "db", "cache", "queue", "external")
 _TIER_SET = frozenset(TIERS)
@@ -193,3 +193,34 @@ def _component_for(tier: str, values: SpanAttributes) -> str | None:
     if tier in ("external", "network"):
         return _remote(values)
     return None
+
+
+class Classifier:
+    """Classifies the spans of one scope of one request.
+
+    Within a batch, most non-server spans repeat the same attributes byte for
+    byte (the same statement to the same database, the same call to the same
+    peer). Classification reads nothing but the kind and the bytes from the
+    attributes on, so spans equal in those get the same answer, which is
+    remembered for the rest of the request.
+    """
+
+    __slots__ = ("_memo", "browser", "gateway")
+
+    def __init__(self, *, browser: bool = False, gateway: bool = False) -> None:
+        self.browser = browser
+        self.gateway = gateway
+        self._memo: dict[tuple[int, bytes], tuple[str, str | None]] = {}
+
+    def __call__(self, span: Span, encoded: bytes) -> tuple[str, str | None]:
+        kind = span.kind
+        if kind == SERVER and not self.browser and b"tierscope.tier" not in encoded:
+            return ("web" if self.gateway else "app"), None  # no attribute needed
+        offset = attributes_offset(encoded)
+        if offset is None:
+            return classify(span, encoded, browser=self.browser, gateway=self.gateway)
+        key = (kind, encoded[offset:])
+        answer = self._memo.get(key)
+        if answer is None:
+            answer = self._memo[key] = classify(span, encoded, browser=self.browser, gateway=self.gateway)
+        return answer

@@ -138,3 +138,33 @@ class SpanAttributes:
             if which in _SCALARS and pair.key not in found:
                 found[pair.key] = getattr(value, which)
         return found
+
+
+def attributes_offset(encoded: bytes) -> int | None:
+    """Where a serialized span's attributes begin: past its ids, trace state,
+    name, kind and times (fields 1 to 8, in the standard layout). Everything from
+    here on (attributes, events, links, status) is what classification reads.
+    None if the bytes are not in the standard layout."""
+    try:
+        if encoded[0] != 0x0A or encoded[1] != 16 or encoded[18] != 0x12 or encoded[19] != 8:
+            return None
+        pos = 28
+        if encoded[pos] == 0x1A:  # trace_state
+            size, pos = _varint(encoded, pos + 1)
+            pos += size
+        if encoded[pos] == 0x22:  # parent_span_id
+            if encoded[pos + 1] != 8:
+                return None
+            pos += 10
+        if encoded[pos] == 0x2A:  # name
+            size, pos = _varint(encoded, pos + 1)
+            pos += size
+        if encoded[pos] == 0x30:  # kind
+            _, pos = _varint(encoded, pos + 1)
+        if encoded[pos] == 0x39:  # start_time_unix_nano
+            pos += 9
+        if encoded[pos] == 0x41:  # end_time_unix_nano
+            pos += 9
+    except (IndexError, ValueError):
+        return None
+    return pos

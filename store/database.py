@@ -49,6 +49,8 @@ class Database:
         self.dsn = dsn
         options = (
             f"-c statement_timeout={int(statement_timeout.total_seconds() * 1000)} "
+            # A 200 promises the data is on disk, whatever the server's default.
+            "-c synchronous_commit=on "
             # A client that vanished mid-transaction must not hold locks for long.
             "-c idle_in_transaction_session_timeout=30000"
         )

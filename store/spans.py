@@ -10,7 +10,8 @@ Retries are expected (an SDK that timed out resends the same batch), so writes
 are idempotent on ``(tenant_id, trace_id, span_id, start_time)``. COPY cannot
 skip duplicates, so the common case COPYs directly into ``spans`` inside a
 savepoint; only when that hits the unique index does the batch go through a
-staging table and ``INSERT ... ON CONFLICT DO NOTHING``.
+staging table and ``INSERT ... ON CONFLICT DO NOTHING`` (in a new transaction:
+a savepoint would cost two more round trips on every request).
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ _NULL = b"\xff\xff\xff\xff"
 _PG_EPOCH_US = 946_684_800 * 1_000_000
 _NS_PER_DAY = 86_400 * 10**9
 
-_ids = struct.Struct(">hii i16s i8s")  # field count, tenant_id, trace_id, span_id
-_times = struct.Struct(">iqiq")  # start_time, duration_us
+# The fixed head of a row: field count, tenant_id, trace_id, span_id,
+# parent_span_id (or NULL), start_time, duration_us; one pack call per span.
+_head_child = struct.Struct(">hii i16s i8s i8s iqiq")
+_head_root = struct.Struct(">hii i16s i8s i iqiq")
 _int2 = struct.Struct(">ih")
 _len = struct.Struct(">i")
 
@@ -122,11 +125,12 @@ class SpanRows:
     def __init__(self, tenant_id: int) -> None:
         self.tenant_id = tenant_id
         self.count = 0
-        self.first_ns = 0
+        self.first_ns = 1 << 64
         self.last_ns = 0
         self._parts: list[bytes] = [_HEADER]
         # Names, tiers and components repeat within a batch: encode each once.
         self._texts: dict[str, bytes] = {}
+        self._kind_tier: dict[tuple[int, str], bytes] = {}
 
     def add(
         self,
@@ -148,25 +152,43 @@ class SpanRows:
         name_field = texts.get(name)
         if name_field is None:
             name_field = texts[name] = _text(name)
-        tier_field = texts.get(tier)
-        if tier_field is None:
-            tier_field = texts[tier] = _text(tier)
+        kind_tier = self._kind_tier.get((kind, tier))
+        if kind_tier is None:
+            kind_tier = self._kind_tier[kind, tier] = _small(kind) + _text(tier)
         if component is None:
             component_field = _NULL
         else:
             component_field = texts.get(component)
             if component_field is None:
                 component_field = texts[component] = _text(component)
+        start_us = start_ns // 1000 - _PG_EPOCH_US
+        if parent_span_id:
+            head = _head_child.pack(
+                15,
+                4,
+                self.tenant_id,
+                16,
+                trace_id,
+                8,
+                span_id,
+                8,
+                parent_span_id,
+                8,
+                start_us,
+                8,
+                duration_ns // 1000,
+            )
+        else:
+            head = _head_root.pack(
+                15, 4, self.tenant_id, 16, trace_id, 8, span_id, -1, 8, start_us, 8, duration_ns // 1000
+            )
         self._parts.append(
             b"".join(
                 (
-                    _ids.pack(15, 4, self.tenant_id, 16, trace_id, 8, span_id),
-                    _len.pack(8) + parent_span_id if parent_span_id else _NULL,
-                    _times.pack(8, start_ns // 1000 - _PG_EPOCH_US, 8, duration_ns // 1000),
+                    head,
                     source.head,
                     name_field,
-                    _SMALL.get(kind) or _small(kind),
-                    tier_field,
+                    kind_tier,
                     component_field,
                     _SMALL.get(status_code) or _small(status_code),
                     source.tail,
@@ -175,7 +197,7 @@ class SpanRows:
                 )
             )
         )
-        if self.count == 0 or start_ns < self.first_ns:
+        if start_ns < self.first_ns:
             self.first_ns = start_ns
         if start_ns > self.last_ns:
             self.last_ns = start_ns
@@ -197,53 +219,94 @@ class WriteResult:
     duplicates: int
 
 
+class KnownResources:
+    """Resources this process has seen committed, so it need not write them again.
+
+    Resources are written once and never deleted, so remembering them is safe;
+    the set is bounded (cleared when full) because every resource is cheap to
+    write again.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._seen: set[tuple[int, int]] = set()
+
+    def unknown(self, tenant_id: int, resources: list[Resource]) -> list[Resource]:
+        return [r for r in resources if (tenant_id, r.resource_id) not in self._seen]
+
+    def remember(self, tenant_id: int, resources: list[Resource]) -> None:
+        if len(self._seen) + len(resources) > self.limit:
+            self._seen.clear()
+        self._seen.update((tenant_id, r.resource_id) for r in resources)
+
+
 @wrap_errors
-async def write_spans(conn: AsyncConnection, rows: SpanRows, resources: list[Resource]) -> WriteResult:
+async def write_spans(
+    conn: AsyncConnection,
+    rows: SpanRows,
+    resources: list[Resource],
+    known: KnownResources | None = None,
+) -> WriteResult:
     """Store a request's spans durably; spans already stored are skipped.
+
+    Args:
+        known: resources already stored, shared across calls (optional).
 
     Raises:
         StoreUnavailable: the store is down, hung or out of resources (retry).
         StoreError: the store refused the data.
     """
-    if rows.count == 0:
+    new_resources = known.unknown(rows.tenant_id, resources) if known else resources
+    if rows.count == 0 and not new_resources:
         return WriteResult(stored=0, duplicates=0)
     data = rows.copy_data()
-    try:
-        return await _write(conn, rows, data, resources)
-    except psycopg.errors.CheckViolation as exc:
-        # "no partition of relation spans found for row": a day maintenance has not
-        # prepared yet (it runs every few minutes); prepare it and try once more.
-        if "partition" not in str(exc):
-            raise
-        await partitions.ensure_days(conn, rows.days())
-        return await _write(conn, rows, data, resources)
-
-
-async def _write(
-    conn: AsyncConnection, rows: SpanRows, data: bytes, resources: list[Resource]
-) -> WriteResult:
-    async with conn.transaction():
-        for resource in resources:
-            await conn.execute(
-                QUERIES["insert_resource"],
-                {
-                    "tenant_id": rows.tenant_id,
-                    "resource_id": resource.resource_id,
-                    "service": _no_nul(resource.service),
-                    "attributes": json.dumps(_no_nul_json(resource.attributes)),
-                },
-            )
+    for attempt in range(2):
         try:
-            # A savepoint: the fast path fails on a span stored before.
-            async with conn.transaction(), conn.cursor().copy(_COPY_SPANS) as copy:
-                await copy.write(data)
-            return WriteResult(stored=rows.count, duplicates=0)
-        except psycopg.errors.UniqueViolation:
-            pass
-        # Some spans are stored already (a retried request): merge, skipping those.
+            try:
+                await _copy(conn, rows.tenant_id, data, new_resources)
+                stored = rows.count
+            except psycopg.errors.UniqueViolation:
+                # Some spans are stored already (a retried request): merge, skipping those.
+                stored = await _merge(conn, rows.tenant_id, data, new_resources)
+            break
+        except psycopg.errors.CheckViolation as exc:
+            # "no partition of relation spans found for row": a day maintenance has not
+            # prepared yet (it runs every few minutes); prepare it and try once more.
+            if attempt or "partition" not in str(exc):
+                raise
+            await partitions.ensure_days(conn, rows.days())
+    if known:
+        known.remember(rows.tenant_id, new_resources)
+    return WriteResult(stored=stored, duplicates=rows.count - stored)
+
+
+async def _insert_resources(conn: AsyncConnection, tenant_id: int, resources: list[Resource]) -> None:
+    for resource in resources:
+        await conn.execute(
+            QUERIES["insert_resource"],
+            {
+                "tenant_id": tenant_id,
+                "resource_id": resource.resource_id,
+                "service": _no_nul(resource.service),
+                "attributes": json.dumps(_no_nul_json(resource.attributes)),
+            },
+        )
+
+
+async def _copy(conn: AsyncConnection, tenant_id: int, data: bytes, resources: list[Resource]) -> None:
+    """The fast path: COPY straight into ``spans``; fails whole on a stored span."""
+    async with conn.transaction():
+        await _insert_resources(conn, tenant_id, resources)
+        async with conn.cursor().copy(_COPY_SPANS) as copy:
+            await copy.write(data)
+
+
+async def _merge(conn: AsyncConnection, tenant_id: int, data: bytes, resources: list[Resource]) -> int:
+    """The retry path: COPY into a staging table, then insert what is new."""
+    async with conn.transaction():
+        await _insert_resources(conn, tenant_id, resources)
         await conn.execute(_CREATE_STAGING)
         async with conn.cursor().copy(_COPY_STAGING) as copy:
             await copy.write(data)
         cur = await conn.execute(_MERGE_STAGING)
-        stored = max(cur.rowcount, 0)
-    return WriteResult(stored=stored, duplicates=rows.count - stored)
+        return max(cur.rowcount, 0)

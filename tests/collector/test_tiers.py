@@ -208,3 +208,56 @@ def test_tier_and_component(name: str) -> None:
 )
 def test_gateways_are_recognised(scope: str | None, service: str, expected: bool) -> None:
     assert is_gateway(scope, service) is expected
+
+
+def test_the_memo_gives_the_answers_of_classify() -> None:
+    """Classifier remembers answers per (kind, attribute bytes): it must agree with
+    classify on every case, in any order, repeated, with ids, names and times varying."""
+    import random
+
+    from tierscope.collector.tiers import Classifier
+
+    for browser, gateway in [(False, False), (True, False), (False, True)]:
+        classifier = Classifier(browser=browser, gateway=gateway)
+        cases = list(CASES.values()) * 3
+        random.Random(3).shuffle(cases)
+        for kind, attributes, _, _, _ in cases:
+            span = otlp.span(
+                f"name {random.random()}",
+                kind=kind,
+                attributes=attributes,
+                parent_span_id=random.choice([b"", b"p" * 8]),
+            )
+            encoded = span.SerializeToString()
+            assert classifier(span, encoded) == classify(span, encoded, browser=browser, gateway=gateway)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"parent_span_id": b"p" * 8},
+        {"trace_state": "vendor=1,other=2"},
+        {"name": "n" * 300},
+        {"kind": 0},
+        {"start_time_unix_nano": 0},
+        {"flags": 257},
+    ],
+)
+def test_attributes_offset_finds_the_first_attribute(changes: dict[str, Any]) -> None:
+    from tierscope.collector.wire import attributes_offset
+
+    span = otlp.span(kind=3, attributes={"db.system": "postgresql"})
+    for field, value in changes.items():
+        setattr(span, field, value)
+    encoded = span.SerializeToString()
+    offset = attributes_offset(encoded)
+    assert offset is not None
+    assert encoded[offset:].startswith(b"\x4a")  # field 9: the first attribute
+
+
+def test_attributes_offset_refuses_an_unknown_layout() -> None:
+    from tierscope.collector.wire import attributes_offset
+
+    assert attributes_offset(b"\x12\x08abcdefgh") is None
+    assert attributes_offset(b"") is None
