@@ -58,11 +58,16 @@ class IngestContext:
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, message: str, reason: str, field: str | None = None) -> None:
+    """The whole request is refused; ``spans`` is how many it carried, when known."""
+
+    def __init__(
+        self, status: int, message: str, reason: str, field: str | None = None, spans: int = 0
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.field = field
+        self.spans = spans
 
 
 @router.post(
@@ -78,7 +83,9 @@ async def export_traces(request: Request) -> Response:
     try:
         response = await _handle(request, ctx, media, reader)
     except _Refusal as refusal:
-        ctx.metrics.spans_rejected.labels(refusal.reason).inc()
+        ctx.metrics.requests_refused.labels(refusal.reason).inc()
+        if refusal.spans:
+            ctx.metrics.spans_rejected.labels(refusal.reason).inc(refusal.spans)
         response = _error(refusal.status, str(refusal), media or otlp.JSON, ctx, refusal.field)
     finally:
         ctx.budget.give_back(reader.held)
@@ -142,7 +149,9 @@ async def _handle(request: Request, ctx: IngestContext, media: str | None, reade
             result = await write_spans(conn, conversion.rows, conversion.resources, ctx.known_resources)
     except StoreUnavailable as exc:
         _logger.warning("ingest: %s", exc)
-        raise _Refusal(503, "the store is unavailable; retry later", "store_unavailable") from None
+        raise _Refusal(
+            503, "the store is unavailable; retry later", "store_unavailable", spans=conversion.rows.count
+        ) from None
     except StoreError:
         _logger.exception("ingest: the store refused a batch")
         return _error(500, "the store refused the data; this is a tierscope bug, see its log", media, ctx)

@@ -67,7 +67,14 @@ class CollectorMetrics:
         )
         self.spans_rejected = Counter(
             "tierscope_spans_rejected",
-            "Spans refused, by reason: one span (partial success) or a whole request.",
+            "Spans not stored, by reason: refused one by one (partial success), or in a "
+            "decoded request the store could not take (store_unavailable).",
+            ["reason"],
+            registry=r,
+        )
+        self.requests_refused = Counter(
+            "tierscope_requests_refused",
+            "Whole ingest requests refused, by reason (the spans they carried were not stored).",
             ["reason"],
             registry=r,
         )

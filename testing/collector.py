@@ -77,7 +77,11 @@ class CollectorProcess:
         if self._cpus and shutil.which("taskset"):
             command = ["taskset", "-c", self._cpus, *command]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, env=self._env, stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own, like a service or a terminal job: interrupt() can
+        # then signal its whole process group, as Ctrl-C in a terminal does.
+        self.process = subprocess.Popen(
+            command, env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self.wait_ready(timeout)
         return self
@@ -135,6 +139,11 @@ class CollectorProcess:
         code = self.process.returncode
         self.process = None
         return code
+
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to the collector's whole process group."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGINT)
 
     def kill(self) -> None:
         """SIGKILL: a crash."""

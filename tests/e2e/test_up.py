@@ -154,3 +154,29 @@ def test_a_bad_setting_stops_start_up_with_a_clear_message(
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert not (data_dir / "postgres").exists(), "nothing was started"
+
+
+def test_ctrl_c_finishes_in_flight_work_and_stops_everything(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in [k for k in os.environ if k.startswith("TIERSCOPE_")]:
+        monkeypatch.delenv(variable)
+    collector = CollectorProcess(data_dir, env={"TIERSCOPE_WORKERS": "2"}).start()
+    try:
+        credentials = collector.credentials()
+        trace_id = os.urandom(16)
+        body = otlp.request([otlp.span(trace_id=trace_id)]).SerializeToString()
+        sock = slow_request_in_flight(collector.url, credentials["ingest_key"], body)
+        time.sleep(0.3)
+        collector.interrupt()  # the terminal's Ctrl-C reaches every process of the group
+        time.sleep(1.0)
+        sock.sendall(body[len(body) // 2 :])
+        reply = sock.recv(4096)
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        assert collector.process is not None
+        assert collector.process.wait(30) == 0
+        assert "tierscope stopped." in collector.log()
+    finally:
+        collector.stop()
+    assert processes_using(data_dir) == []
