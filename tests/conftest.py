@@ -84,21 +84,31 @@ def database_url(database_factory: Callable[..., str]) -> str:
     return database_factory()
 
 
-@pytest.fixture(scope="module")
-def collector(
+@pytest.fixture(scope="session")
+def collector_factory(
     database_factory: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CollectorProcess]:
-    """A running ``tierscope up`` with its own database, shared by a test module."""
-    process = CollectorProcess(
-        tmp_path_factory.mktemp("collector"),
-        database_url=database_factory(),
-        env={"TIERSCOPE_WORKERS": "1"},
-    )
-    process.start()
-    try:
-        yield process
-    finally:
+) -> Iterator[Callable[..., CollectorProcess]]:
+    """Start a ``tierscope up`` with a database of its own and extra ``TIERSCOPE_*``
+    settings; every collector started is stopped at the end of the session."""
+    started: list[CollectorProcess] = []
+
+    def start(**settings: str) -> CollectorProcess:
+        env = {"TIERSCOPE_WORKERS": "1", **settings}
+        process = CollectorProcess(
+            tmp_path_factory.mktemp("collector"), database_url=database_factory(), env=env
+        )
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def collector(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+    """A running ``tierscope up`` with its own database, shared by a test module."""
+    return collector_factory()
 
 
 @pytest.fixture

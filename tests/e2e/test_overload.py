@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -13,17 +13,8 @@ from tierscope.testing.collector import CollectorProcess
 
 
 @pytest.fixture(scope="module")
-def small(
-    database_factory: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CollectorProcess]:
-    process = CollectorProcess(
-        tmp_path_factory.mktemp("small"),
-        database_url=database_factory(),
-        env={"TIERSCOPE_WORKERS": "1", "TIERSCOPE_MAX_INFLIGHT_BYTES": "1MiB", "TIERSCOPE_RETRY_AFTER": "3s"},
-    )
-    process.start()
-    yield process
-    process.stop()
+def small(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+    return collector_factory(TIERSCOPE_MAX_INFLIGHT_BYTES="1MiB", TIERSCOPE_RETRY_AFTER="3s")
 
 
 def big_body(spans: int = 3000) -> bytes:

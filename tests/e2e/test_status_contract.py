@@ -35,17 +35,8 @@ DAY = 86_400 * 10**9
 
 
 @pytest.fixture(scope="module")
-def server(
-    database_factory: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CollectorProcess]:
-    process = CollectorProcess(
-        tmp_path_factory.mktemp("contract"),
-        database_url=database_factory(),
-        env={"TIERSCOPE_WORKERS": "1", "TIERSCOPE_MAX_BODY_SIZE": str(LIMIT)},
-    )
-    process.start()
-    yield process
-    process.stop()
+def server(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+    return collector_factory(TIERSCOPE_MAX_BODY_SIZE=str(LIMIT))
 
 
 @pytest.fixture(scope="module")
