@@ -8,9 +8,10 @@ after, or shared with a ``tierscope up`` already running there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -24,6 +25,7 @@ from rich.table import Table
 from tierscope.config import Settings, SettingsError, load_settings, parse_duration
 from tierscope.store import StoreError
 from tierscope.store import tenants as tenant_store
+from tierscope.store.embedded import EmbeddedPostgresError
 
 T = TypeVar("T")
 
@@ -46,6 +48,17 @@ def _settings(**overrides: Any) -> Settings:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Store and embedded-server failures as one-line messages, not tracebacks."""
+    try:
+        yield
+    except (StoreError, EmbeddedPostgresError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the store: {str(exc).strip()}") from None
+
+
 def _with_store(settings: Settings, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
     """Run ``work`` on one autocommit connection to the store, migrated first."""
     from tierscope.collector.server import migrate, store_dsn
@@ -55,13 +68,8 @@ def _with_store(settings: Settings, work: Callable[[psycopg.AsyncConnection], Aw
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             return await work(conn)
 
-    try:
-        with store_dsn(settings) as dsn:
-            return asyncio.run(run(dsn))
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot reach the store: {str(exc).strip()}") from None
+    with _store_errors(), store_dsn(settings) as dsn:
+        return asyncio.run(run(dsn))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,7 +89,8 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     logging.getLogger().setLevel(settings.log_level.upper())
-    serve(settings, console)
+    with _store_errors():
+        serve(settings, console)
 
 
 @main.group()
@@ -96,7 +105,7 @@ def db_migrate(data_dir: Path | None) -> None:
     from tierscope.collector.server import migrate, store_dsn
 
     settings = _settings(data_dir=data_dir)
-    with store_dsn(settings, console) as dsn:
+    with _store_errors(), store_dsn(settings, console) as dsn:
         applied = asyncio.run(migrate(dsn, console))
     console.print(f"applied {len(applied)} migration(s)" if applied else "the schema is up to date")
 

@@ -60,16 +60,20 @@ class _InFlight:
             self.metrics.in_flight.dec()
 
 
+async def maintain(database: Database, settings: Settings) -> None:
+    """Partitions ahead, expired data out."""
+    async with database.connection() as conn:
+        await partitions.maintain(conn, retention=settings.table_retention, accept_from=settings.span_max_age)
+        await partitions.trim_rollups(conn, settings.rollup_retention)
+
+
 async def _maintain_forever(database: Database, settings: Settings) -> None:
     while True:
         await asyncio.sleep(settings.maintenance_interval.total_seconds())
         try:
-            async with database.connection() as conn:
-                await partitions.maintain(
-                    conn, retention=settings.retention_spans, accept_from=settings.span_max_age
-                )
+            await maintain(database, settings)
         except Exception as exc:  # the next round tries again
-            _logger.warning("partition maintenance failed: %s", exc)
+            _logger.warning("maintenance failed: %s", exc)
 
 
 def create_app(settings: Settings, dsn: str) -> FastAPI:
@@ -84,10 +88,12 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await database.open()
-        async with database.connection() as conn:
-            await partitions.maintain(
-                conn, retention=settings.retention_spans, accept_from=settings.span_max_age
-            )
+        try:
+            await maintain(database, settings)
+        except Exception as exc:
+            # Not fatal: ingest creates a missing partition itself, and the
+            # periodic round tries again (another worker may hold the lock now).
+            _logger.warning("maintenance at start-up failed: %s", exc)
         maintenance = asyncio.create_task(_maintain_forever(database, settings))
         try:
             yield

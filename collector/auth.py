@@ -74,6 +74,8 @@ class KeyVerifier:
         async with self._database.connection() as conn:
             info = await tenant_store.lookup(conn, key)
         if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
+            # Evict the oldest entry, not everything: a flood of unknown keys must
+            # not push the live keys out all at once.
+            self._cache.pop(next(iter(self._cache)))
         self._cache[key] = (now + self._ttl, info)
         return info

@@ -25,7 +25,9 @@ from tierscope.collector.otlp import attributes
 from tierscope.store.spans import Resource, SpanRows, SpanSource
 
 UNKNOWN_SERVICE = "unknown_service"
-NAME_LIMIT = 1024
+NAME_LIMIT = 1024  # span names
+LABEL_LIMIT = 256  # service and scope names: they are repeated on every row and used as keys
+RESOURCE_ATTRIBUTES_LIMIT = 128
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 
@@ -91,8 +93,13 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
 
     for resource_spans in request.resource_spans:
         resource = resource_spans.resource
+        if len(resource.attributes) > RESOURCE_ATTRIBUTES_LIMIT:
+            del resource.attributes[RESOURCE_ATTRIBUTES_LIMIT:]
+            result.truncated += 1
+        for pair in resource.attributes:
+            result.truncated += _truncate_value(pair.value, limits.attribute_value)
         resource_attrs = attributes(resource.attributes)
-        service = str(resource_attrs.get("service.name") or UNKNOWN_SERVICE)
+        service = str(resource_attrs.get("service.name") or UNKNOWN_SERVICE)[:LABEL_LIMIT]
         rid = resource_id(resource.SerializeToString())
         if rid not in seen_resources:
             seen_resources.add(rid)
@@ -100,7 +107,7 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
         browser = resource_attrs.get("telemetry.sdk.language") == "webjs"
 
         for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope.name or None
+            scope = scope_spans.scope.name[:LABEL_LIMIT] or None
             source = SpanSource(service, rid, scope)
             classify = tiers.Classifier(browser=browser, gateway=tiers.is_gateway(scope, service))
             for span in scope_spans.spans:
@@ -148,7 +155,7 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
                     if cut:
                         result.truncated += cut
                         encoded = span.SerializeToString()
-                tier, component = classify(span, encoded)
+                tier, component, peer = classify(span, encoded)
                 kind = span.kind
                 status = span.status.code
                 rows_add(
@@ -164,6 +171,7 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
                     component,
                     status if 0 <= status <= 2 else 0,
                     encoded,
+                    peer,
                 )
     return result
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 from google.protobuf import json_format
@@ -66,13 +67,17 @@ def decode_traces(body: bytes, media: str) -> ExportTraceServiceRequest:
 def _decode_json(body: bytes) -> ExportTraceServiceRequest:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise BadRequest("body is not valid OTLP/JSON: nested too deeply") from None
+    except ValueError as exc:  # also UnicodeDecodeError, and integers too long to read
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object with a resourceSpans array")
     _hex_ids_to_base64(data)
     try:
         return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except RecursionError:
+        raise BadRequest("body is not valid OTLP/JSON: nested too deeply") from None
     except (json_format.ParseError, TypeError, ValueError) as exc:
         raise BadRequest(f"body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}") from None
 
@@ -172,12 +177,19 @@ def any_value(value: AnyValue) -> Any:
         return attributes(value.kvlist_value.values)
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
+    if kind == "double_value" and not math.isfinite(value.double_value):
+        return str(value.double_value)  # NaN and infinities have no JSON form: "nan", "inf"
     return getattr(value, kind)
 
 
 def attributes(pairs: Any) -> dict[str, Any]:
-    """Repeated ``KeyValue`` as a dict (the last of repeated keys wins)."""
-    return {pair.key: any_value(pair.value) for pair in pairs}
+    """Repeated ``KeyValue`` as a dict (the first of repeated keys wins, as everywhere
+    in tierscope)."""
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        if pair.key not in found:
+            found[pair.key] = any_value(pair.value)
+    return found
 
 
 __all__ = [

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -57,12 +58,12 @@ def store_dsn(settings: Settings, console: Console | None = None) -> Iterator[st
         yield settings.database_url
         return
     embedded = EmbeddedPostgres(settings.data_dir)
-    if console is not None:
-        with console.status(f"starting the embedded PostgreSQL in {embedded.pgdata} ..."):
-            dsn = embedded.start()
-    else:
-        dsn = embedded.start()
     try:
+        if console is not None:
+            with console.status(f"starting the embedded PostgreSQL in {embedded.pgdata} ..."):
+                dsn = embedded.start()
+        else:
+            dsn = embedded.start()
         yield dsn
     finally:
         embedded.stop()
@@ -118,7 +119,7 @@ def serve(settings: Settings, console: Console) -> None:
                 workers=settings.workers,
                 log_level=settings.log_level.lower(),
                 access_log=False,
-                timeout_graceful_shutdown=int(settings.shutdown_timeout.total_seconds()),
+                timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout.total_seconds()),
                 timeout_keep_alive=5,
                 server_header=False,
             )

@@ -5,18 +5,21 @@ any language get them, not only spans from tierscope's agent. Old and new
 attribute names are both understood (``db.statement``/``db.query.text``,
 ``net.peer.name``/``server.address``, ``http.url``/``url.full``, ...).
 
-Each span also gets a *component*: what it talked to (SQL statement, peer
-``host:port``, queue destination), which later becomes the "top components" of
-a business transaction.
+Each span also gets a *component*: what it used (SQL statement, called endpoint,
+queue destination), which becomes the "top components" of a business
+transaction, and a *peer*: whom it talked to (database instance, host:port,
+broker), a node of the service map.
 
-Cost matters: this runs for every span at ingest. Attribute keys are searched
-for in the span's serialized bytes (one C-level substring search), and the few
-values a tier needs are read from those bytes too (:mod:`.wire`); a server span
-is classified without reading any attribute at all.
+Cost matters: this runs for every span at ingest. The few values a tier needs
+are read from the span's serialized bytes (:mod:`.wire`), a server span is
+classified without reading any attribute, and within a request each distinct
+set of attributes is classified once (:class:`Classifier`).
 """
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -38,20 +41,21 @@ INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = (
 CACHE_SYSTEMS = frozenset({"redis", "memcached", "hazelcast", "coherence", "ignite", "geode", "valkey"})
 
 # Instrumentation scopes and service names that mark a web server or gateway.
-_GATEWAY_HINTS = (
-    "nginx",
-    "envoy",
-    "apache",
-    "httpd",
-    "haproxy",
-    "traefik",
-    "kong",
-    "istio",
-    "gateway",
-    "iis",
-    "caddy",
-    "tomcat-valve",
+_GATEWAY_HINTS = frozenset(
+    {
+        "nginx",
+        "envoy",
+        "apache",
+        "httpd",
+        "haproxy",
+        "traefik",
+        "kong",
+        "istio",
+        "iis",
+        "caddy",
+    }
 )
+_WORDS = re.compile(r"[^a-z0-9]+")
 
 COMPONENT_LIMIT = 1024
 
@@ -85,6 +89,7 @@ K = {
         "net.sock.peer.addr",
         "url.full",
         "http.url",
+        "asgi.event.type",
     )
 }
 
@@ -94,9 +99,27 @@ def _clip(text: str) -> str:
 
 
 def is_gateway(scope: str | None, service: str) -> bool:
-    """Whether a resource/scope is a web server or gateway (its spans are ``web``)."""
-    text = f"{scope or ''} {service}".lower()
-    return any(hint in text for hint in _GATEWAY_HINTS)
+    """Whether a resource/scope is a web server or gateway (its spans are ``web``).
+
+    Names are compared word by word (``api-gateway`` yes, ``hongkong`` no); the
+    bare word "gateway" counts only in an instrumentation scope (such as
+    spring-cloud-gateway), since a service called payment-gateway is an application.
+    """
+    scope_words = set(_WORDS.split((scope or "").lower()))
+    service_words = set(_WORDS.split(service.lower()))
+    return (
+        bool((scope_words | service_words) & _GATEWAY_HINTS)
+        or "gateway" in scope_words
+        or (service.lower() in ("gateway", "api-gateway", "api_gateway"))
+    )
+
+
+class Classification(NamedTuple):
+    """What a span's time is (tier), what it used (component), whom it talked to (peer)."""
+
+    tier: str
+    component: str | None = None
+    peer: str | None = None
 
 
 def peer(values: SpanAttributes) -> str | None:
@@ -120,79 +143,90 @@ def peer(values: SpanAttributes) -> str | None:
     return f"{host}:{port}" if port not in (None, "") else str(host)
 
 
-def _database(values: SpanAttributes) -> tuple[str, str | None]:
+def _clip_optional(text: object) -> str | None:
+    return _clip(str(text)) if text not in (None, "") else None
+
+
+def _database(values: SpanAttributes, tier: str | None = None) -> Classification:
     # Older name first: most SDKs still send it, and both carry the same value.
     system = str(values.first(K["db.system"], K["db.system.name"]) or "")
-    tier = "cache" if system.lower() in CACHE_SYSTEMS else "db"
+    tier = tier or ("cache" if system.lower() in CACHE_SYSTEMS else "db")
     statement = values.first(K["db.query.summary"], K["db.query.text"], K["db.statement"])
+    namespace = values.first(K["db.namespace"], K["db.name"])
     if statement is None:
         operation = values.first(K["db.operation.name"], K["db.operation"])
         target = values.first(K["db.collection.name"], K["db.sql.table"], K["db.namespace"], K["db.name"])
         statement = " ".join(str(p) for p in (system, operation, target) if p) or None
-    return tier, _clip(str(statement)) if statement is not None else None
+    # The service-map node is the database instance, e.g. postgresql@db1:5432/erp.
+    where = peer(values)
+    node = (system or tier) + (f"@{where}" if where else "") + (f"/{namespace}" if namespace else "")
+    return Classification(tier, _clip_optional(statement), _clip(node))
 
 
-def classify(
-    span: Span, encoded: bytes, *, browser: bool = False, gateway: bool = False
-) -> tuple[str, str | None]:
-    """Return ``(tier, component)`` for one span.
+def _queue(tier: str, values: SpanAttributes) -> Classification:
+    system = values.first(K["messaging.system"])
+    destination = values.first(K["messaging.destination.name"], K["messaging.destination"])
+    where = values.first(K["server.address"], K["net.peer.name"])
+    text = " ".join(str(p) for p in (system, destination) if p)
+    node = (str(system) if system else "broker") + (f"@{where}" if where else "")
+    return Classification(tier, _clip_optional(text), _clip(node) if system or where else None)
+
+
+def _remote(tier: str, values: SpanAttributes) -> Classification:
+    target = peer(values)
+    if target is None:
+        service = values.first(K["rpc.service"])
+        if service is not None:
+            method = values.first(K["rpc.method"])
+            call = f"{service}/{method}" if method else str(service)
+            return Classification(tier, _clip(call), _clip(str(service)))
+    return Classification(tier, _clip_optional(target), _clip_optional(target))
+
+
+def _explicit(tier: str, values: SpanAttributes) -> Classification:
+    if tier in ("db", "cache"):
+        return _database(values, tier)
+    if tier in ("queue", "platform"):
+        return _queue(tier, values)
+    if tier in ("external", "network"):
+        return _remote(tier, values)
+    return Classification(tier)
+
+
+def classify(span: Span, encoded: bytes, *, browser: bool = False, gateway: bool = False) -> Classification:
+    """Classify one span by its kind and its own attributes.
 
     Args:
         span: the span.
-        encoded: the span's serialized bytes, searched for attribute keys first.
+        encoded: the span's serialized bytes (attributes are read from them).
         browser: the span comes from a browser SDK (resource ``telemetry.sdk.language``
             is ``webjs``): its outbound calls are ``network``, the rest ``browser``.
         gateway: the span comes from a web server or gateway (see :func:`is_gateway`).
     """
     kind = span.kind
-    if b"tierscope.tier" in encoded:
-        values = SpanAttributes(span, encoded)
-        explicit = values.get(K["tierscope.tier"])
-        if explicit in _TIER_SET:
-            return explicit, _component_for(explicit, values)
+    values = SpanAttributes(span, encoded)
+    explicit = values.get(K["tierscope.tier"])
+    if explicit in _TIER_SET:
+        return _explicit(explicit, values)
     if browser:
-        return ("network" if kind == CLIENT else "browser"), None
+        if kind == CLIENT:
+            return Classification("network", None, _remote("network", values).peer)
+        return Classification("browser")
     if kind == SERVER:
-        return ("web" if gateway else "app"), None
-    if b"db.system" in encoded:
-        return _database(SpanAttributes(span, encoded))
-    if b"messaging.system" in encoded:
-        return ("platform" if kind == CONSUMER else "queue"), _queue(SpanAttributes(span, encoded))
+        return Classification("web" if gateway else "app")
+    if values.first(K["db.system"], K["db.system.name"]) is not None:
+        return _database(values)
+    if values.get(K["messaging.system"]) is not None:
+        return _queue("platform" if kind == CONSUMER else "queue", values)
     if kind == CLIENT:
-        return "external", _remote(SpanAttributes(span, encoded))
+        return _remote("external", values)
     if kind == PRODUCER:
-        return "queue", None
+        return Classification("queue")
     if kind == CONSUMER:
-        return "platform", None
-    if b"asgi.event.type" in encoded or gateway:
-        return "web", None  # the server sending and receiving the HTTP message
-    return "app", None
-
-
-def _queue(values: SpanAttributes) -> str | None:
-    system = values.first(K["messaging.system"])
-    destination = values.first(K["messaging.destination.name"], K["messaging.destination"])
-    text = " ".join(str(p) for p in (system, destination) if p)
-    return _clip(text) if text else None
-
-
-def _remote(values: SpanAttributes) -> str | None:
-    target = peer(values)
-    service = values.first(K["rpc.service"]) if target is None else None
-    if service is not None:
-        method = values.first(K["rpc.method"])
-        target = f"{service}/{method}" if method else str(service)
-    return _clip(target) if target else None
-
-
-def _component_for(tier: str, values: SpanAttributes) -> str | None:
-    if tier in ("db", "cache"):
-        return _database(values)[1]
-    if tier in ("queue", "platform"):
-        return _queue(values)
-    if tier in ("external", "network"):
-        return _remote(values)
-    return None
+        return Classification("platform")
+    if gateway or values.get(K["asgi.event.type"]) is not None:
+        return Classification("web")  # the server sending and receiving the HTTP message
+    return Classification("app")
 
 
 class Classifier:
@@ -210,12 +244,12 @@ class Classifier:
     def __init__(self, *, browser: bool = False, gateway: bool = False) -> None:
         self.browser = browser
         self.gateway = gateway
-        self._memo: dict[tuple[int, bytes], tuple[str, str | None]] = {}
+        self._memo: dict[tuple[int, bytes], Classification] = {}
 
-    def __call__(self, span: Span, encoded: bytes) -> tuple[str, str | None]:
+    def __call__(self, span: Span, encoded: bytes) -> Classification:
         kind = span.kind
         if kind == SERVER and not self.browser and b"tierscope.tier" not in encoded:
-            return ("web" if self.gateway else "app"), None  # no attribute needed
+            return _SERVER_GATEWAY if self.gateway else _SERVER_APP  # no attribute needed
         offset = attributes_offset(encoded)
         if offset is None:
             return classify(span, encoded, browser=self.browser, gateway=self.gateway)
@@ -224,3 +258,7 @@ class Classifier:
         if answer is None:
             answer = self._memo[key] = classify(span, encoded, browser=self.browser, gateway=self.gateway)
         return answer
+
+
+_SERVER_APP = Classification("app")
+_SERVER_GATEWAY = Classification("web")

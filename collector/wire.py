@@ -1,20 +1,20 @@
-"""Read single attribute values straight from a serialized span.
+"""Read a span's own attribute values straight from its serialized bytes.
 
 Decoding every attribute of every span into Python objects costs about half a
 microsecond per attribute, which at tens of thousands of spans per second is
 most of the collector's time. Classification needs two or three values of a
 span, and the span is serialized anyway (it is stored as-is), so this module
-finds those values in the bytes: an OTLP ``KeyValue`` is written as
+reads those values from the bytes. A span is written field by field in number
+order: ids, trace state, parent, name, kind, times (fields 1 to 8), then its
+attributes (field 9), each an OTLP ``KeyValue``:
 
-    0x0A <key length> <key> 0x12 <AnyValue length> <AnyValue>
+    0x4A <length> 0x0A <key length> <key> 0x12 <AnyValue length> <AnyValue>
 
-and the ``AnyValue`` holds one scalar field. One substring search (in C) and a
-few index operations replace decoding the whole attribute list.
-
-The layout above is what every mainstream protobuf encoder writes (fields in
-number order). For anything else — a key that appears in the bytes but not in
-that layout, or a value that is not a scalar — :class:`SpanAttributes` falls back
-to decoding the message properly, so the answer is always the decoder's.
+:func:`attribute_index` walks exactly those entries, so a key inside an event,
+a link, a nested map or the span's name is never mistaken for an attribute.
+That layout is what every mainstream protobuf encoder writes; for anything else
+:class:`SpanAttributes` asks the real decoder, so the answer is always the
+decoder's (tests/collector/test_wire.py holds them equal).
 """
 
 from __future__ import annotations
@@ -43,108 +43,20 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 class Key:
-    """An attribute key prepared for lookups: its text and its wire pattern."""
+    """An attribute key prepared for lookups: its text and its bytes."""
 
-    __slots__ = ("name", "pattern", "raw")
+    __slots__ = ("name", "raw")
 
     def __init__(self, name: str) -> None:
-        raw = name.encode()
-        if len(raw) > 127:
-            raise ValueError("attribute keys used for lookups are short")
         self.name = name
-        self.raw = raw
-        self.pattern = b"\x0a" + bytes((len(raw),)) + raw + b"\x12"
-
-
-def scalar_at(data: bytes, pattern: bytes) -> Any:
-    """The scalar value after the first ``pattern`` in ``data``; ``_NOT_FOUND`` when
-    the pattern is absent or what follows is not a well-formed scalar ``AnyValue``."""
-    index = data.find(pattern)
-    if index < 0:
-        return _NOT_FOUND
-    pos = index + len(pattern)
-    try:
-        # Fast path: a string shorter than 126 bytes (lengths fit in one byte).
-        length = data[pos]
-        if length < 0x80 and data[pos + 1] == 0x0A and data[pos + 2] == length - 2:
-            return data[pos + 3 : pos + 1 + length].decode("utf-8", "replace")
-        length, pos = _varint(data, pos)
-        end = pos + length
-        if length == 0 or end > len(data):
-            return _NOT_FOUND
-        tag = data[pos]
-        pos += 1
-        if tag == 0x0A:  # string_value
-            size, pos = _varint(data, pos)
-            if pos + size != end:
-                return _NOT_FOUND
-            return data[pos:end].decode("utf-8", "replace")
-        if tag == 0x18:  # int_value: int64, two's complement in a varint
-            value, pos = _varint(data, pos)
-            if pos != end:
-                return _NOT_FOUND
-            return value - (1 << 64) if value >= 1 << 63 else value
-        if tag == 0x10:  # bool_value
-            value, pos = _varint(data, pos)
-            return bool(value) if pos == end else _NOT_FOUND
-        if tag == 0x21 and pos + 8 == end:  # double_value
-            return _DOUBLE.unpack_from(data, pos)[0]
-    except (IndexError, ValueError):
-        pass
-    return _NOT_FOUND
-
-
-class SpanAttributes:
-    """Lazy access to a few scalar attributes of one span.
-
-    A key missing from the standard layout is taken as absent once the span has
-    shown it uses that layout (some lookup succeeded); until then, a key whose
-    text occurs in the bytes sends the span through the real decoder.
-    """
-
-    __slots__ = ("_decoded", "_encoded", "_span", "_standard")
-
-    def __init__(self, span: Span, encoded: bytes) -> None:
-        self._span = span
-        self._encoded = encoded
-        self._decoded: dict[str, Any] | None = None
-        self._standard = False
-
-    def get(self, key: Key) -> Any:
-        """The attribute's scalar value, or None if the span does not have it."""
-        if self._decoded is None:
-            value = scalar_at(self._encoded, key.pattern)
-            if value is not _NOT_FOUND:
-                self._standard = True
-                return value
-            if self._standard or key.raw not in self._encoded:
-                return None
-            self._decoded = self._decode()  # unusual layout: ask the real decoder
-        return self._decoded.get(key.name)
-
-    def first(self, *keys: Key) -> Any:
-        """The first of ``keys`` the span has with a non-empty value."""
-        for key in keys:
-            value = self.get(key)
-            if value is not None and value != "":
-                return value
-        return None
-
-    def _decode(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for pair in self._span.attributes:
-            value = pair.value
-            which = value.WhichOneof("value")
-            if which in _SCALARS and pair.key not in found:
-                found[pair.key] = getattr(value, which)
-        return found
+        self.raw = name.encode()
 
 
 def attributes_offset(encoded: bytes) -> int | None:
     """Where a serialized span's attributes begin: past its ids, trace state,
-    name, kind and times (fields 1 to 8, in the standard layout). Everything from
-    here on (attributes, events, links, status) is what classification reads.
-    None if the bytes are not in the standard layout."""
+    parent, name, kind and times (fields 1 to 8, in the standard layout).
+    Everything from here on (attributes, events, links, status) is what
+    classification may read. None if the bytes are not in that layout."""
     try:
         if encoded[0] != 0x0A or encoded[1] != 16 or encoded[18] != 0x12 or encoded[19] != 8:
             return None
@@ -168,3 +80,124 @@ def attributes_offset(encoded: bytes) -> int | None:
     except (IndexError, ValueError):
         return None
     return pos
+
+
+def attribute_index(encoded: bytes) -> dict[bytes, tuple[int, int]] | None:
+    """Where each of the span's own attributes keeps its value: ``{key: (start, end)}``
+    of the ``AnyValue`` bytes, the first of repeated keys winning. None if the
+    bytes are not in the standard layout."""
+    offset = attributes_offset(encoded)
+    if offset is None:
+        return None
+    index: dict[bytes, tuple[int, int]] = {}
+    size = len(encoded)
+    pos = offset
+    try:
+        while pos < size and encoded[pos] == 0x4A:
+            # Lengths under 128 take one byte: the common case, read inline.
+            length = encoded[pos + 1]
+            start = pos + 2
+            if length >= 0x80:
+                length, start = _varint(encoded, pos + 1)
+            end = start + length
+            if end > size or encoded[start] != 0x0A:  # a KeyValue starts with its key
+                return None
+            key_length = encoded[start + 1]
+            key_start = start + 2
+            if key_length >= 0x80:
+                key_length, key_start = _varint(encoded, start + 1)
+            after_key = key_start + key_length
+            if after_key == end:
+                value = (end, end)  # no value
+            elif encoded[after_key] == 0x12:
+                value_length = encoded[after_key + 1]
+                value_start = after_key + 2
+                if value_length >= 0x80:
+                    value_length, value_start = _varint(encoded, after_key + 1)
+                if value_start + value_length != end:
+                    return None
+                value = (value_start, end)
+            else:
+                return None
+            key = encoded[key_start:after_key]
+            if key not in index:
+                index[key] = value
+            pos = end
+    except (IndexError, ValueError):
+        return None
+    return index
+
+
+def _scalar(data: bytes, start: int, end: int) -> Any:
+    """The scalar held by the ``AnyValue`` in ``data[start:end]``; ``_NOT_FOUND``
+    for no value, arrays, maps and bytes."""
+    if start >= end:
+        return _NOT_FOUND
+    tag = data[start]
+    try:
+        if tag == 0x0A:  # string_value
+            size, pos = _varint(data, start + 1)
+            if pos + size != end:
+                return _NOT_FOUND
+            return data[pos:end].decode("utf-8", "replace")
+        if tag == 0x18:  # int_value: int64, two's complement in a varint
+            number, pos = _varint(data, start + 1)
+            if pos != end:
+                return _NOT_FOUND
+            return number - (1 << 64) if number >= 1 << 63 else number
+        if tag == 0x10:  # bool_value
+            number, pos = _varint(data, start + 1)
+            return bool(number) if pos == end else _NOT_FOUND
+        if tag == 0x21 and start + 9 == end:  # double_value
+            return _DOUBLE.unpack_from(data, start + 1)[0]
+    except (IndexError, ValueError):
+        pass
+    return _NOT_FOUND
+
+
+class SpanAttributes:
+    """Lazy access to the scalar attributes of one span, straight from its bytes.
+
+    The span's own attributes are indexed on first use; if its bytes are not in
+    the standard layout, the real decoder answers instead.
+    """
+
+    __slots__ = ("_decoded", "_encoded", "_index", "_span")
+
+    def __init__(self, span: Span, encoded: bytes) -> None:
+        self._span = span
+        self._encoded = encoded
+        self._index: dict[bytes, tuple[int, int]] | None = None
+        self._decoded: dict[str, Any] | None = None
+
+    def get(self, key: Key) -> Any:
+        """The attribute's scalar value, or None if the span has no such scalar attribute."""
+        if self._index is None and self._decoded is None:
+            self._index = attribute_index(self._encoded)
+            if self._index is None:
+                self._decoded = self._decode()  # unusual layout: ask the real decoder
+        if self._index is not None:
+            where = self._index.get(key.raw)
+            if where is None:
+                return None
+            value = _scalar(self._encoded, *where)
+            return None if value is _NOT_FOUND else value
+        assert self._decoded is not None
+        return self._decoded.get(key.name)
+
+    def first(self, *keys: Key) -> Any:
+        """The first of ``keys`` the span has with a non-empty value."""
+        for key in keys:
+            value = self.get(key)
+            if value is not None and value != "":
+                return value
+        return None
+
+    def _decode(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for pair in self._span.attributes:
+            value = pair.value
+            which = value.WhichOneof("value")
+            if which in _SCALARS and pair.key not in found:
+                found[pair.key] = getattr(value, which)
+        return found

@@ -149,9 +149,47 @@ class Settings(BaseSettings):
         default=timedelta(days=7),
         description="How long raw spans are kept; older partitions are dropped.",
     )
+    retention_traces: Duration = Field(
+        default=timedelta(days=30),
+        description="How long trace summaries (a row per processed trace) are kept.",
+    )
+    retention_minute_rollups: Duration = Field(
+        default=timedelta(days=8),
+        description="How long per-minute rollups are kept (queries over older times use hours).",
+    )
+    retention_hour_rollups: Duration = Field(
+        default=timedelta(days=90),
+        description="How long per-hour rollups are kept.",
+    )
+    retention_day_rollups: Duration = Field(
+        default=timedelta(days=800),
+        description="How long per-day rollups are kept (SLA reports read them).",
+    )
     maintenance_interval: Duration = Field(
         default=timedelta(minutes=10),
         description="How often partitions are created ahead and expired ones dropped.",
+    )
+
+    # -- processing --------------------------------------------------------
+    processing: bool = Field(
+        default=True,
+        description="Run trace processing with this collector (one processor is elected "
+        "among all collectors of a store; set false to run it elsewhere with tierscope process).",
+    )
+    settle_delay: Duration = Field(
+        default=timedelta(seconds=15),
+        description="A trace is processed once no span of it has arrived for this long.",
+    )
+    processing_interval: Duration = Field(
+        default=timedelta(seconds=2),
+        description="How often the processor looks for settled traces.",
+    )
+    top_components: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Components kept per business transaction, tier and minute (the rest are summed "
+        "as _other).",
     )
 
     # -- keys --------------------------------------------------------------
@@ -173,12 +211,36 @@ class Settings(BaseSettings):
     )
 
     def model_post_init(self, __context: Any) -> None:
+        if self.max_body_size > self.max_inflight_bytes:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_BODY_SIZE ({self.max_body_size}) must not be larger than "
+                f"{ENV_PREFIX}MAX_INFLIGHT_BYTES ({self.max_inflight_bytes}): such a body could never be read"
+            )
+        if self.retention_traces < self.retention_spans:
+            raise ValueError(
+                f"{ENV_PREFIX}RETENTION_TRACES ({self.retention_traces}) must not be shorter than "
+                f"{ENV_PREFIX}RETENTION_SPANS ({self.retention_spans})"
+            )
         if self.span_max_age >= self.retention_spans:
             raise ValueError(
                 f"{ENV_PREFIX}SPAN_MAX_AGE ({self.span_max_age}) must be shorter than "
                 f"{ENV_PREFIX}RETENTION_SPANS ({self.retention_spans}): spans older than "
                 "the retention would be dropped as soon as they are stored"
             )
+
+    @property
+    def table_retention(self) -> dict[str, timedelta]:
+        """Retention of each day-partitioned table."""
+        return {"spans": self.retention_spans, "trace_summaries": self.retention_traces}
+
+    @property
+    def rollup_retention(self) -> dict[str, timedelta]:
+        """Retention of each rollup resolution."""
+        return {
+            "minute": self.retention_minute_rollups,
+            "hour": self.retention_hour_rollups,
+            "day": self.retention_day_rollups,
+        }
 
 
 class SettingsError(Exception):

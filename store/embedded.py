@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 _logger = logging.getLogger(__name__)
 
 SERVICE_USER = "tierscope-pg"
@@ -136,28 +138,53 @@ class EmbeddedPostgres:
 
     def start(self, timeout: float = 60.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.pgdata / "PG_VERSION").exists():
+        # The access file is written last by a first start; a missing one with a
+        # cluster present is a first start that was interrupted (the marker says
+        # so), or a file deleted by hand (then nothing is touched).
+        if not self.access_file.exists() and self.running_pid() is None:
+            if (self.pgdata / "PG_VERSION").exists() and not self._initializing.exists():
+                raise EmbeddedPostgresError(
+                    f"{self.access_file} is missing but {self.pgdata} holds a database: restore the "
+                    "file, or move the data directory aside to start afresh"
+                )
             self._initdb()
-        self._access = _Access.load(self.access_file)
+        try:
+            self._access = _Access.load(self.access_file)
+        except (OSError, ValueError, KeyError) as exc:
+            raise EmbeddedPostgresError(
+                f"{self.access_file} is unreadable ({exc}); restore it, or move the data directory aside"
+            ) from None
         if self.running_pid() is not None:
             _logger.info("using the embedded PostgreSQL already running in %s", self.pgdata)
             return self.dsn
         if not _port_is_free(self._access.port):
             self._access = _Access(port=_free_port(), password=self._access.password)
             self._access.save(self.access_file)
-        self._pg_ctl(
-            "start",
-            "-w",
-            "-t",
-            str(int(timeout)),
-            "-l",
-            str(self.log_file),
-            "-o",
-            f"-p {self._access.port}",
-        )
         self._started_here = True
-        self._wait_ready(timeout)
+        try:
+            self._pg_ctl(
+                "start",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-l",
+                str(self.log_file),
+                "-o",
+                f"-p {self._access.port}",
+            )
+            self._wait_ready(timeout)
+        except BaseException:
+            self._stop_quietly()  # interrupted or failed half-way: leave no server behind
+            raise
         return self.dsn
+
+    def _stop_quietly(self) -> None:
+        try:
+            if self.running_pid() is not None:
+                self._pg_ctl("stop", "-w", "-t", "30", "-m", "fast")
+        except Exception as exc:  # the original error matters more
+            _logger.warning("could not stop the embedded PostgreSQL: %s", exc)
+        self._started_here = False
 
     def stop(self, mode: str = "fast", *, force: bool = False) -> None:
         """Stop the server if this object started it (or if ``force``).
@@ -176,24 +203,39 @@ class EmbeddedPostgres:
         return self.start(timeout)
 
     def running_pid(self) -> int | None:
-        """The postmaster's pid if a server runs from this data directory."""
+        """The postmaster's pid if a server runs from this data directory.
+
+        A ``postmaster.pid`` left by a crash may name a pid that now belongs to
+        another process, so the process must be a postgres of this data directory.
+        """
         pid_file = self.pgdata / "postmaster.pid"
         try:
-            pid = int(pid_file.read_text().splitlines()[0])
+            lines = pid_file.read_text().splitlines()
+            pid = int(lines[0])
         except (OSError, ValueError, IndexError):
             return None
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            process = psutil.Process(pid)
+            name = process.name()
+            cmdline = process.cmdline()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
             return None
-        except PermissionError:  # exists, owned by the service user
-            return pid
+        except psutil.AccessDenied:
+            return pid  # owned by the service user: trust the pid file
+        if "postgres" not in name or str(self.pgdata) not in cmdline:
+            return None
         return pid
 
     # -- set-up -----------------------------------------------------------------
 
+    @property
+    def _initializing(self) -> Path:
+        """Present while the cluster is being made; left behind if that is interrupted."""
+        return self.data_dir / "postgres.initializing"
+
     def _initdb(self) -> None:
         _logger.info("creating the embedded PostgreSQL cluster in %s", self.pgdata)
+        self._initializing.touch()
         if self.pgdata.exists():  # a half-made cluster from an interrupted first start
             shutil.rmtree(self.pgdata)
         self.pgdata.mkdir(mode=0o700)
@@ -222,7 +264,6 @@ class EmbeddedPostgres:
             conf.write("\ninclude_if_exists = 'tierscope.conf'\n")
         (self.pgdata / "tierscope.conf").write_text(_SERVER_CONF)
         self._chown_to_service_user(self.pgdata / "tierscope.conf")
-        access.save(self.access_file)
         self._access = access
         # The database itself is created once the server is up.
         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", f"-p {access.port}")
@@ -241,6 +282,8 @@ class EmbeddedPostgres:
             )
         finally:
             self._pg_ctl("stop", "-w", "-m", "fast")
+        access.save(self.access_file)  # last: the cluster is complete
+        self._initializing.unlink(missing_ok=True)
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._access is not None

@@ -9,16 +9,19 @@ An advisory lock lets several collectors start at once against one store.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import LiteralString, cast
 
+import psycopg
 from psycopg import AsyncConnection
 
 from tierscope.store.errors import wrap_errors
 
+_logger = logging.getLogger(__name__)
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x7469657273636F70  # "tiersco p", any constant shared by all collectors
 
@@ -66,6 +69,11 @@ async def timescale_available(conn: AsyncConnection) -> bool:
     return await cur.fetchone() is not None
 
 
+async def timescale_installed(conn: AsyncConnection) -> bool:
+    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    return await cur.fetchone() is not None
+
+
 @wrap_errors
 async def applied_versions(conn: AsyncConnection) -> set[int]:
     cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
@@ -91,9 +99,24 @@ async def migrate(
         await conn.execute(cast(LiteralString, _CREATE_LEDGER))
         done = await applied_versions(conn)
         pending = [m for m in available() if m.version not in done]
-        use_timescale = bool(pending) and await timescale_available(conn)
-        if use_timescale:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        # A new store uses TimescaleDB when it can; an existing one keeps the
+        # choice it was created with.
+        if done:
+            use_timescale = await timescale_installed(conn)
+        else:
+            use_timescale = bool(pending) and await timescale_available(conn)
+        if use_timescale and not await timescale_installed(conn):
+            try:
+                async with conn.transaction():
+                    await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            except psycopg.Error as exc:
+                # Listed but not loadable (e.g. not in shared_preload_libraries):
+                # plain PostgreSQL works; say why TimescaleDB is not used.
+                _logger.warning(
+                    "TimescaleDB is available but cannot be enabled (%s); using plain tables",
+                    str(exc).strip().splitlines()[0],
+                )
+                use_timescale = False
         for migration in pending:
             sql = migration.sql
             if use_timescale and migration.timescale_sql is not None:

@@ -17,6 +17,7 @@ a savepoint would cost two more round trips on every request).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -45,6 +46,7 @@ COLUMNS = (
     "resource_id",
     "scope",
     "span_pb",
+    "peer",
 )
 _COPY_SPANS = f"COPY spans ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _COPY_STAGING = f"COPY spans_incoming ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
@@ -67,6 +69,7 @@ _NS_PER_DAY = 86_400 * 10**9
 # parent_span_id (or NULL), start_time, duration_us; one pack call per span.
 _head_child = struct.Struct(">hii i16s i8s i8s iqiq")
 _head_root = struct.Struct(">hii i16s i8s i iqiq")
+_FIELDS = len(COLUMNS)
 _int2 = struct.Struct(">ih")
 _len = struct.Struct(">i")
 
@@ -84,6 +87,8 @@ def _no_nul_json(value: Any) -> Any:
         return {_no_nul(key): _no_nul_json(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_no_nul_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # jsonb has no NaN or infinity
     return value
 
 
@@ -146,6 +151,7 @@ class SpanRows:
         component: str | None,
         status_code: int,
         span_pb: bytes,
+        peer: str | None = None,
     ) -> None:
         """Append one span. Ids must already be validated (16 and 8 bytes)."""
         texts = self._texts
@@ -161,10 +167,16 @@ class SpanRows:
             component_field = texts.get(component)
             if component_field is None:
                 component_field = texts[component] = _text(component)
+        if peer is None:
+            peer_field = _NULL
+        else:
+            peer_field = texts.get(peer)
+            if peer_field is None:
+                peer_field = texts[peer] = _text(peer)
         start_us = start_ns // 1000 - _PG_EPOCH_US
         if parent_span_id:
             head = _head_child.pack(
-                15,
+                _FIELDS,
                 4,
                 self.tenant_id,
                 16,
@@ -180,7 +192,7 @@ class SpanRows:
             )
         else:
             head = _head_root.pack(
-                15, 4, self.tenant_id, 16, trace_id, 8, span_id, -1, 8, start_us, 8, duration_ns // 1000
+                _FIELDS, 4, self.tenant_id, 16, trace_id, 8, span_id, -1, 8, start_us, 8, duration_ns // 1000
             )
         self._parts.append(
             b"".join(
@@ -194,6 +206,7 @@ class SpanRows:
                     source.tail,
                     _len.pack(len(span_pb)),
                     span_pb,
+                    peer_field,
                 )
             )
         )
@@ -263,11 +276,11 @@ async def write_spans(
     for attempt in range(2):
         try:
             try:
-                await _copy(conn, rows.tenant_id, data, new_resources)
+                await _copy(conn, rows.tenant_id, data, new_resources, rows.count)
                 stored = rows.count
             except psycopg.errors.UniqueViolation:
                 # Some spans are stored already (a retried request): merge, skipping those.
-                stored = await _merge(conn, rows.tenant_id, data, new_resources)
+                stored = await _merge(conn, rows.tenant_id, data, new_resources, rows.count)
             break
         except psycopg.errors.CheckViolation as exc:
             # "no partition of relation spans found for row": a day maintenance has not
@@ -281,29 +294,47 @@ async def write_spans(
 
 
 async def _insert_resources(conn: AsyncConnection, tenant_id: int, resources: list[Resource]) -> None:
-    for resource in resources:
+    # In id order: two requests inserting the same new resources never deadlock.
+    for resource in sorted(resources, key=lambda r: r.resource_id):
         await conn.execute(
             QUERIES["insert_resource"],
             {
                 "tenant_id": tenant_id,
                 "resource_id": resource.resource_id,
                 "service": _no_nul(resource.service),
-                "attributes": json.dumps(_no_nul_json(resource.attributes)),
+                "attributes": json.dumps(_no_nul_json(resource.attributes), allow_nan=False),
             },
         )
 
 
-async def _copy(conn: AsyncConnection, tenant_id: int, data: bytes, resources: list[Resource]) -> None:
+async def _allow_for_size(conn: AsyncConnection, rows: int) -> None:
+    """A very large batch gets more than the usual statement timeout (one second
+    per 20,000 spans beyond the first 100,000), or it would time out on every retry."""
+    if rows > 100_000:
+        await conn.execute(
+            "SELECT set_config('statement_timeout', (current_setting('statement_timeout')::interval"
+            " + make_interval(secs => %s))::text, true)",
+            (rows // 20_000,),
+        )
+
+
+async def _copy(
+    conn: AsyncConnection, tenant_id: int, data: bytes, resources: list[Resource], rows: int = 0
+) -> None:
     """The fast path: COPY straight into ``spans``; fails whole on a stored span."""
     async with conn.transaction():
+        await _allow_for_size(conn, rows)
         await _insert_resources(conn, tenant_id, resources)
         async with conn.cursor().copy(_COPY_SPANS) as copy:
             await copy.write(data)
 
 
-async def _merge(conn: AsyncConnection, tenant_id: int, data: bytes, resources: list[Resource]) -> int:
+async def _merge(
+    conn: AsyncConnection, tenant_id: int, data: bytes, resources: list[Resource], rows: int = 0
+) -> int:
     """The retry path: COPY into a staging table, then insert what is new."""
     async with conn.transaction():
+        await _allow_for_size(conn, rows)
         await _insert_resources(conn, tenant_id, resources)
         await conn.execute(_CREATE_STAGING)
         async with conn.cursor().copy(_COPY_STAGING) as copy:

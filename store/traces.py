@@ -29,6 +29,7 @@ class StoredSpan:
     kind: int
     tier: str
     component: str | None
+    peer: str | None
     status_code: int
     scope: str | None
     span_pb: bytes
@@ -36,10 +37,15 @@ class StoredSpan:
 
 
 @wrap_errors
-async def trace_spans(conn: AsyncConnection, tenant_id: int, trace_id: bytes) -> list[StoredSpan]:
-    """All spans of a trace, oldest first; empty when the tenant has no such trace."""
+async def trace_spans(
+    conn: AsyncConnection, tenant_id: int, trace_id: bytes, limit: int = 10_000
+) -> list[StoredSpan]:
+    """The spans of a trace (at most ``limit``), oldest first; empty when the tenant
+    has no such trace."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(QUERIES["trace_spans"], {"tenant_id": tenant_id, "trace_id": trace_id})
+        await cur.execute(
+            QUERIES["trace_spans"], {"tenant_id": tenant_id, "trace_id": trace_id, "limit": limit}
+        )
         rows = await cur.fetchall()
     return [
         StoredSpan(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-ARCHITECTURE = ["agent", "cli", "collector", "config", "store", "testing"]
+ARCHITECTURE = ["agent", "cli", "collector", "config", "processing", "store", "testing"]
 
 
 def package_folders() -> set[str]:
@@ -23,9 +23,12 @@ def package_folders() -> set[str]:
     return found
 
 
+DATA_PACKAGES = {"tierscope.store.sql", "tierscope.store.sql.migrations"}  # SQL files, no code
+
+
 def test_every_package_folder_is_installed() -> None:
     setuptools = PYPROJECT["tool"]["setuptools"]
-    assert set(setuptools["packages"]) == package_folders()
+    assert set(setuptools["packages"]) == package_folders() | DATA_PACKAGES
     for top in ARCHITECTURE:
         assert setuptools["package-dir"][f"tierscope.{top}"] == top
 

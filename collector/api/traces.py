@@ -27,6 +27,9 @@ _TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 MAX_WINDOW = timedelta(days=31)
+MAX_SPANS = 10_000  # per trace answer; "truncated" says when a trace has more
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2262, 1, 1, tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -38,7 +41,16 @@ def parse_time(value: str | None, now: datetime, default: datetime) -> datetime:
     duration meaning "that long ago" (``15m``, ``2h``, ``7d``)."""
     if value is None or value == "":
         return default
-    text = value.strip()
+    try:
+        moment = _parse_time(value.strip(), now)
+    except OverflowError:
+        moment = None
+    if moment is None or not _EARLIEST <= moment < _LATEST:
+        raise ValueError(f"{value!r} is not a time between 1970 and 2262")
+    return moment
+
+
+def _parse_time(text: str, now: datetime) -> datetime:
     if text == "now":
         return now
     try:
@@ -53,10 +65,11 @@ def parse_time(value: str | None, now: datetime, default: datetime) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(
-            f"{value!r} is not a time: use ISO 8601 (2026-11-24T10:00:00Z), unix seconds, "
+            f"{text!r} is not a time: use ISO 8601 (2026-11-24T10:00:00Z), unix seconds, "
             "'now', or a duration ago such as 15m"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def span_json(span: trace_store.StoredSpan) -> dict[str, Any]:
@@ -71,6 +84,7 @@ def span_json(span: trace_store.StoredSpan) -> dict[str, Any]:
         "kind": _KINDS.get(span.kind, "unspecified"),
         "tier": span.tier,
         "component": span.component,
+        "peer": span.peer,
         "start": _iso(span.start_time),
         "start_unix_nano": start_ns,
         "duration_ms": (message.end_time_unix_nano - start_ns) / 1e6,
@@ -108,10 +122,16 @@ async def get_trace(
         raise HTTPException(400, "trace_id must be 32 hexadecimal characters")
     database: Database = request.app.state.database
     async with database.connection() as conn:
-        spans = await trace_store.trace_spans(conn, caller.tenant_id, bytes.fromhex(trace_id))
+        spans = await trace_store.trace_spans(
+            conn, caller.tenant_id, bytes.fromhex(trace_id), limit=MAX_SPANS + 1
+        )
     if not spans:
         raise HTTPException(404, f"trace {trace_id.lower()} not found")
-    return {"trace_id": trace_id.lower(), "spans": [span_json(span) for span in spans]}
+    return {
+        "trace_id": trace_id.lower(),
+        "spans": [span_json(span) for span in spans[:MAX_SPANS]],
+        "truncated": len(spans) > MAX_SPANS,
+    }
 
 
 @router.get("/traces", summary="Recent traces, newest first")

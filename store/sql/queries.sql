@@ -55,12 +55,13 @@ ON CONFLICT DO NOTHING
 -- trace_spans --
 -- Every span of one trace of one tenant, with its resource.
 SELECT s.trace_id, s.span_id, s.parent_span_id, s.start_time, s.duration_us, s.service,
-       s.name, s.kind, s.tier, s.component, s.status_code, s.scope, s.span_pb,
+       s.name, s.kind, s.tier, s.component, s.peer, s.status_code, s.scope, s.span_pb,
        r.attributes AS resource
 FROM spans s
 LEFT JOIN resources r ON r.tenant_id = s.tenant_id AND r.resource_id = s.resource_id
 WHERE s.tenant_id = %(tenant_id)s AND s.trace_id = %(trace_id)s
 ORDER BY s.start_time, s.span_id
+LIMIT %(limit)s
 
 -- recent_traces --
 -- Traces of one tenant that started in a window, newest first, optionally only those

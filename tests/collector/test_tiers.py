@@ -193,7 +193,82 @@ CASES: dict[str, tuple[int, dict[str, Any], dict[str, bool], str, str | None]] =
 def test_tier_and_component(name: str) -> None:
     kind, attributes, context, tier, component = CASES[name]
     span = otlp.span(kind=kind, attributes=attributes)
-    assert classify(span, span.SerializeToString(), **context) == (tier, component)
+    result = classify(span, span.SerializeToString(), **context)
+    assert (result.tier, result.component) == (tier, component)
+
+
+PEERS: dict[str, tuple[int, dict[str, Any], str | None]] = {
+    "A database is known by system, address and database name": (
+        CLIENT,
+        {
+            "db.system": "postgresql",
+            "server.address": "db1",
+            "server.port": 5432,
+            "db.namespace": "erp",
+            "db.statement": "SELECT 1",
+        },
+        "postgresql@db1:5432/erp",
+    ),
+    "A database without address is known by its system": (
+        CLIENT,
+        {"db.system": "sqlite", "db.statement": "SELECT 1"},
+        "sqlite",
+    ),
+    "An outbound call's peer is host and port": (
+        CLIENT,
+        {"url.full": "https://credit.example.test/check"},
+        "credit.example.test:443",
+    ),
+    "A gRPC call's peer is the service": (
+        CLIENT,
+        {"rpc.service": "billing.Invoices", "rpc.method": "Post"},
+        "billing.Invoices",
+    ),
+    "A broker is known by system and address": (
+        PRODUCER,
+        {"messaging.system": "rabbitmq", "server.address": "mq1", "messaging.destination.name": "jobs"},
+        "rabbitmq@mq1",
+    ),
+    "A server span has no peer": (SERVER, {"http.route": "/x"}, None),
+}
+
+
+@pytest.mark.parametrize("name", list(PEERS))
+def test_peer(name: str) -> None:
+    kind, attributes, expected = PEERS[name]
+    span = otlp.span(kind=kind, attributes=attributes)
+    assert classify(span, span.SerializeToString()).peer == expected
+
+
+def test_keys_outside_the_spans_own_attributes_never_count() -> None:
+    """Keys in the name, in events, links, nested maps or values are not attributes."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
+
+    by_name = otlp.span("load db.system config", kind=INTERNAL)
+    assert classify(by_name, by_name.SerializeToString()).tier == "app"
+    in_value = otlp.span(kind=CLIENT, attributes={"url.full": "http://x:1/db.system/status"})
+    assert classify(in_value, in_value.SerializeToString()).tier == "external"
+    in_namespace = otlp.span(kind=INTERNAL, attributes={"code.namespace": "acme.messaging.system.X"})
+    assert classify(in_namespace, in_namespace.SerializeToString()).tier == "app"
+    in_event = otlp.span(kind=CLIENT, attributes={"server.address": "real-host", "server.port": 80})
+    event = in_event.events.add(name="e")
+    event.attributes.add(key="server.address").value.string_value = "from-event"
+    in_event.events.sort(key=lambda e: 0)
+    assert classify(in_event, in_event.SerializeToString()).component == "real-host:80"
+    nested = otlp.span(kind=CLIENT)
+    nested.attributes.append(
+        KeyValue(
+            key="meta",
+            value=AnyValue(
+                kvlist_value=KeyValueList(
+                    values=[KeyValue(key="db.statement", value=AnyValue(string_value="NESTED"))]
+                )
+            ),
+        )
+    )
+    nested.attributes.append(KeyValue(key="db.system", value=AnyValue(string_value="postgresql")))
+    nested.attributes.append(KeyValue(key="db.statement", value=AnyValue(string_value="SELECT real")))
+    assert classify(nested, nested.SerializeToString()).component == "SELECT real"
 
 
 @pytest.mark.parametrize(
@@ -204,6 +279,10 @@ def test_tier_and_component(name: str) -> None:
         (None, "api-gateway", True),
         ("io.opentelemetry.tomcat-10.0", "erp", False),
         ("envoy", "mesh", True),
+        (None, "payment-gateway", False),
+        (None, "hongkong-crm", False),
+        ("io.opentelemetry.spring-cloud-gateway-2.2", "edge", True),
+        (None, "kong", True),
     ],
 )
 def test_gateways_are_recognised(scope: str | None, service: str, expected: bool) -> None:
@@ -230,6 +309,14 @@ def test_the_memo_gives_the_answers_of_classify() -> None:
             )
             encoded = span.SerializeToString()
             assert classifier(span, encoded) == classify(span, encoded, browser=browser, gateway=gateway)
+        tricky = otlp.span("load db.system config", kind=INTERNAL)  # the memo must not carry it over
+        plain = otlp.span("other", kind=INTERNAL)
+        assert classifier(tricky, tricky.SerializeToString()) == classify(
+            tricky, tricky.SerializeToString(), browser=browser, gateway=gateway
+        )
+        assert classifier(plain, plain.SerializeToString()) == classify(
+            plain, plain.SerializeToString(), browser=browser, gateway=gateway
+        )
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,13 @@ def test_an_unusual_field_order_falls_back_to_the_decoder() -> None:
     value = AnyValue(string_value="postgresql").SerializeToString()
     key = b"db.system"
     kv = b"\x12" + bytes([len(value)]) + value + b"\x0a" + bytes([len(key)]) + key
-    encoded = b"\x4a" + bytes([len(kv)]) + kv  # Span field 9 (attributes)
+    head = Span(trace_id=b"t" * 16, span_id=b"s" * 8, name="x").SerializeToString()
+    encoded = head + b"\x4a" + bytes([len(kv)]) + kv  # Span field 9 (attributes)
     span = Span.FromString(encoded)
     assert SpanAttributes(span, encoded).get(Key("db.system")) == "postgresql"
+
+
+def test_bytes_without_the_standard_head_fall_back_to_the_decoder() -> None:
+    span = Span(name="x")  # no ids: not the standard layout
+    span.attributes.append(KeyValue(key="db.system", value=AnyValue(string_value="mysql")))
+    assert SpanAttributes(span, span.SerializeToString()).get(Key("db.system")) == "mysql"

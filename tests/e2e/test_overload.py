@@ -14,7 +14,9 @@ from tierscope.testing.collector import CollectorProcess
 
 @pytest.fixture(scope="module")
 def small(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
-    return collector_factory(TIERSCOPE_MAX_INFLIGHT_BYTES="1MiB", TIERSCOPE_RETRY_AFTER="3s")
+    return collector_factory(
+        TIERSCOPE_MAX_INFLIGHT_BYTES="1MiB", TIERSCOPE_MAX_BODY_SIZE="1MiB", TIERSCOPE_RETRY_AFTER="3s"
+    )
 
 
 def big_body(spans: int = 3000) -> bytes:

@@ -92,6 +92,10 @@ CASES: dict[str, Case] = {
     "a wrongly typed JSON field is refused": Case(
         400, b'{"resourceSpans": [{"scopeSpans": "nope"}]}', content_type=otlp.JSON
     ),
+    "deeply nested JSON is bad data": Case(400, b"[" * 100_000, content_type=otlp.JSON, message="JSON"),
+    "a JSON integer too long to read is bad data": Case(
+        400, b'{"resourceSpans": ' + b"1" * 5000 + b"}", content_type=otlp.JSON, message="JSON"
+    ),
     "text/plain is an unsupported media type": Case(415, one_span(), content_type="text/plain"),
     "a missing content type is unsupported": Case(415, one_span(), content_type=""),
     "brotli is an unsupported encoding": Case(
@@ -324,3 +328,42 @@ def test_long_attribute_values_are_truncated_and_counted(
     assert stored_span["attributes"]["short"] == "ok"
     metrics = httpx.get(f"{server.url}/metrics").text
     assert "tierscope_attributes_truncated_total 1.0" in metrics
+
+
+def test_odd_values_in_resources_are_stored_not_refused(
+    server: CollectorProcess, keys: dict[str, str]
+) -> None:
+    """NaN and infinities (legal in OTLP doubles, not in JSON) and huge service
+    names: the batch is stored, with the values made safe and the names cut."""
+    import math as _math
+
+    span = otlp.span()
+    request = otlp.request([span], service="s" * 200_000)
+    resource = request.resource_spans[0].resource
+    for key, number in (("load", _math.nan), ("limit", _math.inf)):
+        item = resource.attributes.add(key=key)
+        item.value.double_value = number
+    request.resource_spans[0].scope_spans[0].scope.name = "scope" * 100_000
+    response = otlp.post(server.url, keys["ingest_key"], request.SerializeToString())
+    assert response.status_code == 200, response.content[:300]
+    stored_span = otlp.get_trace(server.url, keys["api_token"], span.trace_id).json()["spans"][0]
+    assert stored_span["service"] == "s" * 256
+    assert len(stored_span["scope"]) == 256
+    assert stored_span["resource"]["load"] == "nan"
+    assert stored_span["resource"]["limit"] == "inf"
+    assert len(stored_span["resource"]["service.name"]) == 2048
+
+
+@pytest.mark.parametrize(
+    "since", ["1000000000d", "9" * 40 + "d", "0001-01-01T00:00:00+14:00", "inf", "nan", "1e30"]
+)
+def test_absurd_times_in_queries_are_bad_requests(
+    server: CollectorProcess, keys: dict[str, str], since: str
+) -> None:
+    response = httpx.get(
+        f"{server.url}/api/v1/traces",
+        params={"since": since},
+        headers={"Authorization": f"Bearer {keys['api_token']}"},
+    )
+    assert response.status_code == 400, response.text
+    assert "time" in response.json()["detail"]

@@ -1,57 +1,67 @@
-"""Daily span partitions: created ahead, dropped past the retention."""
+"""Daily partitions: created ahead, dropped past each table's retention."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
 
+from tierscope.collector.convert import Limits, convert
 from tierscope.store import partitions
+from tierscope.store.spans import write_spans
+from tierscope.testing import otlp
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 24, 15, 30, tzinfo=UTC)
+RETENTION = {"spans": timedelta(days=7), "trace_summaries": timedelta(days=30)}
+ACCEPT = timedelta(days=3)
 
 
-async def names(conn: psycopg.AsyncConnection) -> list[str]:
-    return sorted((await partitions.existing_partitions(conn)).values())
+async def names(conn: psycopg.AsyncConnection, table: str = "spans") -> list[str]:
+    return sorted((await partitions.existing_partitions(conn, table)).values())
 
 
 async def test_partitions_cover_the_acceptance_window_and_expire(database_url: str) -> None:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        report = await partitions.maintain(
-            conn, retention=timedelta(days=7), accept_from=timedelta(days=3), now=NOW
-        )
-        assert report.created == [partitions.partition_name(date(2026, 11, d)) for d in range(21, 28)]
-        assert (
-            await partitions.maintain(
-                conn, retention=timedelta(days=7), accept_from=timedelta(days=3), now=NOW
-            )
-            == partitions.MaintenanceReport()
-        )
-        # Ten days later: the old days are past the 7-day retention and dropped.
+        report = await partitions.maintain(conn, retention=RETENTION, accept_from=ACCEPT, now=NOW)
+        days = [date(2026, 11, d) for d in range(21, 28)]
+        assert report.created == [partitions.partition_name(t, d) for t in partitions.TABLES for d in days]
+        again = await partitions.maintain(conn, retention=RETENTION, accept_from=ACCEPT, now=NOW)
+        assert again == partitions.MaintenanceReport()
+        # Ten days later: spans past their 7-day retention are dropped, summaries kept.
         later = NOW + timedelta(days=10)
-        report = await partitions.maintain(
-            conn, retention=timedelta(days=7), accept_from=timedelta(days=3), now=later
-        )
-        assert report.dropped == [partitions.partition_name(date(2026, 11, d)) for d in range(21, 27)]
+        report = await partitions.maintain(conn, retention=RETENTION, accept_from=ACCEPT, now=later)
+        expired = [partitions.partition_name("spans", date(2026, 11, d)) for d in range(21, 27)]
+        assert report.dropped == expired
         remaining = await names(conn)
         assert remaining[0] == "spans_p20261127"  # ends Nov 28, inside 7 days of Dec 4 15:30
         assert remaining[-1] == "spans_p20261207"
+        assert (await names(conn, "trace_summaries"))[0] == "trace_summaries_p20261121"
+
+
+async def test_rollups_are_trimmed_per_resolution(database_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for resolution, age in (("minute", 9), ("minute", 1), ("hour", 9), ("day", 9)):
+            await conn.execute(
+                """INSERT INTO edge_rollups (tenant_id, resolution, bucket, source, target, target_kind,
+                                            calls, errors, duration_sum_us, latency)
+                   VALUES (1, %s, %s, 'a', 'b', 'service', 1, 0, 1, '')""",
+                (resolution, NOW - timedelta(days=age)),
+            )
+        keep = {"minute": timedelta(days=8), "hour": timedelta(days=90), "day": timedelta(days=800)}
+        assert await partitions.trim_rollups(conn, keep, now=NOW) == 1
+        left = await (await conn.execute("SELECT resolution FROM edge_rollups ORDER BY 1")).fetchall()
+        assert left == [("day",), ("hour",), ("minute",)]
 
 
 async def test_a_span_for_a_day_without_partition_gets_one(database_url: str) -> None:
-    from tierscope.collector.convert import Limits, convert
-    from tierscope.store.spans import write_spans
-    from tierscope.testing import otlp
-
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         assert await names(conn) == []  # the template database has no partitions yet
-        tenant = await (await conn.execute("INSERT INTO tenants (name) VALUES ('t') RETURNING id")).fetchone()
-        assert tenant is not None
-        request = otlp.request([otlp.span()])
-        now = request.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano
-        conversion = convert(request, tenant[0], Limits(), now)
+        row = await (await conn.execute("INSERT INTO tenants (name) VALUES ('t') RETURNING id")).fetchone()
+        assert row is not None
+        conversion = convert(otlp.request([otlp.span()]), row[0], Limits(), time.time_ns())
         result = await write_spans(conn, conversion.rows, conversion.resources)
         assert result.stored == 1
         assert len(await names(conn)) == 1

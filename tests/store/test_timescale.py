@@ -27,7 +27,11 @@ async def test_spans_become_a_hypertable_with_retention(database_factory: Callab
             pytest.skip("TimescaleDB is not installed on this PostgreSQL; set TIERSCOPE_TEST_TIMESCALE_URL")
         await migrations.migrate(conn)
         assert await partitions.is_hypertable(conn)
-        report = await partitions.maintain(conn, retention=timedelta(days=9), accept_from=timedelta(days=3))
+        report = await partitions.maintain(
+            conn,
+            retention={"spans": timedelta(days=9), "trace_summaries": timedelta(days=30)},
+            accept_from=timedelta(days=3),
+        )
         assert report.timescale
         cur = await conn.execute(
             """SELECT config->>'drop_after' FROM timescaledb_information.jobs

@@ -1,0 +1,120 @@
+-- TimescaleDB variant of 0003_processing.sql: trace summaries are a hypertable
+-- (retention is a policy set by store/partitions.py); everything else is the same.
+
+ALTER TABLE spans ADD COLUMN peer text;
+COMMENT ON COLUMN spans.component IS 'What the span used: SQL statement, called endpoint, queue destination.';
+COMMENT ON COLUMN spans.peer IS 'The other side of a call, a node of the service map: database, external host, broker.';
+-- Processing reads spans by arrival; arrival is close to time order.
+CREATE INDEX spans_received_at ON spans (received_at);
+
+CREATE TABLE trace_summaries (
+    tenant_id integer NOT NULL,
+    trace_id bytea NOT NULL,
+    start_time timestamptz NOT NULL,
+    duration_us bigint NOT NULL,
+    service text NOT NULL,
+    bt text NOT NULL,
+    error boolean NOT NULL,
+    error_tier text,
+    error_component text,
+    tier_us bigint[] NOT NULL,
+    span_count integer NOT NULL,
+    user_hash text,
+    session_id text,
+    site text,
+    processed_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT create_hypertable('trace_summaries', by_range('start_time', INTERVAL '1 day'));
+CREATE UNIQUE INDEX trace_summaries_identity ON trace_summaries (tenant_id, trace_id, start_time);
+CREATE INDEX trace_summaries_bt ON trace_summaries (tenant_id, service, bt, start_time);
+COMMENT ON TABLE trace_summaries IS 'One row per processed trace: its business transaction, time per tier, outcome.';
+COMMENT ON COLUMN trace_summaries.tier_us IS 'Self time per tier in microseconds, in the order browser, network, web, app, platform, db, cache, queue, external.';
+COMMENT ON COLUMN trace_summaries.error_tier IS 'Where the error originated: the tier of the deepest failing span.';
+
+-- Rollups: one table per resolution, the same columns. Histograms are
+-- processing/histogram.py encodings (mergeable, about 1 % relative error).
+CREATE TABLE bt_rollups (
+    tenant_id integer NOT NULL,
+    resolution text NOT NULL,
+    bucket timestamptz NOT NULL,
+    service text NOT NULL,
+    bt text NOT NULL,
+    calls bigint NOT NULL,
+    errors bigint NOT NULL,
+    duration_sum_us bigint NOT NULL,
+    duration_max_us bigint NOT NULL,
+    apdex_satisfied bigint NOT NULL,
+    apdex_tolerating bigint NOT NULL,
+    latency bytea NOT NULL,
+    tier_sum_us bigint[] NOT NULL,
+    tier_latency bytea NOT NULL,
+    PRIMARY KEY (tenant_id, resolution, service, bt, bucket),
+    CONSTRAINT bt_rollups_resolution CHECK (resolution IN ('minute', 'hour', 'day'))
+);
+CREATE INDEX bt_rollups_time ON bt_rollups (tenant_id, resolution, bucket);
+COMMENT ON TABLE bt_rollups IS 'Per business transaction and minute/hour/day: calls, errors, latency histogram, Apdex counts, time per tier.';
+COMMENT ON COLUMN bt_rollups.tier_latency IS 'Histogram of each trace''s time in each tier (dimension = tier index).';
+
+CREATE TABLE component_rollups (
+    tenant_id integer NOT NULL,
+    resolution text NOT NULL,
+    bucket timestamptz NOT NULL,
+    service text NOT NULL,
+    bt text NOT NULL,
+    tier text NOT NULL,
+    component text NOT NULL,
+    calls bigint NOT NULL,
+    errors bigint NOT NULL,
+    self_us bigint NOT NULL,
+    duration_us bigint NOT NULL,
+    PRIMARY KEY (tenant_id, resolution, service, bt, tier, component, bucket),
+    CONSTRAINT component_rollups_resolution CHECK (resolution IN ('minute', 'hour', 'day'))
+);
+CREATE INDEX component_rollups_time ON component_rollups (tenant_id, resolution, bucket);
+COMMENT ON TABLE component_rollups IS 'Top components (normalized statement, peer, host) per business transaction, tier and minute/hour/day.';
+
+CREATE TABLE edge_rollups (
+    tenant_id integer NOT NULL,
+    resolution text NOT NULL,
+    bucket timestamptz NOT NULL,
+    source text NOT NULL,
+    target text NOT NULL,
+    target_kind text NOT NULL,
+    calls bigint NOT NULL,
+    errors bigint NOT NULL,
+    duration_sum_us bigint NOT NULL,
+    latency bytea NOT NULL,
+    PRIMARY KEY (tenant_id, resolution, source, target, target_kind, bucket),
+    CONSTRAINT edge_rollups_resolution CHECK (resolution IN ('minute', 'hour', 'day'))
+);
+CREATE INDEX edge_rollups_time ON edge_rollups (tenant_id, resolution, bucket);
+COMMENT ON TABLE edge_rollups IS 'Service map: calls from a service to a service, database or external system.';
+
+CREATE TABLE business_transactions (
+    tenant_id integer NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    service text NOT NULL,
+    name text NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    overflow bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, service, name)
+);
+COMMENT ON TABLE business_transactions IS 'Known BT names per service, bounded; overflow counts traces sent to _other once the bound is reached.';
+
+CREATE TABLE bt_rules (
+    tenant_id integer PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+    document jsonb NOT NULL,
+    source text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE bt_rules IS 'Business-transaction naming rules of a tenant (tierscope bt apply).';
+
+CREATE TABLE processing_progress (
+    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    watermark timestamptz NOT NULL,
+    traces bigint NOT NULL DEFAULT 0,
+    spans bigint NOT NULL DEFAULT 0,
+    late_spans bigint NOT NULL DEFAULT 0,
+    excluded_traces bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE processing_progress IS 'How far processing has gone: spans received before watermark are processed. Committed with the results.';
