@@ -89,8 +89,13 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     logging.getLogger().setLevel(settings.log_level.upper())
+    from tierscope.collector.server import CollectorError
+
     with _store_errors():
-        serve(settings, console)
+        try:
+            serve(settings, console)
+        except CollectorError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @main.group()
@@ -209,3 +214,108 @@ def tenant_revoke(name: str, key: str | None, kind: str | None, data_dir: Path |
     if count == 0:
         raise click.ClickException(f"no live key matched for tenant {name!r}")
     console.print(f"revoked {count} key(s) of tenant {name!r}")
+
+
+@main.command()
+@data_dir_option
+def process(data_dir: Path | None) -> None:
+    """Run trace processing alone, in the foreground (tierscope up runs it by default).
+
+    Any number may run against one store: one works at a time, the others wait
+    to take over.
+    """
+    from tierscope.collector.server import migrate, store_dsn
+    from tierscope.processing.runner import process as run_processor
+
+    settings = _settings(data_dir=data_dir)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    with _store_errors(), store_dsn(settings, console) as dsn:
+        asyncio.run(migrate(dsn, console))
+        console.print("processing traces; Ctrl-C stops")
+        asyncio.run(run_processor(settings, dsn))
+
+
+@main.group()
+def bt() -> None:
+    """Business transactions: naming rules and what is known."""
+
+
+tenant_option = click.option("--tenant", default="default", show_default=True, help="The tenant.")
+
+
+@bt.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@tenant_option
+@data_dir_option
+def bt_apply(file: Path, tenant: str, data_dir: Path | None) -> None:
+    """Check FILE (YAML naming rules) and make it the tenant's rules."""
+    from tierscope.processing.naming import RuleError, Rules
+    from tierscope.store import processing as processing_store
+
+    try:
+        rules = Rules.parse(file.read_text(), source=str(file))
+    except RuleError as exc:
+        raise click.ClickException(f"{file} has problems; nothing was applied:\n{exc}") from None
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file} is not UTF-8 text: {exc}") from None
+
+    async def work(conn: psycopg.AsyncConnection) -> int:
+        tenant_id = await _tenant_id(conn, tenant)
+        await processing_store.save_rules(conn, tenant_id, rules.to_document(), str(file))
+        return len(rules.describe())
+
+    count = _with_store(_settings(data_dir=data_dir), work)
+    console.print(f"applied {count} rule(s) from {file} to tenant {tenant!r}; new traces are named by them")
+
+
+@bt.command("list")
+@tenant_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+def bt_list(tenant: str, as_json: bool, data_dir: Path | None) -> None:
+    """Show the tenant's naming rules and its known business transactions."""
+    from tierscope.processing.naming import Rules
+    from tierscope.store import processing as processing_store
+
+    async def work(conn: psycopg.AsyncConnection) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+        tenant_id = await _tenant_id(conn, tenant)
+        document = await processing_store.load_rules(conn, tenant_id)
+        rules = Rules.from_document(document) if document else Rules.default()
+        cur = await conn.execute(
+            "SELECT service, name, first_seen, overflow FROM business_transactions "
+            "WHERE tenant_id = %s ORDER BY service, name",
+            (tenant_id,),
+        )
+        return rules.describe(), list(await cur.fetchall())
+
+    described, known = _with_store(_settings(data_dir=data_dir), work)
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "rules": described,
+                    "transactions": [
+                        {"service": s, "bt": n, "first_seen": str(f), "overflow": o} for s, n, f, o in known
+                    ],
+                }
+            )
+        )
+        return
+    rules_table = Table("#", "name", "match", "apdex T (ms)", title=f"naming rules of {tenant}")
+    for rule in described:
+        rules_table.add_row(
+            str(rule["index"]), str(rule["name"]), str(rule["match"]), str(rule["apdex_t_ms"])
+        )
+    out.print(rules_table if described else f"tenant {tenant!r} has no naming rules: default names apply")
+    known_table = Table("service", "business transaction", "first seen", "sent to _other")
+    for service, name, first_seen, overflow in known:
+        known_table.add_row(service, name, f"{first_seen:%Y-%m-%d %H:%M}", str(overflow) if overflow else "")
+    out.print(known_table)
+
+
+async def _tenant_id(conn: psycopg.AsyncConnection, name: str) -> int:
+    cur = await conn.execute("SELECT id FROM tenants WHERE name = %s", (name,))
+    row = await cur.fetchone()
+    if row is None:
+        raise click.ClickException(f"no tenant named {name!r} (see tierscope tenant list)")
+    return int(row[0])

@@ -17,9 +17,11 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -27,6 +29,8 @@ from types import FrameType
 import psycopg
 import uvicorn
 from rich.console import Console
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from tierscope.collector.metrics import MULTIPROCESS_DIR
 from tierscope.config import Settings
@@ -111,18 +115,8 @@ def serve(settings: Settings, console: Console) -> None:
             credentials, created = asyncio.run(ensure_default_tenant(dsn, settings.data_dir))
             _announce(console, settings, store, credentials, created)
             _worker_environment(settings, dsn)
-            uvicorn.run(
-                "tierscope.collector.app:app_from_environment",
-                factory=True,
-                host=settings.host,
-                port=settings.port,
-                workers=settings.workers,
-                log_level=settings.log_level.lower(),
-                access_log=False,
-                timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout.total_seconds()),
-                timeout_keep_alive=5,
-                server_header=False,
-            )
+            with ProcessorProcess(enabled=settings.processing):
+                _serve_workers(settings)
             console.print("tierscope stopped.")
     except KeyboardInterrupt:
         console.print("tierscope stopped.")
@@ -137,14 +131,86 @@ def _worker_environment(settings: Settings, dsn: str) -> None:
     os.environ[f"{ENV_PREFIX}PORT"] = str(settings.port)
     os.environ[f"{ENV_PREFIX}DATA_DIR"] = str(settings.data_dir)
     os.environ[f"{ENV_PREFIX}WORKERS"] = str(settings.workers)
-    if settings.workers > 1:
-        # Workers write metric samples here; a scrape of any worker sums them all.
+    if settings.workers > 1 or settings.processing:
+        # Workers and the processor write metric samples here; a scrape of any
+        # worker sums them all.
         directory = settings.data_dir / "metrics"
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         os.environ[MULTIPROCESS_DIR] = str(directory)
     else:
         os.environ.pop(MULTIPROCESS_DIR, None)
+
+
+def _serve_workers(settings: Settings) -> None:
+    """Serve with uvicorn's multi-process supervisor, whatever the worker count:
+    every worker is a fresh process (which prometheus_client's multiprocess mode
+    needs, as it is chosen at import), and one that dies is replaced."""
+    config = uvicorn.Config(
+        "tierscope.collector.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout.total_seconds()),
+        timeout_keep_alive=5,
+        server_header=False,
+    )
+    try:
+        socket = config.bind_socket()
+    except SystemExit:
+        raise CollectorError(f"cannot listen on {settings.host}:{settings.port}; is it in use?") from None
+    supervisor = Multiprocess(config, sockets=[socket])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise CollectorError("the collector workers failed to start; see the messages above")
+
+
+class CollectorError(Exception):
+    """tierscope up could not serve; the message says why."""
+
+
+class ProcessorProcess:
+    """The trace processor in a process of its own, restarted if it dies, stopped
+    (SIGTERM: it finishes its window) when the collector stops."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._stopping = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="processor-watchdog", daemon=True)
+
+    def _spawn(self) -> None:
+        from tierscope.processing.runner import main
+
+        self._process = self._context.Process(target=main, name="tierscope-processor")
+        self._process.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(2.0):
+            if self._process is not None and not self._process.is_alive():
+                _logger.warning("the trace processor exited (%s); starting it again", self._process.exitcode)
+                self._spawn()
+
+    def __enter__(self) -> ProcessorProcess:
+        if self.enabled:
+            self._spawn()
+            self._watchdog.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopping.set()
+        if self._process is None:
+            return
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
 def _announce(console: Console, settings: Settings, store: str, credentials: Path, created: bool) -> None:

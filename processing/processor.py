@@ -1,0 +1,294 @@
+"""The trace processor: settled traces in, summaries and rollups out.
+
+**Which spans, when.** Spans are taken in the order they arrived, one window of
+arrival time ``[watermark, horizon)`` per cycle. The horizon is
+``settle_delay`` ago, and never later than the start of the oldest ingest
+transaction still open (so no span can still appear behind it). A trace is
+processed in the window that holds its last span: if one of its spans arrived
+after the horizon it is still receiving, and waits for a later window (up to
+:data:`MAX_WAIT`, after which it is processed anyway).
+
+**Exactly once.** Summaries, rollups, the business-transaction registry and the
+new watermark are written in one transaction: a processor killed at any moment
+leaves all of a window or none of it. Only one processor works at a time
+(a PostgreSQL advisory lock held by its session elects it), so any number of
+collectors, each running a processor, give the same totals as one.
+
+**Late spans.** A span that arrives after its trace was processed is counted
+(``late_spans``) and leaves the rollups alone: they never change after the fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg
+
+from tierscope.config import Settings
+from tierscope.processing.assemble import TraceSummary, summarize
+from tierscope.processing.metrics import ProcessorMetrics
+from tierscope.processing.naming import OTHER, EntrySpan, Rules
+from tierscope.processing.rollup import Rollup
+from tierscope.processing.sqlnorm import Normalizer
+from tierscope.processing.writer import write_rollup
+from tierscope.store import Database, StoreError
+from tierscope.store import processing as store
+from tierscope.store.processing import SpanRow, SummaryRow, utc
+
+_logger = logging.getLogger(__name__)
+
+LEADER_LOCK = 0x74737072636F6C64  # one processor per store
+MAX_WINDOW = timedelta(seconds=30)  # arrival time covered by one cycle at most
+MAX_WAIT = timedelta(minutes=5)  # a trace still receiving spans after this is processed anyway
+TRACE_EXTENT = timedelta(hours=1)  # how far apart in start time the spans of one trace may be
+MAX_TRACE_SPANS = 20_000
+
+
+@dataclass
+class CycleReport:
+    since: datetime | None = None
+    until: datetime | None = None
+    spans: int = 0
+    traces: int = 0
+    deferred: int = 0
+    late_spans: int = 0
+    excluded: int = 0
+    overflow: int = 0
+    behind: bool = False  # more windows are ready right now
+    lag_seconds: float = 0.0
+    names: dict[tuple[int, bytes], str] = field(default_factory=dict)
+
+
+class Processor:
+    def __init__(
+        self, database: Database, settings: Settings, metrics: ProcessorMetrics | None = None
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.metrics = metrics
+        self._rules: dict[int, tuple[datetime | None, Rules]] = {}
+        self._known: dict[tuple[int, str], set[str]] | None = None
+        self._normalize = Normalizer()
+
+    # -- one cycle --------------------------------------------------------------
+
+    async def cycle(self) -> CycleReport:
+        """Process the next window, if one is ready; everything or nothing is committed."""
+        started = time.perf_counter()
+        try:
+            report = await self._cycle()
+        except BaseException:
+            self._known = None  # the in-memory registry may hold names that were rolled back
+            raise
+        if self.metrics is not None:
+            self.metrics.observe(report, time.perf_counter() - started)
+        return report
+
+    async def _cycle(self) -> CycleReport:
+        report = CycleReport()
+        async with self.database.connection() as conn:
+            # Before the window's snapshot: every ingest transaction that began
+            # before the horizon has ended by then, so its spans are visible.
+            horizon = await store.ingest_horizon(conn, self.settings.settle_delay)
+            await self._refresh(conn)
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                progress = await store.lock_progress(conn)
+                since = progress.watermark
+                until = min(horizon, since + MAX_WINDOW)
+                report.lag_seconds = max(0.0, (horizon - since).total_seconds())
+                if until <= since:
+                    return report
+                report.since, report.until, report.behind = since, until, until < horizon
+                await self._window(conn, since, until, report)
+                progress.watermark = until
+                progress.traces += report.traces
+                progress.spans += report.spans
+                progress.late_spans += report.late_spans
+                progress.excluded_traces += report.excluded
+                await store.save_progress(conn, progress)
+        return report
+
+    async def _window(
+        self, conn: psycopg.AsyncConnection, since: datetime, until: datetime, report: CycleReport
+    ) -> None:
+        arrived = await store.window_spans(conn, since, until)
+        if not arrived:
+            return
+        traces: dict[tuple[int, bytes], list[SpanRow]] = defaultdict(list)
+        for span in arrived:
+            traces[span.tenant_id, span.trace_id].append(span)
+        starts = [span.start_us for span in arrived]
+        earliest, latest = utc(min(starts)) - TRACE_EXTENT, utc(max(starts)) + TRACE_EXTENT
+        for span in await store.sibling_spans(conn, list(traces), since, until, earliest, latest):
+            traces[span.tenant_id, span.trace_id].append(span)
+
+        until_us = int(until.timestamp() * 1e6)
+        since_us = int(since.timestamp() * 1e6)
+        patience_us = int(MAX_WAIT.total_seconds() * 1e6)
+        ready: dict[tuple[int, bytes], list[SpanRow]] = {}
+        seen_before: list[tuple[int, bytes]] = []
+        for key, spans in traces.items():
+            received = [s.received_us for s in spans]
+            if max(received) >= until_us and min(received) > until_us - patience_us:
+                report.deferred += 1  # still receiving: its last window will take it
+                continue
+            if min(received) < since_us:
+                seen_before.append(key)
+            ready[key] = spans
+        for key in await store.already_summarized(conn, seen_before, earliest, latest):
+            spans = ready.pop(key)
+            report.late_spans += sum(since_us <= s.received_us < until_us for s in spans)
+
+        summaries: list[tuple[TraceSummary, str, float]] = []
+        for spans in ready.values():
+            summary = summarize(_unique(spans)[:MAX_TRACE_SPANS], self._component)
+            naming = self._rules_for(summary.tenant_id).name(
+                EntrySpan(summary.service, summary.entry_name, summary.entry_kind, summary.entry_attributes)
+            )
+            if naming.bt is None:
+                report.excluded += 1
+                continue
+            summaries.append((summary, naming.bt, naming.apdex_t_ms))
+        names, overflow = await self._bound_names(conn, summaries)
+        rows = [
+            SummaryRow(
+                s.tenant_id,
+                s.trace_id,
+                utc(s.start_us),
+                s.duration_us,
+                s.service,
+                names[i],
+                s.error,
+                s.error_tier,
+                s.error_component,
+                s.tier_us,
+                s.span_count,
+                s.user_hash,
+                s.session_id,
+                s.site,
+            )
+            for i, (s, _, _) in enumerate(summaries)
+        ]
+        inserted = await store.insert_summaries(conn, rows)
+        rollup = Rollup()
+        for i, (summary, _, apdex) in enumerate(summaries):
+            if (summary.tenant_id, summary.trace_id) in inserted:
+                rollup.add(summary, names[i], apdex)
+                report.traces += 1
+                report.spans += summary.span_count
+        rollup.keep_top_components(self.settings.top_components)
+        await write_rollup(conn, rollup)
+        report.overflow = sum(overflow.values())
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _component(self, span: SpanRow) -> str | None:
+        """The component a span's time is reported under in "top components"."""
+        if span.tier in ("db", "cache"):
+            text = span.component or span.name
+            return self._normalize(text) if text else None
+        if span.tier in ("app", "web", "platform") and span.kind in (2, 5):
+            return span.service  # refined to host/instance when resources are joined
+        return span.component or span.peer
+
+    def _rules_for(self, tenant_id: int) -> Rules:
+        cached = self._rules.get(tenant_id)
+        return cached[1] if cached else Rules.default()
+
+    async def _refresh(self, conn: psycopg.AsyncConnection) -> None:
+        """Reload naming rules that changed, and the registry after a failure."""
+        versions = await store.rules_versions(conn)
+        for tenant_id, updated in versions.items():
+            cached = self._rules.get(tenant_id)
+            if cached is None or cached[0] != updated:
+                document = await store.load_rules(conn, tenant_id)
+                self._rules[tenant_id] = (
+                    updated,
+                    Rules.from_document(document) if document else Rules.default(),
+                )
+        for tenant_id in set(self._rules) - set(versions):
+            del self._rules[tenant_id]
+        if self._known is None:
+            self._known = await store.known_transactions(conn)
+
+    async def _bound_names(
+        self, conn: psycopg.AsyncConnection, summaries: list[tuple[TraceSummary, str, float]]
+    ) -> tuple[list[str], dict[tuple[int, str], int]]:
+        """Keep at most ``max_per_service`` names per service; the rest become ``_other``."""
+        assert self._known is not None
+        names: list[str] = []
+        new: list[tuple[int, str, str]] = []
+        overflow: dict[tuple[int, str], int] = defaultdict(int)
+        for summary, bt, _ in summaries:
+            known = self._known.setdefault((summary.tenant_id, summary.service), set())
+            if bt not in known:
+                limit = self._rules_for(summary.tenant_id).max_per_service
+                if len(known - {OTHER}) < limit:
+                    known.add(bt)
+                    new.append((summary.tenant_id, summary.service, bt))
+                else:
+                    overflow[summary.tenant_id, summary.service] += 1
+                    bt = OTHER
+            names.append(bt)
+        await store.register_transactions(conn, new, overflow)
+        for tenant, service in overflow:
+            self._known[tenant, service].add(OTHER)
+        return names, overflow
+
+    # -- running ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Be the processor whenever no other is; until ``stop`` is set."""
+        interval = self.settings.processing_interval.total_seconds()
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database.dsn, autocommit=True, application_name=store.PROCESSOR_APPLICATION
+                ) as leader:
+                    cur = await leader.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+                    row = await cur.fetchone()
+                    if row and row[0]:
+                        _logger.info("this process is now the trace processor")
+                        await self._lead(leader, stop, interval)
+            except (psycopg.Error, StoreError, OSError) as exc:
+                _logger.warning("trace processing paused: %s", exc)
+                self._known = None
+            await _sleep(stop, interval)
+
+    async def _lead(self, leader: psycopg.AsyncConnection, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            report = await self.cycle()
+            if report.spans or report.late_spans:
+                _logger.debug(
+                    "processed %d traces (%d spans) received %s .. %s",
+                    report.traces,
+                    report.spans,
+                    report.since,
+                    report.until,
+                )
+            if not report.behind:
+                await _sleep(stop, interval)
+            await leader.execute("SELECT 1")  # still holding the lock (raises if the session is gone)
+
+
+def _unique(spans: list[SpanRow]) -> list[SpanRow]:
+    seen: set[bytes] = set()
+    unique = []
+    for span in spans:
+        if span.span_id not in seen:
+            seen.add(span.span_id)
+            unique.append(span)
+    return unique
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

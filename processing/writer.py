@@ -1,0 +1,125 @@
+"""Merge one processing cycle's :class:`~.rollup.Rollup` into the stored rows of
+every resolution (minute, hour, day).
+
+Business-transaction and edge rows hold histograms, so they are read, merged in
+Python and written back; component rows are plain sums and are added in SQL.
+Only the elected processor writes, inside its window transaction, so there is
+no concurrent writer to race with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from tierscope.processing import histogram
+from tierscope.processing.rollup import BtFigures, EdgeFigures, Rollup
+from tierscope.store import rollups
+from tierscope.store.processing import utc
+
+
+def _bucket(minute_us: int, seconds: int) -> int:
+    width = seconds * 1_000_000
+    return minute_us - minute_us % width
+
+
+def _bt_figures(row: dict[str, Any]) -> BtFigures:
+    return BtFigures(
+        calls=row["calls"],
+        errors=row["errors"],
+        duration_sum_us=row["duration_sum_us"],
+        duration_max_us=row["duration_max_us"],
+        apdex_satisfied=row["apdex_satisfied"],
+        apdex_tolerating=row["apdex_tolerating"],
+        latency=histogram.decode(bytes(row["latency"])),
+        tier_sum_us=list(row["tier_sum_us"]),
+        tier_latency=histogram.decode(bytes(row["tier_latency"])),
+    )
+
+
+def _edge_figures(row: dict[str, Any]) -> EdgeFigures:
+    return EdgeFigures(
+        calls=row["calls"],
+        errors=row["errors"],
+        duration_sum_us=row["duration_sum_us"],
+        latency=histogram.decode(bytes(row["latency"])),
+    )
+
+
+async def write_rollup(conn: AsyncConnection, rollup: Rollup) -> None:
+    for resolution, seconds in rollups.RESOLUTIONS.items():
+        await _write_bts(conn, rollup, resolution, seconds)
+        await _write_edges(conn, rollup, resolution, seconds)
+        await _add_components(conn, rollup, resolution, seconds)
+
+
+async def _write_bts(conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int) -> None:
+    merged: dict[rollups.BtRowKey, BtFigures] = {}
+    for (tenant, service, bt, minute), figures in rollup.bts.items():
+        key = (tenant, service, bt, utc(_bucket(minute, seconds)))
+        merged.setdefault(key, BtFigures()).add(figures)
+    for row in await rollups.bt_rows(conn, resolution, list(merged)):
+        merged[row["tenant_id"], row["service"], row["bt"], row["bucket"]].add(_bt_figures(row))
+    await rollups.write_bt_rows(
+        conn,
+        [
+            (
+                tenant,
+                resolution,
+                bucket,
+                service,
+                bt,
+                f.calls,
+                f.errors,
+                f.duration_sum_us,
+                f.duration_max_us,
+                f.apdex_satisfied,
+                f.apdex_tolerating,
+                histogram.encode(f.latency),
+                f.tier_sum_us,
+                histogram.encode(f.tier_latency),
+            )
+            for (tenant, service, bt, bucket), f in merged.items()
+        ],
+    )
+
+
+async def _write_edges(conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int) -> None:
+    merged: dict[rollups.EdgeRowKey, EdgeFigures] = {}
+    for (tenant, minute, source, target, kind), figures in rollup.edges.items():
+        key = (tenant, source, target, kind, utc(_bucket(minute, seconds)))
+        merged.setdefault(key, EdgeFigures()).add(figures)
+    for row in await rollups.edge_rows(conn, resolution, list(merged)):
+        key = (row["tenant_id"], row["source"], row["target"], row["target_kind"], row["bucket"])
+        merged[key].add(_edge_figures(row))
+    await rollups.write_edge_rows(
+        conn,
+        [
+            (
+                tenant,
+                resolution,
+                bucket,
+                source,
+                target,
+                kind,
+                f.calls,
+                f.errors,
+                f.duration_sum_us,
+                histogram.encode(f.latency),
+            )
+            for (tenant, source, target, kind, bucket), f in merged.items()
+        ],
+    )
+
+
+async def _add_components(conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int) -> None:
+    summed: dict[tuple[Any, ...], list[int]] = {}
+    for (tenant, service, bt, minute, tier, component), f in rollup.components.items():
+        key = (tenant, resolution, utc(_bucket(minute, seconds)), service, bt, tier, component)
+        figures = summed.setdefault(key, [0, 0, 0, 0])
+        figures[0] += f.calls
+        figures[1] += f.errors
+        figures[2] += f.self_us
+        figures[3] += f.duration_us
+    await rollups.add_component_rows(conn, [(*key, *figures) for key, figures in summed.items()])

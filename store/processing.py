@@ -1,0 +1,293 @@
+"""What trace processing reads and writes, apart from rollups.
+
+Processing walks the spans in the order they arrived (``received_at``), one
+window at a time. Every write of a window — summaries, rollups, the new
+watermark — is committed in one transaction, so a processor killed at any
+moment leaves either all of a window or none of it, and its successor starts
+from the last committed watermark.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from psycopg import AsyncConnection
+
+from tierscope.store.errors import wrap_errors
+
+# Collector connections are named so (store.database.APPLICATION_NAME); the
+# processor names its own differently so it never waits for itself.
+COLLECTOR_APPLICATION = "tierscope"
+PROCESSOR_APPLICATION = "tierscope-processor"
+
+_SPAN_COLUMNS = """s.tenant_id, s.trace_id, s.span_id, s.parent_span_id,
+       (date_part('epoch', s.start_time) * 1000000)::int8, s.duration_us,
+       s.service, s.name, s.kind, s.tier, s.component, s.peer, s.status_code, s.resource_id,
+       (date_part('epoch', s.received_at) * 1000000)::int8,
+       CASE WHEN s.kind IN (2, 5) OR s.parent_span_id IS NULL THEN s.span_pb END"""
+
+
+class SpanRow(NamedTuple):
+    """A span as processing reads it."""
+
+    tenant_id: int
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes | None
+    start_us: int
+    duration_us: int
+    service: str
+    name: str
+    kind: int
+    tier: str
+    component: str | None
+    peer: str | None
+    status_code: int
+    resource_id: int
+    received_us: int
+    span_pb: bytes | None  # only for spans that may be a trace's entry (server, consumer, root)
+
+
+class SummaryRow(NamedTuple):
+    """A row of ``trace_summaries``."""
+
+    tenant_id: int
+    trace_id: bytes
+    start_time: datetime
+    duration_us: int
+    service: str
+    bt: str
+    error: bool
+    error_tier: str | None
+    error_component: str | None
+    tier_us: list[int]
+    span_count: int
+    user_hash: str | None
+    session_id: str | None
+    site: str | None
+
+
+def _span_rows(cursor: Any) -> Any:
+    return SpanRow._make
+
+
+@dataclass
+class Progress:
+    watermark: datetime
+    traces: int
+    spans: int
+    late_spans: int
+    excluded_traces: int
+
+
+def utc(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1e6, UTC)
+
+
+@wrap_errors
+async def ingest_horizon(conn: AsyncConnection, settle: timedelta) -> datetime:
+    """How far processing may go now: spans received before this are all
+    committed and settled. Run it *before* the processing transaction starts, so
+    that transaction's snapshot sees every ingest transaction older than this."""
+    cur = await conn.execute(
+        """SELECT LEAST(now() - %(settle)s,
+                        COALESCE((SELECT min(xact_start) FROM pg_stat_activity
+                                  WHERE application_name = %(collector)s AND xact_start IS NOT NULL),
+                                 now()))""",
+        {"settle": settle, "collector": COLLECTOR_APPLICATION},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+@wrap_errors
+async def lock_progress(conn: AsyncConnection) -> Progress:
+    """The committed progress, locked for this transaction (created on first use:
+    processing then starts with the oldest span stored)."""
+    await conn.execute(
+        """INSERT INTO processing_progress (id, watermark)
+           SELECT 1, COALESCE((SELECT min(received_at) FROM spans), now())
+           ON CONFLICT (id) DO NOTHING"""
+    )
+    cur = await conn.execute(
+        """SELECT watermark, traces, spans, late_spans, excluded_traces
+           FROM processing_progress WHERE id = 1 FOR UPDATE"""
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return Progress(*row)
+
+
+@wrap_errors
+async def save_progress(conn: AsyncConnection, progress: Progress) -> None:
+    await conn.execute(
+        """UPDATE processing_progress SET watermark = %s, traces = %s, spans = %s, late_spans = %s,
+                  excluded_traces = %s, updated_at = now() WHERE id = 1""",
+        (progress.watermark, progress.traces, progress.spans, progress.late_spans, progress.excluded_traces),
+    )
+
+
+@wrap_errors
+async def read_progress(conn: AsyncConnection) -> Progress | None:
+    cur = await conn.execute(
+        "SELECT watermark, traces, spans, late_spans, excluded_traces FROM processing_progress WHERE id = 1"
+    )
+    row = await cur.fetchone()
+    return Progress(*row) if row else None
+
+
+@wrap_errors
+async def window_spans(conn: AsyncConnection, since: datetime, until: datetime) -> list[SpanRow]:
+    """Every span received in ``[since, until)``."""
+    async with conn.cursor(row_factory=_span_rows, binary=True) as cur:
+        await cur.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans s WHERE s.received_at >= %s AND s.received_at < %s",  # noqa: S608
+            (since, until),
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def sibling_spans(
+    conn: AsyncConnection,
+    traces: Sequence[tuple[int, bytes]],
+    since: datetime,
+    until: datetime,
+    earliest: datetime,
+    latest: datetime,
+) -> list[SpanRow]:
+    """Spans of these traces received outside ``[since, until)`` (earlier, or after:
+    the trace is still receiving), starting in ``[earliest, latest)``. One index
+    probe per trace."""
+    if not traces:
+        return []
+    async with conn.cursor(row_factory=_span_rows, binary=True) as cur:
+        await cur.execute(
+            f"""SELECT {_SPAN_COLUMNS}
+                FROM unnest(%(tenants)s::int4[], %(traces)s::bytea[]) AS c(tenant_id, trace_id)
+                CROSS JOIN LATERAL (
+                    SELECT * FROM spans x
+                    WHERE x.tenant_id = c.tenant_id AND x.trace_id = c.trace_id
+                      AND x.start_time >= %(earliest)s AND x.start_time < %(latest)s
+                      AND (x.received_at < %(since)s OR x.received_at >= %(until)s)
+                ) s""",  # noqa: S608 - columns are a constant
+            {
+                "tenants": [t for t, _ in traces],
+                "traces": [t for _, t in traces],
+                "since": since,
+                "until": until,
+                "earliest": earliest,
+                "latest": latest,
+            },
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def already_summarized(
+    conn: AsyncConnection, traces: Sequence[tuple[int, bytes]], earliest: datetime, latest: datetime
+) -> set[tuple[int, bytes]]:
+    """Which of these traces were processed before (their new spans are late)."""
+    if not traces:
+        return set()
+    cur = await conn.execute(
+        """SELECT c.tenant_id, c.trace_id
+           FROM unnest(%(tenants)s::int4[], %(traces)s::bytea[]) AS c(tenant_id, trace_id)
+           WHERE EXISTS (SELECT 1 FROM trace_summaries t
+                         WHERE t.tenant_id = c.tenant_id AND t.trace_id = c.trace_id
+                           AND t.start_time >= %(earliest)s AND t.start_time < %(latest)s)""",
+        {
+            "tenants": [t for t, _ in traces],
+            "traces": [t for _, t in traces],
+            "earliest": earliest,
+            "latest": latest,
+        },
+    )
+    return {(tenant, bytes(trace)) for tenant, trace in await cur.fetchall()}
+
+
+_SUMMARY_COLUMNS = (
+    "tenant_id, trace_id, start_time, duration_us, service, bt, error, error_tier, error_component, "
+    "tier_us, span_count, user_hash, session_id, site"
+)
+
+
+@wrap_errors
+async def insert_summaries(conn: AsyncConnection, summaries: Iterable[SummaryRow]) -> set[tuple[int, bytes]]:
+    """Store trace summaries (with their BT names); returns the traces actually
+    inserted — a trace stored before is skipped, so nothing is counted twice."""
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS summaries_incoming "
+        "(LIKE trace_summaries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    async with conn.cursor().copy(f"COPY summaries_incoming ({_SUMMARY_COLUMNS}) FROM STDIN") as copy:
+        for row in summaries:
+            await copy.write_row(row)
+    cur = await conn.execute(
+        f"""INSERT INTO trace_summaries ({_SUMMARY_COLUMNS})
+            SELECT {_SUMMARY_COLUMNS} FROM summaries_incoming
+            ON CONFLICT DO NOTHING RETURNING tenant_id, trace_id"""  # noqa: S608
+    )
+    return {(tenant, bytes(trace)) for tenant, trace in await cur.fetchall()}
+
+
+# -- business-transaction registry and rules -------------------------------------
+
+
+@wrap_errors
+async def known_transactions(conn: AsyncConnection) -> dict[tuple[int, str], set[str]]:
+    cur = await conn.execute("SELECT tenant_id, service, name FROM business_transactions")
+    known: dict[tuple[int, str], set[str]] = {}
+    for tenant, service, name in await cur.fetchall():
+        known.setdefault((tenant, service), set()).add(name)
+    return known
+
+
+@wrap_errors
+async def register_transactions(
+    conn: AsyncConnection, names: Iterable[tuple[int, str, str]], overflow: dict[tuple[int, str], int]
+) -> None:
+    rows = list(names)
+    if rows:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO business_transactions (tenant_id, service, name) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                rows,
+            )
+    for (tenant, service), count in overflow.items():
+        await conn.execute(
+            """INSERT INTO business_transactions (tenant_id, service, name, overflow)
+               VALUES (%s, %s, '_other', %s)
+               ON CONFLICT (tenant_id, service, name)
+               DO UPDATE SET overflow = business_transactions.overflow + EXCLUDED.overflow""",
+            (tenant, service, count),
+        )
+
+
+@wrap_errors
+async def rules_versions(conn: AsyncConnection) -> dict[int, datetime]:
+    cur = await conn.execute("SELECT tenant_id, updated_at FROM bt_rules")
+    return dict(await cur.fetchall())
+
+
+@wrap_errors
+async def load_rules(conn: AsyncConnection, tenant_id: int) -> dict[str, Any] | None:
+    cur = await conn.execute("SELECT document FROM bt_rules WHERE tenant_id = %s", (tenant_id,))
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+@wrap_errors
+async def save_rules(conn: AsyncConnection, tenant_id: int, document: dict[str, Any], source: str) -> None:
+    await conn.execute(
+        """INSERT INTO bt_rules (tenant_id, document, source) VALUES (%s, %s, %s)
+           ON CONFLICT (tenant_id) DO UPDATE
+           SET document = EXCLUDED.document, source = EXCLUDED.source, updated_at = now()""",
+        (tenant_id, json.dumps(document), source),
+    )

@@ -1,0 +1,159 @@
+"""Rollup rows: read the stored ones for some keys, write merged ones back.
+
+Merging (adding counts, merging histograms) is processing's business
+(processing/writer.py); the store only knows the rows. Only the elected
+processor writes rollups, inside its window transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from tierscope.store.errors import wrap_errors
+
+RESOLUTIONS = {"minute": 60, "hour": 3600, "day": 86400}  # bucket width in seconds
+
+BT_COLUMNS = (
+    "tenant_id",
+    "resolution",
+    "bucket",
+    "service",
+    "bt",
+    "calls",
+    "errors",
+    "duration_sum_us",
+    "duration_max_us",
+    "apdex_satisfied",
+    "apdex_tolerating",
+    "latency",
+    "tier_sum_us",
+    "tier_latency",
+)
+EDGE_COLUMNS = (
+    "tenant_id",
+    "resolution",
+    "bucket",
+    "source",
+    "target",
+    "target_kind",
+    "calls",
+    "errors",
+    "duration_sum_us",
+    "latency",
+)
+COMPONENT_COLUMNS = (
+    "tenant_id",
+    "resolution",
+    "bucket",
+    "service",
+    "bt",
+    "tier",
+    "component",
+    "calls",
+    "errors",
+    "self_us",
+    "duration_us",
+)
+
+BtRowKey = tuple[int, str, str, datetime]  # tenant, service, bt, bucket
+EdgeRowKey = tuple[int, str, str, str, datetime]  # tenant, source, target, kind, bucket
+
+
+@wrap_errors
+async def bt_rows(conn: AsyncConnection, resolution: str, keys: Sequence[BtRowKey]) -> list[dict[str, Any]]:
+    """Stored rows of ``bt_rollups`` for these keys."""
+    if not keys:
+        return []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT r.* FROM unnest(%(tenants)s::int4[], %(services)s::text[], %(bts)s::text[],
+                                      %(buckets)s::timestamptz[]) AS k(tenant_id, service, bt, bucket)
+               JOIN bt_rollups r ON r.tenant_id = k.tenant_id AND r.resolution = %(resolution)s
+                AND r.service = k.service AND r.bt = k.bt AND r.bucket = k.bucket""",
+            {
+                "tenants": [k[0] for k in keys],
+                "services": [k[1] for k in keys],
+                "bts": [k[2] for k in keys],
+                "buckets": [k[3] for k in keys],
+                "resolution": resolution,
+            },
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def edge_rows(
+    conn: AsyncConnection, resolution: str, keys: Sequence[EdgeRowKey]
+) -> list[dict[str, Any]]:
+    if not keys:
+        return []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT r.* FROM unnest(%(tenants)s::int4[], %(sources)s::text[], %(targets)s::text[],
+                                      %(kinds)s::text[], %(buckets)s::timestamptz[])
+                               AS k(tenant_id, source, target, target_kind, bucket)
+               JOIN edge_rollups r ON r.tenant_id = k.tenant_id AND r.resolution = %(resolution)s
+                AND r.source = k.source AND r.target = k.target AND r.target_kind = k.target_kind
+                AND r.bucket = k.bucket""",
+            {
+                "tenants": [k[0] for k in keys],
+                "sources": [k[1] for k in keys],
+                "targets": [k[2] for k in keys],
+                "kinds": [k[3] for k in keys],
+                "buckets": [k[4] for k in keys],
+                "resolution": resolution,
+            },
+        )
+        return await cur.fetchall()
+
+
+def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], additive: bool) -> str:
+    updates = ", ".join(
+        f"{c} = {table}.{c} + EXCLUDED.{c}" if additive else f"{c} = EXCLUDED.{c}"
+        for c in columns
+        if c not in key
+    )
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "  # noqa: S608
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+_UPSERT_BT = _upsert("bt_rollups", BT_COLUMNS, ("tenant_id", "resolution", "service", "bt", "bucket"), False)
+_UPSERT_EDGE = _upsert(
+    "edge_rollups",
+    EDGE_COLUMNS,
+    ("tenant_id", "resolution", "source", "target", "target_kind", "bucket"),
+    False,
+)
+_ADD_COMPONENT = _upsert(
+    "component_rollups",
+    COMPONENT_COLUMNS,
+    ("tenant_id", "resolution", "service", "bt", "tier", "component", "bucket"),
+    True,
+)
+
+
+@wrap_errors
+async def write_bt_rows(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Write merged rows (in :data:`BT_COLUMNS` order), replacing stored ones."""
+    async with conn.cursor() as cur:
+        await cur.executemany(_UPSERT_BT, rows)
+
+
+@wrap_errors
+async def write_edge_rows(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(_UPSERT_EDGE, rows)
+
+
+@wrap_errors
+async def add_component_rows(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add component figures (in :data:`COMPONENT_COLUMNS` order) to stored ones."""
+    async with conn.cursor() as cur:
+        await cur.executemany(_ADD_COMPONENT, rows)
