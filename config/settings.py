@@ -184,6 +184,11 @@ class Settings(BaseSettings):
         default=timedelta(seconds=2),
         description="How often the processor looks for settled traces.",
     )
+    processing_window: Duration = Field(
+        default=timedelta(seconds=30),
+        description="The most arrival time one processing cycle covers (bounds its memory and "
+        "transaction); a processor that is behind runs cycles back to back.",
+    )
     top_components: int = Field(
         default=20,
         ge=1,

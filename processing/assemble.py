@@ -51,7 +51,7 @@ class TraceSummary:
     entry_kind: int
     entry_attributes: dict[str, Any]
     error: bool
-    error_tier: str | None
+    error_tier: str | None  # where the error began: the tier of the deepest failing span
     error_component: str | None
     tier_us: list[int]
     span_count: int
@@ -155,13 +155,17 @@ def summarize(
             components.append((span.tier, component, self_us, span.duration_us, failed))
         if span.kind in (CLIENT, PRODUCER) or span.tier in ("db", "cache"):
             edges.append(_edge(span, callees.get(span.span_id), failed))
-    failing = [s for s in spans if s.status_code == ERROR]
-    error_tier = error_component = None
-    if failing:
-        depths = _depths(spans)
-        origin = max(failing, key=lambda s: (depths[s.span_id], s.start_us))
-        error_tier, error_component = origin.tier, origin.component or origin.name
     attrs = attributes(SpanMessage.FromString(entry.span_pb).attributes) if entry.span_pb else {}
+    # The outcome is what the entry answered: a child's error the application
+    # handled (a retried query, a fallback) does not fail the transaction.
+    status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
+    failed_entry = entry.status_code == ERROR or (isinstance(status, int) and status >= 500)
+    error_tier = error_component = None
+    failing = [s for s in spans if s.status_code == ERROR]
+    if failed_entry:
+        depths = _depths(spans)
+        origin = max(failing or [entry], key=lambda s: (depths[s.span_id], s.start_us))
+        error_tier, error_component = origin.tier, origin.component or origin.name
     return TraceSummary(
         tenant_id=entry.tenant_id,
         trace_id=entry.trace_id,
@@ -171,7 +175,7 @@ def summarize(
         entry_name=entry.name,
         entry_kind=entry.kind,
         entry_attributes=attrs,
-        error=entry.status_code == ERROR or any(s.status_code == ERROR for s in spans),
+        error=failed_entry,
         error_tier=error_tier,
         error_component=error_component,
         tier_us=tier_us,

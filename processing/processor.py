@@ -43,7 +43,6 @@ from tierscope.store.processing import SpanRow, SummaryRow, utc
 _logger = logging.getLogger(__name__)
 
 LEADER_LOCK = 0x74737072636F6C64  # one processor per store
-MAX_WINDOW = timedelta(seconds=30)  # arrival time covered by one cycle at most
 MAX_WAIT = timedelta(minutes=5)  # a trace still receiving spans after this is processed anyway
 TRACE_EXTENT = timedelta(hours=1)  # how far apart in start time the spans of one trace may be
 MAX_TRACE_SPANS = 20_000
@@ -74,6 +73,7 @@ class Processor:
         self._rules: dict[int, tuple[datetime | None, Rules]] = {}
         self._known: dict[tuple[int, str], set[str]] | None = None
         self._normalize = Normalizer()
+        self._hosts: dict[tuple[int, int], str] = {}  # (tenant, resource) -> host or instance
 
     # -- one cycle --------------------------------------------------------------
 
@@ -100,7 +100,7 @@ class Processor:
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 progress = await store.lock_progress(conn)
                 since = progress.watermark
-                until = min(horizon, since + MAX_WINDOW)
+                until = min(horizon, since + self.settings.processing_window)
                 report.lag_seconds = max(0.0, (horizon - since).total_seconds())
                 if until <= since:
                     return report
@@ -123,6 +123,7 @@ class Processor:
         traces: dict[tuple[int, bytes], list[SpanRow]] = defaultdict(list)
         for span in arrived:
             traces[span.tenant_id, span.trace_id].append(span)
+        await self._learn_hosts(conn, arrived)
         starts = [span.start_us for span in arrived]
         earliest, latest = utc(min(starts)) - TRACE_EXTENT, utc(max(starts)) + TRACE_EXTENT
         for span in await store.sibling_spans(conn, list(traces), since, until, earliest, latest):
@@ -194,8 +195,17 @@ class Processor:
             text = span.component or span.name
             return self._normalize(text) if text else None
         if span.tier in ("app", "web", "platform") and span.kind in (2, 5):
-            return span.service  # refined to host/instance when resources are joined
+            return self._hosts.get((span.tenant_id, span.resource_id), span.service)
         return span.component or span.peer
+
+    async def _learn_hosts(self, conn: psycopg.AsyncConnection, spans: list[SpanRow]) -> None:
+        """Which host or instance each new resource is (for app-tier components)."""
+        missing = {(s.tenant_id, s.resource_id) for s in spans} - self._hosts.keys()
+        if not missing:
+            return
+        if len(self._hosts) > 100_000:
+            self._hosts.clear()
+        self._hosts.update(await store.resource_hosts(conn, list(missing)))
 
     def _rules_for(self, tenant_id: int) -> Rules:
         cached = self._rules.get(tenant_id)

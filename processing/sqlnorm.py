@@ -2,14 +2,17 @@
 
 Dashboards show the "top statements" of a business transaction. ``WHERE id = 42``
 and ``WHERE id = 43`` are the same statement run twice, so every literal value
-becomes ``?`` and lists of them collapse (``IN (?)``, one ``VALUES`` row). The
-values also have to go for a second reason: they are customers' data (names,
-e-mail addresses, amounts) and must not be stored with the span.
+becomes ``?`` and lists of values collapse to one. The values also have to go for
+a second reason: they are customers' data (names, e-mail addresses, amounts) and
+must not be stored with the span.
 
 Everything else is kept as it was written: keywords keep their case, names keep
-their digits (``table2``, ``"t 1"``: double quotes delimit names, not values) and
-bind placeholders (``$1``, ``%s``, ``:name``, ``?``) stay, because they are what
-tells two statements apart. Comments go and whitespace runs become one space.
+their digits (``table2``, ``"t 1"``: double quotes delimit names, not values),
+bind placeholders (``$1``, ``%s``, ``:name``, ``:1``, ``?``) are no values and
+stay, and so do ``TRUE``, ``FALSE`` and ``NULL``, which change what a statement
+does. Comments go and whitespace runs become one space. ``IN (...)`` and
+``ARRAY[...]`` lists of values become ``(?)`` and ``[?]``, and the rows of
+``VALUES`` its first row.
 
 Cost matters: this runs for every database span. One compiled regular expression
 finds, in a single left-to-right pass, only what has to change or must be
@@ -54,7 +57,7 @@ _LEXEME = re.compile(
   | \$\d+                                                    # a numbered placeholder: $1
   | [^\S ]{_BLANK}*                                          # whitespace other than one space,
   | [ ]{_BLANK}+                                             #   comments and the whitespace
-  | --[^\n\r]*{_BLANK}*                                        #   around them
+  | --[^\n\r]*{_BLANK}*                                      #   around them
   | /\*.*?(?:\*/|\Z){_BLANK}*
   | '[^']*(?:''[^']*)*'?                                     # 'it''s'; unterminated: to the end
   | [eE]'(?<![\w$][eE]')[^'\\]*(?:(?:\\.|'')[^'\\]*)*'?      # E'it\'s', not the end of a name

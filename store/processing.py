@@ -236,6 +236,21 @@ async def insert_summaries(conn: AsyncConnection, summaries: Iterable[SummaryRow
     return {(tenant, bytes(trace)) for tenant, trace in await cur.fetchall()}
 
 
+@wrap_errors
+async def resource_hosts(
+    conn: AsyncConnection, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], str]:
+    """The instance (or host, or service) each resource names."""
+    cur = await conn.execute(
+        """SELECT r.tenant_id, r.resource_id,
+                  COALESCE(r.attributes->>'service.instance.id', r.attributes->>'host.name', r.service)
+           FROM unnest(%(tenants)s::int4[], %(ids)s::int8[]) AS k(tenant_id, resource_id)
+           JOIN resources r ON r.tenant_id = k.tenant_id AND r.resource_id = k.resource_id""",
+        {"tenants": [k[0] for k in keys], "ids": [k[1] for k in keys]},
+    )
+    return {(tenant, rid): str(label)[:256] for tenant, rid, label in await cur.fetchall()}
+
+
 # -- business-transaction registry and rules -------------------------------------
 
 

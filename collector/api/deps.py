@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from fastapi import HTTPException, Request
 
 from tierscope.collector.auth import AuthError, KeyVerifier
+from tierscope.config import parse_duration
 from tierscope.store.tenants import KeyInfo
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+MAX_WINDOW = timedelta(days=800)
 
 
 async def api_tenant(request: Request) -> KeyInfo:
@@ -20,3 +27,60 @@ async def api_tenant(request: Request) -> KeyInfo:
     except AuthError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="tierscope"'} if exc.status == 401 else None
         raise HTTPException(exc.status, str(exc), headers=headers) from None
+
+
+def parse_time(value: str | None, now: datetime, default: datetime) -> datetime:
+    """An instant from ``2026-11-24T10:00:00Z``, unix seconds, ``now``, or a
+    duration meaning "that long ago" (``15m``, ``2h``, ``7d``)."""
+    if value is None or value == "":
+        return default
+    try:
+        moment = _parse_time(value.strip(), now)
+    except OverflowError:
+        moment = None
+    if moment is None or not _EARLIEST <= moment < _LATEST:
+        raise ValueError(f"{value!r} is not a time between 1970 and 2262")
+    return moment
+
+
+def _parse_time(text: str, now: datetime) -> datetime:
+    if text == "now":
+        return now
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use ISO 8601 (2026-11-24T10:00:00Z), unix seconds, "
+            "'now', or a duration ago such as 15m"
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def time_window(
+    since: str | None, until: str | None, default: timedelta, limit: timedelta = MAX_WINDOW
+) -> tuple[datetime, datetime]:
+    """``[since, until)`` from query parameters (400 when they make no sense)."""
+    now = datetime.now(UTC)
+    try:
+        start = parse_time(since, now, now - default)
+        end = parse_time(until, now, now)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if end <= start:
+        raise HTTPException(400, "the end of the window must be after its start")
+    if end - start > limit:
+        raise HTTPException(400, f"the window may be at most {limit.days} days")
+    return start, end
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -14,9 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tierscope.collector.api.deps import api_tenant
+from tierscope.collector.api.deps import api_tenant, parse_time
 from tierscope.collector.otlp import attributes
-from tierscope.config import parse_duration
 from tierscope.store import Database
 from tierscope.store import traces as trace_store
 from tierscope.store.tenants import KeyInfo
@@ -28,48 +27,10 @@ _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "produce
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 MAX_WINDOW = timedelta(days=31)
 MAX_SPANS = 10_000  # per trace answer; "truncated" says when a trace has more
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2262, 1, 1, tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(value: str | None, now: datetime, default: datetime) -> datetime:
-    """An instant from ``2026-11-24T10:00:00Z``, unix seconds, ``now``, or a
-    duration meaning "that long ago" (``15m``, ``2h``, ``7d``)."""
-    if value is None or value == "":
-        return default
-    try:
-        moment = _parse_time(value.strip(), now)
-    except OverflowError:
-        moment = None
-    if moment is None or not _EARLIEST <= moment < _LATEST:
-        raise ValueError(f"{value!r} is not a time between 1970 and 2262")
-    return moment
-
-
-def _parse_time(text: str, now: datetime) -> datetime:
-    if text == "now":
-        return now
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except (ValueError, OverflowError, OSError):
-        pass
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: use ISO 8601 (2026-11-24T10:00:00Z), unix seconds, "
-            "'now', or a duration ago such as 15m"
-        ) from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def span_json(span: trace_store.StoredSpan) -> dict[str, Any]:

@@ -1,0 +1,169 @@
+"""Reading rollups back for a time range: which resolution, which rows, merged.
+
+A range is served from the coarsest rows that describe it well enough, so a
+month of data is a few thousand rows, not millions:
+
+================  ===============================================
+range             rows read
+================  ===============================================
+up to 6 hours     minutes
+up to 2 days      hours (the range rounded out to whole hours)
+up to 14 days     whole days, with hours at both ends
+longer            whole days (the range rounded out to days)
+================  ===============================================
+
+Every answer says which ``from``/``to`` it actually covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, LiteralString
+
+from psycopg import AsyncConnection, sql
+
+from tierscope.collector.tiers import TIERS
+from tierscope.processing import histogram
+
+MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+_WIDTH = {"minute": MINUTE, "hour": HOUR, "day": DAY}
+
+
+def floor(moment: datetime, width: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((moment - epoch) // width) * width
+
+
+def ceil(moment: datetime, width: timedelta) -> datetime:
+    down = floor(moment, width)
+    return down if down == moment else down + width
+
+
+@dataclass(frozen=True)
+class Segment:
+    resolution: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Plan:
+    start: datetime
+    end: datetime
+    segments: tuple[Segment, ...]
+
+    @property
+    def resolution(self) -> str:
+        return self.segments[-1].resolution if self.segments else "minute"
+
+
+def plan(start: datetime, end: datetime) -> Plan:
+    """The rows that cover ``[start, end)`` (see the module docstring)."""
+    span = end - start
+    if span <= timedelta(hours=6):
+        start, end = floor(start, MINUTE), ceil(end, MINUTE)
+        return Plan(start, end, (Segment("minute", start, end),))
+    if span <= timedelta(days=2):
+        start, end = floor(start, HOUR), ceil(end, HOUR)
+        return Plan(start, end, (Segment("hour", start, end),))
+    if span <= timedelta(days=14):
+        start, end = floor(start, HOUR), ceil(end, HOUR)
+        first_day, last_day = ceil(start, DAY), floor(end, DAY)
+        segments = [
+            Segment("hour", start, first_day),
+            Segment("day", first_day, last_day),
+            Segment("hour", last_day, end),
+        ]
+        return Plan(start, end, tuple(s for s in segments if s.end > s.start))
+    start, end = floor(start, DAY), ceil(end, DAY)
+    return Plan(start, end, (Segment("day", start, end),))
+
+
+def _where(segments: Sequence[Segment]) -> tuple[sql.Composable, list[Any]]:
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    for segment in segments:
+        parts.append(sql.SQL("(resolution = %s AND bucket >= %s AND bucket < %s)"))
+        params += [segment.resolution, segment.start, segment.end]
+    return sql.SQL("(") + sql.SQL(" OR ").join(parts) + sql.SQL(")"), params
+
+
+async def fetch(
+    conn: AsyncConnection,
+    table: LiteralString,
+    columns: LiteralString,
+    tenant_id: int,
+    segments: Sequence[Segment],
+    filters: dict[str, Any] | None = None,
+) -> list[tuple[Any, ...]]:
+    """Rows of a rollup table for a tenant over the planned segments."""
+    where, params = _where(segments)
+    conditions = [sql.SQL("tenant_id = %s"), where]
+    values: list[Any] = [tenant_id, *params]
+    for column, value in (filters or {}).items():
+        if value is not None:
+            conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            values.append(value)
+    query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        sql.SQL(columns), sql.Identifier(table), sql.SQL(" AND ").join(conditions)
+    )
+    cur = await conn.execute(query, values)
+    return await cur.fetchall()
+
+
+@dataclass
+class Totals:
+    """Additive figures of one business transaction (or one step of a series)."""
+
+    calls: int = 0
+    errors: int = 0
+    duration_sum_us: int = 0
+    satisfied: int = 0
+    tolerating: int = 0
+    tier_sum_us: list[int] = field(default_factory=lambda: [0] * len(TIERS))
+
+    def add_row(
+        self, calls: int, errors: int, duration: int, satisfied: int, tolerating: int, tiers: Sequence[int]
+    ) -> None:
+        self.calls += calls
+        self.errors += errors
+        self.duration_sum_us += duration
+        self.satisfied += satisfied
+        self.tolerating += tolerating
+        self.tier_sum_us = [a + b for a, b in zip(self.tier_sum_us, tiers, strict=True)]
+
+
+def _ms(micros: float | None) -> float | None:
+    return None if micros is None else round(micros / 1000, 3)
+
+
+def figures(
+    totals: Totals, merged: histogram.Merged, group: int, tier_merged: histogram.Merged | None = None
+) -> dict[str, Any]:
+    """The figures of one group, as the API returns them."""
+    count = totals.calls
+    p50, p95, p99 = merged.quantiles(group, (0.5, 0.95, 0.99))
+    result: dict[str, Any] = {
+        "count": count,
+        "errors": totals.errors,
+        "error_rate": round(totals.errors / count, 6) if count else 0.0,
+        "p50_ms": _ms(p50),
+        "p95_ms": _ms(p95),
+        "p99_ms": _ms(p99),
+        "mean_ms": _ms(totals.duration_sum_us / count) if count else None,
+        "apdex": round((totals.satisfied + totals.tolerating / 2) / count, 4) if count else None,
+        "tier_ms": {
+            tier: round(total / count / 1000, 3)
+            for tier, total in zip(TIERS, totals.tier_sum_us, strict=True)
+            if total and count
+        },
+    }
+    if tier_merged is not None:
+        result["tier_p95_ms"] = {
+            tier: _ms(tier_merged.quantiles(group, (0.95,), dimension=index)[0])
+            for index, tier in enumerate(TIERS)
+            if totals.tier_sum_us[index]
+        }
+    return result

@@ -1,0 +1,368 @@
+"""Trace processing end to end: real collectors, a real processor, the query API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tierscope.processing.naming import Rules
+from tierscope.store import processing as processing_store
+from tierscope.testing import otlp
+from tierscope.testing.collector import CollectorProcess, tierscope_command
+
+FAST = {"TIERSCOPE_SETTLE_DELAY": "1s", "TIERSCOPE_PROCESSING_INTERVAL": "200ms"}
+MS = 1_000_000  # nanoseconds
+SERVER, CLIENT = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "processing") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def query(dsn: str, sql: str, *params: object) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def summaries(dsn: str) -> int:
+    return int(query(dsn, "SELECT count(*) FROM trace_summaries")[0][0])
+
+
+def api(collector: CollectorProcess, path: str, **params: object) -> dict:
+    response = httpx.get(
+        f"{collector.url}{path}",
+        params=params,
+        headers={"Authorization": f"Bearer {collector.credentials()['api_token']}"},
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def two_service_trace(
+    start_ns: int, trace_id: bytes | None = None, route: str = "/leads"
+) -> dict[str, list[Span]]:
+    """crm-web POST /leads (1000 ms) -> INSERT (200 ms) and a call to erp-api
+    (500 ms) -> erp-api POST /credit (400 ms) -> SELECT (200 ms)."""
+    trace_id = trace_id or os.urandom(16)
+    root = otlp.span(
+        f"POST {route}",
+        kind=SERVER,
+        trace_id=trace_id,
+        start_ns=start_ns,
+        duration_ms=1000,
+        attributes={"http.request.method": "POST", "http.route": route},
+    )
+    insert = otlp.span(
+        "INSERT",
+        kind=CLIENT,
+        trace_id=trace_id,
+        parent_span_id=root.span_id,
+        start_ns=start_ns + 100 * MS,
+        duration_ms=200,
+        attributes={
+            "db.system": "postgresql",
+            "db.statement": "INSERT INTO crm_lead VALUES (1)",
+            "server.address": "db1",
+        },
+    )
+    call = otlp.span(
+        "POST",
+        kind=CLIENT,
+        trace_id=trace_id,
+        parent_span_id=root.span_id,
+        start_ns=start_ns + 400 * MS,
+        duration_ms=500,
+        attributes={"url.full": "http://erp-api:8000/credit", "http.request.method": "POST"},
+    )
+    credit = otlp.span(
+        "POST /credit",
+        kind=SERVER,
+        trace_id=trace_id,
+        parent_span_id=call.span_id,
+        start_ns=start_ns + 450 * MS,
+        duration_ms=400,
+        attributes={"http.request.method": "POST", "http.route": "/credit"},
+    )
+    select = otlp.span(
+        "SELECT",
+        kind=CLIENT,
+        trace_id=trace_id,
+        parent_span_id=credit.span_id,
+        start_ns=start_ns + 500 * MS,
+        duration_ms=200,
+        attributes={
+            "db.system": "postgresql",
+            "db.statement": "SELECT score FROM credit WHERE id = 7",
+            "server.address": "db2",
+        },
+    )
+    return {"crm-web": [root, insert, call], "erp-api": [credit, select]}
+
+
+def post(collector: CollectorProcess, spans: list[Span], service: str) -> None:
+    body = otlp.request(spans, service=service).SerializeToString()
+    response = otlp.post(collector.url, collector.credentials()["ingest_key"], body)
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def processing(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+    return collector_factory(**FAST)
+
+
+def test_a_trace_in_three_batches_from_two_services_out_of_order(processing: CollectorProcess) -> None:
+    trace = two_service_trace(time.time_ns() - 5_000 * MS)
+    crm, erp = trace["crm-web"], trace["erp-api"]
+    post(processing, erp, "erp-api")  # the called service reports first
+    post(processing, crm[:1], "crm-web")  # then the root
+    post(processing, crm[1:], "crm-web")  # then the root's children
+    trace_id = crm[0].trace_id
+    dsn = processing.database_url
+    assert dsn
+    wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE trace_id = %s", trace_id)))
+    service, bt, duration, spans, tier_us = query(
+        dsn,
+        "SELECT service, bt, duration_us, span_count, tier_us FROM trace_summaries WHERE trace_id = %s",
+        trace_id,
+    )[0]
+    assert (service, bt, duration, spans) == ("crm-web", "POST /leads", 1_000_000, 5)
+    # app: 300 ms of the root + 200 ms of /credit; db: 200 + 200; external: 500 - 400 answered by erp-api
+    assert dict(
+        zip(
+            ["browser", "network", "web", "app", "platform", "db", "cache", "queue", "external"],
+            tier_us,
+            strict=True,
+        )
+    ) == {
+        "browser": 0,
+        "network": 0,
+        "web": 0,
+        "app": 500_000,
+        "platform": 0,
+        "db": 400_000,
+        "cache": 0,
+        "queue": 0,
+        "external": 100_000,
+    }
+    listed = api(processing, "/api/v1/transactions", service="crm-web", **{"from": "1h"})["transactions"]
+    leads = next(t for t in listed if t["bt"] == "POST /leads")
+    assert leads["count"] == 1
+    assert leads["tier_ms"] == {"app": 500.0, "db": 400.0, "external": 100.0}
+    assert leads["p50_ms"] == pytest.approx(1000, rel=0.02)
+    edges = {(e["source"], e["target"]) for e in api(processing, "/api/v1/service-map")["edges"]}
+    assert ("crm-web", "erp-api") in edges
+    assert ("erp-api", "postgresql@db2") in edges
+    components = api(processing, "/api/v1/transactions/components", bt="POST /leads", tier="db")["components"]
+    assert {c["component"] for c in components} >= {
+        "INSERT INTO crm_lead VALUES (?)",
+        "SELECT score FROM credit WHERE id = ?",
+    }
+
+
+def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess) -> None:
+    dsn = processing.database_url
+    assert dsn
+    trace = two_service_trace(time.time_ns() - 5_000 * MS, route="/late")
+    post(processing, trace["crm-web"], "crm-web")
+    post(processing, trace["erp-api"], "erp-api")
+    root = trace["crm-web"][0]
+    wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE trace_id = %s", root.trace_id)))
+    before = query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
+    late_before = query(dsn, "SELECT late_spans FROM processing_progress")[0][0]
+    straggler = otlp.span(
+        "cache warmup",
+        kind=CLIENT,
+        trace_id=root.trace_id,
+        parent_span_id=root.span_id,
+        start_ns=root.start_time_unix_nano + 10 * MS,
+        duration_ms=5,
+    )
+    post(processing, [straggler], "crm-web")
+    wait_for(lambda: query(dsn, "SELECT late_spans FROM processing_progress")[0][0] == late_before + 1)
+    assert (
+        query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
+        == before
+    )
+    assert "tierscope_processing_late_spans_total" in httpx.get(f"{processing.url}/metrics").text
+
+
+def test_business_transactions_beyond_the_cap_go_to_other(
+    collector_factory: Callable[..., CollectorProcess],
+) -> None:
+    collector = collector_factory(**FAST)
+    dsn = collector.database_url
+    assert dsn
+    rules = Rules.parse("settings:\n  max_per_service: 3\n")
+
+    async def apply() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await processing_store.save_rules(conn, 1, rules.to_document(), "test")
+
+    asyncio.run(apply())
+    time.sleep(1)  # the processor reloads rules each cycle
+    start = time.time_ns() - 5_000 * MS
+    for index in range(5):
+        span = otlp.span(
+            f"GET /page{index}",
+            kind=SERVER,
+            start_ns=start,
+            attributes={"http.request.method": "GET", "http.route": f"/page{chr(97 + index)}"},
+        )
+        post(collector, [span], "crm-web")
+    wait_for(lambda: summaries(dsn) == 5)
+    names = dict(query(dsn, "SELECT bt, count(*) FROM trace_summaries GROUP BY bt"))
+    assert names.pop("_other") == 2
+    assert len(names) == 3
+    assert query(dsn, "SELECT overflow FROM business_transactions WHERE name = '_other'") == [(2,)]
+    listed = {t["bt"]: t["count"] for t in api(collector, "/api/v1/transactions")["transactions"]}
+    assert listed["_other"] == 2
+
+
+def rollups(dsn: str) -> dict[str, list[tuple]]:
+    return {
+        "bt": query(
+            dsn,
+            """SELECT resolution, bucket, service, bt, calls, errors, duration_sum_us,
+                                   duration_max_us, apdex_satisfied, apdex_tolerating, latency, tier_sum_us,
+                                   tier_latency FROM bt_rollups ORDER BY 1, 2, 3, 4""",
+        ),
+        "components": query(
+            dsn,
+            """SELECT resolution, bucket, service, bt, tier, component, calls, errors, self_us, duration_us
+               FROM component_rollups ORDER BY 1, 2, 3, 4, 5, 6""",
+        ),
+        "edges": query(
+            dsn,
+            """SELECT resolution, bucket, source, target, target_kind, calls, errors,
+                                      duration_sum_us, latency FROM edge_rollups ORDER BY 1, 2, 3, 4, 5""",
+        ),
+    }
+
+
+def fixed_traces(count: int) -> list[dict[str, list[Span]]]:
+    rnd = random.Random(11)
+    base = (time.time_ns() // (60 * 10**9) - 3) * 60 * 10**9  # a whole minute, a few minutes ago
+    return [
+        two_service_trace(
+            base + rnd.randint(0, 170_000) * MS,
+            rnd.randbytes(16),
+            route=rnd.choice(["/leads", "/orders", "/quotes"]),
+        )
+        for _ in range(count)
+    ]
+
+
+def test_two_collectors_ingesting_halves_give_the_rollups_of_one(
+    collector_factory: Callable[..., CollectorProcess],
+) -> None:
+    traces = fixed_traces(60)
+    one = collector_factory(**FAST)
+    for trace in traces:
+        post(one, trace["crm-web"] + [], "crm-web")
+        post(one, trace["erp-api"], "erp-api")
+    first = collector_factory(**FAST)
+    assert first.database_url
+    second = CollectorProcess(
+        first.data_dir.parent / "second",
+        database_url=first.database_url,
+        env={"TIERSCOPE_WORKERS": "1", **FAST},
+    ).start()
+    try:
+
+        def send(collector: CollectorProcess, service: str) -> None:
+            # Each collector needs the tenant's key, which is the first's.
+            for trace in traces:
+                body = otlp.request(trace[service], service=service).SerializeToString()
+                assert otlp.post(collector.url, first.credentials()["ingest_key"], body).status_code == 200
+
+        threads = [
+            threading.Thread(target=send, args=(first, "crm-web")),
+            threading.Thread(target=send, args=(second, "erp-api")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert one.database_url
+        wait_for(
+            lambda: summaries(one.database_url or "") == 60 and summaries(first.database_url or "") == 60
+        )
+        time.sleep(1.5)  # nothing else is pending; let both finish their last cycle
+        assert rollups(one.database_url) == rollups(first.database_url)
+    finally:
+        second.stop()
+
+
+def test_killing_the_processor_at_any_moment_counts_every_trace_once(
+    collector_factory: Callable[..., CollectorProcess],
+    tmp_path: Path,
+) -> None:
+    collector = collector_factory(TIERSCOPE_PROCESSING="false")
+    dsn = collector.database_url
+    assert dsn
+    total = 0
+    start = time.time_ns() - 60_000 * MS
+    for burst in range(8):  # arrivals spread over a few seconds: many processing windows
+        batch = []
+        for index in range(60):
+            batch.extend(two_service_trace(start + (burst * 60 + index) * MS)["crm-web"])
+            total += 1
+        post(collector, batch, "crm-web")
+        time.sleep(0.4)
+    env = {
+        **os.environ,
+        "TIERSCOPE_DATABASE_URL": dsn,
+        "TIERSCOPE_SETTLE_DELAY": "500ms",
+        "TIERSCOPE_PROCESSING_INTERVAL": "100ms",
+        "TIERSCOPE_PROCESSING_WINDOW": "200ms",
+        "TIERSCOPE_LOG_LEVEL": "warning",
+    }
+    rnd = random.Random(5)
+    kills = 0
+    for _ in range(6):
+        process = subprocess.Popen(
+            [*tierscope_command(), "process", "--data-dir", str(tmp_path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rnd.uniform(1.2, 2.5))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)  # mid-window, mid-transaction, anywhere
+            kills += 1
+        process.wait()
+        if summaries(dsn) == total:
+            break
+    assert kills >= 1
+    process = subprocess.Popen(
+        [*tierscope_command(), "process", "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: summaries(dsn) == total, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    assert query(dsn, "SELECT count(DISTINCT trace_id) FROM trace_summaries") == [(total,)]
+    for resolution in ("minute", "hour", "day"):
+        assert query(dsn, "SELECT sum(calls) FROM bt_rollups WHERE resolution = %s", resolution) == [(total,)]
+    assert query(dsn, "SELECT traces FROM processing_progress") == [(total,)]
