@@ -20,9 +20,12 @@ decoder's (tests/collector/test_wire.py holds them equal).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tierscope.collector.otlp import attributes
 
 _DOUBLE = struct.Struct("<d")
 _SCALARS = ("string_value", "int_value", "double_value", "bool_value")
@@ -201,3 +204,50 @@ class SpanAttributes:
             if which in _SCALARS and pair.key not in found:
                 found[pair.key] = getattr(value, which)
         return found
+
+
+class AttributeMap(Mapping[str, Any]):
+    """A span's own attributes as a read-only mapping, decoded only as they are
+    asked for (trace processing names transactions from two or three of them).
+
+    Scalars come from the bytes; anything else (lists, maps, bytes), and spans
+    not in the standard layout, from the real decoder.
+    """
+
+    __slots__ = ("_all", "_encoded", "_index")
+
+    def __init__(self, encoded: bytes) -> None:
+        self._encoded = encoded
+        self._index = attribute_index(encoded)
+        self._all: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._all is None:
+            self._all = attributes(Span.FromString(self._encoded).attributes)
+        return self._all
+
+    def __getitem__(self, key: str) -> Any:
+        if self._index is None:
+            return self._decoded()[key]
+        where = self._index.get(key.encode())
+        if where is None:
+            raise KeyError(key)
+        value = _scalar(self._encoded, *where)
+        return self._decoded()[key] if value is _NOT_FOUND else value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        if self._index is None:
+            return key in self._decoded()
+        return isinstance(key, str) and key.encode() in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())

@@ -17,7 +17,19 @@ from tierscope.collector.api.deps import api_tenant, iso, time_window
 from tierscope.collector.tiers import TIERS
 from tierscope.config import parse_duration
 from tierscope.processing import histogram
-from tierscope.processing.query import DAY, HOUR, MINUTE, Segment, Totals, ceil, fetch, figures, floor, plan
+from tierscope.processing.query import (
+    DAY,
+    HOUR,
+    MINUTE,
+    Segment,
+    Totals,
+    bt_groups,
+    ceil,
+    fetch,
+    figures,
+    floor,
+    plan,
+)
 from tierscope.store import Database
 from tierscope.store.tenants import KeyInfo
 
@@ -47,24 +59,11 @@ async def transactions(
     start, end = time_window(since, until, DEFAULT_WINDOW)
     window = plan(start, end)
     async with _database(request).connection() as conn:
-        rows = await fetch(
-            conn, "bt_rollups", _BT_COLUMNS, caller.tenant_id, window.segments, {"service": service}
-        )
-    groups: dict[tuple[str, str], int] = {}
-    totals: list[Totals] = []
-    group_of_row = []
-    for row in rows:
-        key = (row[0], row[1])
-        if key not in groups:
-            groups[key] = len(totals)
-            totals.append(Totals())
-        group = groups[key]
-        totals[group].add_row(row[2], row[3], row[4], row[5], row[6], row[7])
-        group_of_row.append(group)
-    merged = histogram.Merged(group_of_row, (bytes(row[8]) for row in rows))
+        groups = await bt_groups(conn, caller.tenant_id, window.segments, service)
+    merged = histogram.Merged(range(len(groups)), (latency for *_, latency in groups))
     listed = [
-        {"service": key[0], "bt": key[1], **figures(totals[group], merged, group)}
-        for key, group in groups.items()
+        {"service": name, "bt": bt, **figures(totals, merged, index)}
+        for index, (name, bt, totals, _) in enumerate(groups)
     ]
     listed.sort(key=lambda t: (-t["count"], t["service"], t["bt"]))
     return {

@@ -14,14 +14,12 @@ own, not -80 ms. Self time is never negative.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
-
-from tierscope.collector.otlp import attributes
 from tierscope.collector.tiers import TIERS
+from tierscope.collector.wire import AttributeMap
 from tierscope.store.processing import SpanRow
 
 TIER_INDEX = {tier: index for index, tier in enumerate(TIERS)}
@@ -49,7 +47,7 @@ class TraceSummary:
     service: str
     entry_name: str
     entry_kind: int
-    entry_attributes: dict[str, Any]
+    entry_attributes: Mapping[str, Any]
     error: bool
     error_tier: str | None  # where the error began: the tier of the deepest failing span
     error_component: str | None
@@ -155,7 +153,7 @@ def summarize(
             components.append((span.tier, component, self_us, span.duration_us, failed))
         if span.kind in (CLIENT, PRODUCER) or span.tier in ("db", "cache"):
             edges.append(_edge(span, callees.get(span.span_id), failed))
-    attrs = attributes(SpanMessage.FromString(entry.span_pb).attributes) if entry.span_pb else {}
+    attrs: Mapping[str, Any] = AttributeMap(entry.span_pb) if entry.span_pb else {}
     # The outcome is what the entry answered: a child's error the application
     # handled (a retried query, a fallback) does not fail the transaction.
     status = attrs.get("http.response.status_code", attrs.get("http.status_code"))

@@ -21,6 +21,7 @@ collectors, each running a processor, give the same totals as one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -80,11 +81,17 @@ class Processor:
     async def cycle(self) -> CycleReport:
         """Process the next window, if one is ready; everything or nothing is committed."""
         started = time.perf_counter()
+        # A window holds hundreds of thousands of short-lived tuples; automatic
+        # collections while they are alive cost a third of the time, and free
+        # nothing (they hold no cycles). Collect once the window is done.
+        gc.disable()
         try:
             report = await self._cycle()
         except BaseException:
             self._known = None  # the in-memory registry may hold names that were rolled back
             raise
+        finally:
+            gc.enable()
         if self.metrics is not None:
             self.metrics.observe(report, time.perf_counter() - started)
         return report
@@ -168,7 +175,8 @@ class Processor:
                 s.error,
                 s.error_tier,
                 s.error_component,
-                s.tier_us,
+                # An array literal: COPY parses it faster than psycopg dumps a list.
+                "{" + ",".join(map(str, s.tier_us)) + "}",
                 s.span_count,
                 s.user_hash,
                 s.session_id,

@@ -113,6 +113,43 @@ async def fetch(
     return await cur.fetchall()
 
 
+_TIER_SUMS = ", ".join(f"sum(tier_sum_us[{i}])::int8" for i in range(1, len(TIERS) + 1))
+
+
+async def bt_groups(
+    conn: AsyncConnection, tenant_id: int, segments: Sequence[Segment], service: str | None
+) -> list[tuple[str, str, Totals, bytes]]:
+    """Per business transaction over the segments: its summed figures and its
+    latency histograms, concatenated (SQL does the grouping: 200 rows come back
+    for 200 transactions, however many stored rows they span)."""
+    where, params = _where(segments)
+    conditions = [sql.SQL("tenant_id = %s"), where]
+    values: list[Any] = [tenant_id, *params]
+    if service is not None:
+        conditions.append(sql.SQL("service = %s"))
+        values.append(service)
+    query = sql.SQL(
+        "SELECT service, bt, sum(calls)::int8, sum(errors)::int8, sum(duration_sum_us)::int8, "
+        "sum(apdex_satisfied)::int8, sum(apdex_tolerating)::int8, {tiers}, string_agg(latency, ''::bytea) "
+        "FROM bt_rollups WHERE {where} GROUP BY service, bt"
+    ).format(tiers=sql.SQL(_TIER_SUMS), where=sql.SQL(" AND ").join(conditions))
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(query, values)
+        rows = await cur.fetchall()
+    groups = []
+    for row in rows:
+        totals = Totals(
+            calls=row[2],
+            errors=row[3],
+            duration_sum_us=row[4],
+            satisfied=row[5],
+            tolerating=row[6],
+            tier_sum_us=list(row[7 : 7 + len(TIERS)]),
+        )
+        groups.append((row[0], row[1], totals, bytes(row[-1])))
+    return groups
+
+
 @dataclass
 class Totals:
     """Additive figures of one business transaction (or one step of a series)."""

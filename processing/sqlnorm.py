@@ -156,9 +156,10 @@ def normalize(statement: str) -> str:
 class Normalizer:
     """:func:`normalize` with a bounded least-recently-used cache.
 
-    A service sends the same statements (with the same or other values) again
-    and again; a hit costs a dictionary lookup instead of a scan. The cache holds
-    at most ``cache_size`` statements. Not thread-safe: give each worker its own.
+    A service sends the same statement text again and again (drivers that bind
+    parameters send it word for word), and a hit costs a dictionary lookup
+    instead of a scan. The cache holds at most ``cache_size`` statements. Not
+    thread-safe: give each worker its own.
     """
 
     __slots__ = ("_cache", "cache_size", "hits", "misses")

@@ -64,7 +64,7 @@ class SummaryRow(NamedTuple):
     error: bool
     error_tier: str | None
     error_component: str | None
-    tier_us: list[int]
+    tier_us: str  # a PostgreSQL array literal, e.g. "{0,0,0,1200,0,800,0,0,0}"
     span_count: int
     user_hash: str | None
     session_id: str | None

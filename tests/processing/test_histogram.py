@@ -58,3 +58,19 @@ def test_encoding_round_trips_and_extremes_are_clamped() -> None:
     assert histogram.decode(histogram.encode(counts)) == counts
     assert max(counts) <= histogram.MAX_BUCKET
     assert histogram.encode({}) == histogram.encode(histogram.decode(histogram.encode({})))
+
+
+def test_histograms_concatenated_by_sql_merge_like_separate_ones() -> None:
+    """string_agg(latency, '') returns a group's histograms back to back."""
+    parts = []
+    for median in (1_000, 5_000, 80_000):
+        counts: histogram.Counts = {}
+        for value in RNG.lognormal(np.log(median), 0.3, 500):
+            histogram.add(counts, float(value))
+        parts.append(histogram.encode(counts))
+    separate = histogram.Merged([0, 0, 0], parts)
+    joined = histogram.Merged([0], [b"".join(parts)])
+    assert joined.count(0) == separate.count(0) == 1500
+    assert joined.quantiles(0, (0.1, 0.5, 0.99)) == separate.quantiles(0, (0.1, 0.5, 0.99))
+    with pytest.raises(ValueError, match="not a tierscope histogram"):
+        histogram.Merged([0], [b"garbage!"])

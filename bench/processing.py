@@ -1,0 +1,301 @@
+"""Processing benchmark: does trace processing keep up with ingest, and how fast
+do the rollups answer?
+
+    .venv/bin/python bench/processing.py        # or: make bench
+
+Part 1, keeping up. A real ``tierscope up`` (workers and its processor) on an
+embedded PostgreSQL takes realistic OTLP batches at ``--rate`` spans/s for
+``--duration`` seconds. Every second the bench reads the processor's committed
+progress. Figures: the processing rate against the ingest rate measured in
+the same run (the ratio must stay at or above 1: processing keeps up), and the
+processing lag (now minus the processed-arrival watermark, settle delay
+included), at most and at the end.
+
+Part 2, answering. The store is given 30 days of hour and day rollups (and a day
+of minute rollups) for ``--bts`` business transactions, then
+``GET /api/v1/transactions`` over the last 30 days is timed ``--queries`` times.
+The baseline, measured in the same run, is fetching the same rows with plain
+SQL; the ratio says what the API adds (merging histograms, JSON).
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from tierscope.collector.tiers import TIERS
+from tierscope.processing import histogram
+from tierscope.store.embedded import EmbeddedPostgres
+from tierscope.testing.batches import BatchTemplate
+from tierscope.testing.collector import CollectorProcess
+
+console = Console(stderr=True)
+
+
+def steady_load(
+    url: str, key: str, template: BatchTemplate, rate: float, seconds: float, clients: int
+) -> tuple[int, int]:
+    """Post batches at ``rate`` spans/s for ``seconds``; returns (acknowledged spans, failed requests)."""
+    host, port = url.removeprefix("http://").split(":")
+    per_client = rate / clients / template.spans_per_body  # requests per second per client
+    acked = [0]
+    failed = [0]
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"}
+        next_at = time.monotonic()
+        while next_at < end:
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += 1 / per_client
+            _, body = template.next_body()
+            try:
+                conn.request("POST", "/v1/traces", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                ok = False
+            with lock:
+                if ok:
+                    acked[0] += template.spans_per_body
+                else:
+                    failed[0] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return acked[0], failed[0]
+
+
+def progress(dsn: str) -> tuple[int, float]:
+    """(spans processed, lag in seconds) as committed by the processor."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT spans, extract(epoch FROM now() - watermark) FROM processing_progress"
+        ).fetchone()
+    return (int(row[0]), float(row[1])) if row else (0, float("nan"))
+
+
+def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, object]:
+    collector = CollectorProcess(
+        workdir / "collector", database_url=dsn, env={"TIERSCOPE_WORKERS": str(args.workers)}
+    )
+    with console.status("starting tierscope up"):
+        collector.start()
+    try:
+        key = collector.credentials()["ingest_key"]
+        args.api_token = collector.credentials()["api_token"]  # the query part uses it
+        template = BatchTemplate.build(spans=512)
+        samples: list[tuple[float, int, float]] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(1.0):
+                try:
+                    spans, lag = progress(dsn)
+                except psycopg.Error:
+                    continue
+                samples.append((time.monotonic(), spans, lag))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        console.print(f"ingesting {args.rate:,.0f} spans/s for {args.duration:.0f}s, processing alongside")
+        started = time.monotonic()
+        acked, failed = steady_load(collector.url, key, template, args.rate, args.duration, args.clients)
+        ingest_seconds = time.monotonic() - started
+        # Let processing finish what was sent, to see that it catches up.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and progress(dsn)[0] < acked:
+            time.sleep(1)
+        stop.set()
+        watcher.join()
+    finally:
+        collector.stop()
+    during = [s for s in samples if s[0] <= started + ingest_seconds]
+    # Processing rate over the steady part: after the settle delay has passed once.
+    steady = [s for s in during if s[0] >= started + 20]
+    rate = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0]) if len(steady) > 1 else 0.0
+    ingest_rate = acked / ingest_seconds
+    final_spans, final_lag = progress(dsn)
+    return {
+        "ingest_spans_per_s": round(ingest_rate),
+        "processing_spans_per_s": round(rate),
+        "processing_to_ingest_ratio": round(rate / ingest_rate, 3) if ingest_rate else None,
+        "max_lag_s_during_ingest": round(max((s[2] for s in during), default=float("nan")), 1),
+        "processed_all": final_spans >= acked,
+        "lag_s_after": round(final_lag, 1),
+        "failed_requests": failed,
+    }
+
+
+def seed_rollups(dsn: str, bts: int, days: int) -> None:
+    """30 days of hour and day rows and a day of minute rows, with realistic histograms."""
+    rnd = random.Random(7)
+    latencies, tier_latencies = [], []
+    for _ in range(40):
+        counts: histogram.Counts = {}
+        tiers: histogram.Counts = {}
+        median = rnd.uniform(50_000, 900_000)
+        for _ in range(300):
+            histogram.add(counts, rnd.lognormvariate(0, 0.6) * median)
+            for index in (3, 5, 8):
+                histogram.add(tiers, rnd.lognormvariate(0, 0.8) * median / 3, dimension=index)
+        latencies.append(histogram.encode(counts))
+        tier_latencies.append(histogram.encode(tiers))
+    now = datetime.now(UTC)
+    names = [(f"svc-{i % 10}", f"BT {i:03d}") for i in range(bts)]
+
+    def rows(resolution: str, width: timedelta, count: int):
+        end = now - timedelta(seconds=now.timestamp() % width.total_seconds())
+        for step in range(count):
+            bucket = end - step * width
+            for service, bt in names:
+                calls = rnd.randint(50, 5000)
+                tier_sum = [0] * len(TIERS)
+                tier_sum[3], tier_sum[5], tier_sum[8] = calls * 200_000, calls * 300_000, calls * 80_000
+                yield (
+                    1,
+                    resolution,
+                    bucket,
+                    service,
+                    bt,
+                    calls,
+                    calls // 100,
+                    calls * 400_000,
+                    3_000_000,
+                    calls * 8 // 10,
+                    calls // 10,
+                    rnd.choice(latencies),
+                    tier_sum,
+                    rnd.choice(tier_latencies),
+                )
+
+    columns = (
+        "tenant_id, resolution, bucket, service, bt, calls, errors, duration_sum_us, duration_max_us, "
+        "apdex_satisfied, apdex_tolerating, latency, tier_sum_us, tier_latency"
+    )
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        for resolution, width, count in (
+            ("day", timedelta(days=1), days + 1),
+            ("hour", timedelta(hours=1), 24 * days),
+            ("minute", timedelta(minutes=1), 24 * 60),
+        ):
+            with cur.copy(f"COPY bt_rollups ({columns}) FROM STDIN") as copy:
+                for row in rows(resolution, width, count):
+                    copy.write_row(row)
+        conn.execute("ANALYZE bt_rollups")
+
+
+# What the API's query does, alone: the same rows, grouped the same way.
+_TIER_SUMS = ", ".join(f"sum(tier_sum_us[{i}])" for i in range(1, len(TIERS) + 1))
+BASELINE_SQL = (
+    "SELECT service, bt, sum(calls), sum(errors), sum(duration_sum_us), sum(apdex_satisfied), "
+    f"sum(apdex_tolerating), {_TIER_SUMS}, string_agg(latency, ''::bytea) FROM bt_rollups "
+    "WHERE tenant_id = 1 AND resolution = 'day' AND bucket >= %s AND bucket < %s GROUP BY service, bt"
+)
+
+
+def answer(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, object]:
+    with console.status(f"seeding {args.days} days of rollups for {args.bts} business transactions"):
+        seed_rollups(dsn, args.bts, args.days)
+    collector = CollectorProcess(
+        workdir / "query", database_url=dsn, env={"TIERSCOPE_WORKERS": "1", "TIERSCOPE_PROCESSING": "false"}
+    )
+    collector.start()
+    try:
+        token = args.api_token
+        url = f"{collector.url}/api/v1/transactions"
+        params = {"from": f"{args.days}d"}
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(headers=headers, timeout=30) as client:
+            first = client.get(url, params=params)
+            assert first.status_code == 200, first.text
+            listed = len(first.json()["transactions"])
+            api_times, sql_times = [], []
+            window_start = datetime.fromisoformat(first.json()["from"].replace("Z", "+00:00"))
+            window_end = datetime.fromisoformat(first.json()["to"].replace("Z", "+00:00"))
+            with psycopg.connect(dsn) as conn:
+                for _ in range(args.queries):
+                    started = time.perf_counter()
+                    assert client.get(url, params=params).status_code == 200
+                    api_times.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    conn.cursor(binary=True).execute(BASELINE_SQL, (window_start, window_end)).fetchall()
+                    sql_times.append(time.perf_counter() - started)
+    finally:
+        collector.stop()
+    api_p95 = statistics.quantiles(api_times, n=20)[18]
+    sql_p95 = statistics.quantiles(sql_times, n=20)[18]
+    return {
+        "transactions_listed": listed,
+        "transactions_30d_p95_ms": round(api_p95 * 1000, 1),
+        "transactions_30d_p50_ms": round(statistics.median(api_times) * 1000, 1),
+        "raw_sql_same_rows_p95_ms": round(sql_p95 * 1000, 1),
+        "api_to_raw_sql_ratio": round(api_p95 / sql_p95, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=50_000, help="ingest spans/s (default 50,000)")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of ingest (default 60)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--bts", type=int, default=200)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--queries", type=int, default=60)
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="tierscope-bench-"))
+    embedded = EmbeddedPostgres(workdir / "store")
+    try:
+        with console.status("starting the embedded PostgreSQL"):
+            dsn = embedded.start()
+        figures = {**keep_up(dsn, workdir, args), **answer(dsn, workdir, args)}
+    finally:
+        embedded.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    table = Table("figure", "value", title="tierscope processing benchmark")
+    for name, value in figures.items():
+        table.add_row(name, str(value))
+    console.print(table)
+    print(json.dumps(figures))
+    ok = (
+        figures["processed_all"]
+        and (figures["processing_to_ingest_ratio"] or 0) >= 0.95
+        and float(figures["max_lag_s_during_ingest"]) < 30
+        and float(figures["transactions_30d_p95_ms"]) < 100
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
