@@ -230,6 +230,8 @@ def main() -> int:
             env={
                 "TIERSCOPE_WORKERS": str(args.workers),
                 "TIERSCOPE_DB_POOL_SIZE": str(max(2, args.clients)),
+                # Ingest alone: bench/processing.py measures processing alongside.
+                "TIERSCOPE_PROCESSING": "false",
             },
         )
         with console.status("starting tierscope up"):

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 from rich.console import Console
 from rich.table import Table
@@ -93,6 +94,31 @@ def steady_load(
     return acked[0], failed[0]
 
 
+def cpu_by_role(collector: CollectorProcess, postmaster: int | None) -> dict[str, float]:
+    """CPU seconds used so far by the processor, the collector workers and PostgreSQL.
+
+    The workers share the collector's listening socket; the processor is the
+    spawned process that has none.
+    """
+    roles = {"processor": 0.0, "collector_workers": 0.0, "postgres": 0.0}
+    for process in psutil.Process(collector.pid).children(recursive=True):
+        try:
+            listening = any(c.status == psutil.CONN_LISTEN for c in process.net_connections("tcp"))
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        roles["collector_workers" if listening else "processor"] += times.user + times.system
+    if postmaster:
+        server = psutil.Process(postmaster)
+        for process in [server, *server.children()]:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            roles["postgres"] += times.user + times.system
+    return roles
+
+
 def progress(dsn: str) -> tuple[int, float]:
     """(spans processed, lag in seconds) as committed by the processor."""
     with psycopg.connect(dsn) as conn:
@@ -104,7 +130,9 @@ def progress(dsn: str) -> tuple[int, float]:
 
 def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, object]:
     collector = CollectorProcess(
-        workdir / "collector", database_url=dsn, env={"TIERSCOPE_WORKERS": str(args.workers)}
+        workdir / "collector",
+        database_url=dsn,
+        env={"TIERSCOPE_WORKERS": str(args.workers), "TIERSCOPE_LOG_LEVEL": args.log_level},
     )
     with console.status("starting tierscope up"):
         collector.start()
@@ -126,9 +154,19 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         watcher = threading.Thread(target=watch)
         watcher.start()
         console.print(f"ingesting {args.rate:,.0f} spans/s for {args.duration:.0f}s, processing alongside")
+        cpu_before = cpu_by_role(collector, args.postmaster)
+        bench_before = sum(psutil.Process().cpu_times()[:2])
         started = time.monotonic()
         acked, failed = steady_load(collector.url, key, template, args.rate, args.duration, args.clients)
         ingest_seconds = time.monotonic() - started
+        cpu_after = cpu_by_role(collector, args.postmaster)
+        cores = {
+            f"cores_{role}": round((cpu_after[role] - cpu_before[role]) / ingest_seconds, 2)
+            for role in cpu_after
+        }
+        cores["cores_load_generator"] = round(
+            (sum(psutil.Process().cpu_times()[:2]) - bench_before) / ingest_seconds, 2
+        )
         # Let processing finish what was sent, to see that it catches up.
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and progress(dsn)[0] < acked:
@@ -151,6 +189,7 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         "processed_all": final_spans >= acked,
         "lag_s_after": round(final_lag, 1),
         "failed_requests": failed,
+        **cores,
     }
 
 
@@ -271,6 +310,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--log-level", default="warning", help="the collector's (debug shows cycle phases)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="tierscope-bench-"))
@@ -278,6 +318,7 @@ def main() -> int:
     try:
         with console.status("starting the embedded PostgreSQL"):
             dsn = embedded.start()
+        args.postmaster = embedded.running_pid()
         figures = {**keep_up(dsn, workdir, args), **answer(dsn, workdir, args)}
     finally:
         embedded.stop()

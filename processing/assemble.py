@@ -147,30 +147,23 @@ def summarize(
     edges: list[Edge] = []
     for span, self_us in zip(spans, own, strict=True):
         tier_us[TIER_INDEX.get(span.tier, TIER_INDEX["app"])] += self_us
-        failed = span.status_code == ERROR
+        span_failed = span.status_code == ERROR
         component = component_of(span)
         if component:
-            components.append((span.tier, component, self_us, span.duration_us, failed))
+            components.append((span.tier, component, self_us, span.duration_us, span_failed))
         if span.kind in (CLIENT, PRODUCER) or span.tier in ("db", "cache"):
-            edges.append(_edge(span, callees.get(span.span_id), failed))
-    attrs: Mapping[str, Any] = AttributeMap(entry.span_pb) if entry.span_pb else {}
-    # The outcome is what the entry answered: a child's error the application
-    # handled (a retried query, a fallback) does not fail the transaction.
-    status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
-    failed_entry = entry.status_code == ERROR or (isinstance(status, int) and status >= 500)
-    error_tier = error_component = None
-    failing = [s for s in spans if s.status_code == ERROR]
-    if failed_entry:
-        depths = _depths(spans)
-        origin = max(failing or [entry], key=lambda s: (depths[s.span_id], s.start_us))
-        error_tier, error_component = origin.tier, origin.component or origin.name
+            edges.append(_edge(span, callees.get(span.span_id), span_failed))
+    attrs = entry_attributes(entry)
+    failed_entry = failed(entry, attrs)
+    error_tier, error_component = error_origin(spans, entry) if failed_entry else (None, None)
+    user_hash, session_id, site = user_fields(attrs)
     return TraceSummary(
         tenant_id=entry.tenant_id,
         trace_id=entry.trace_id,
         start_us=entry.start_us,
         duration_us=entry.duration_us,
         service=entry.service,
-        entry_name=entry.name,
+        entry_name=entry.name or "",
         entry_kind=entry.kind,
         entry_attributes=attrs,
         error=failed_entry,
@@ -178,12 +171,39 @@ def summarize(
         error_component=error_component,
         tier_us=tier_us,
         span_count=len(spans),
-        user_hash=_hash_user(attrs.get("enduser.id") or attrs.get("user.id")),
-        session_id=_text(attrs.get("session.id")),
-        site=_text(attrs.get("tierscope.site")),
+        user_hash=user_hash,
+        session_id=session_id,
+        site=site,
         components=components,
         edges=[e for e in edges if e.target],
     )
+
+
+def entry_attributes(entry: SpanRow) -> Mapping[str, Any]:
+    """The entry span's attributes, read lazily from its stored bytes."""
+    return AttributeMap(entry.span_pb) if entry.span_pb else {}
+
+
+def failed(entry: SpanRow, attrs: Mapping[str, Any]) -> bool:
+    """Whether the transaction failed: the outcome is what the entry answered,
+    so a child's error the application handled (a retried query, a fallback)
+    does not fail it."""
+    status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
+    return entry.status_code == ERROR or (isinstance(status, int) and status >= 500)
+
+
+def error_origin(spans: Sequence[SpanRow], entry: SpanRow) -> tuple[str, str]:
+    """Where a failed transaction's error began: the deepest failing span."""
+    depths = _depths(spans)
+    failing = [s for s in spans if s.status_code == ERROR] or [entry]
+    origin = max(failing, key=lambda s: (depths[s.span_id], s.start_us))
+    return origin.tier, origin.component or origin.name
+
+
+def user_fields(attrs: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(hashed user, session, site) when the entry span carries them."""
+    user = _hash_user(attrs.get("enduser.id") or attrs.get("user.id"))
+    return user, _text(attrs.get("session.id")), _text(attrs.get("tierscope.site"))
 
 
 def _text(value: object) -> str | None:

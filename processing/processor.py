@@ -31,10 +31,11 @@ from datetime import datetime, timedelta
 import psycopg
 
 from tierscope.config import Settings
-from tierscope.processing.assemble import TraceSummary, summarize
+from tierscope.processing import columnar
+from tierscope.processing.assemble import entry_attributes, error_origin, failed, user_fields
+from tierscope.processing.columnar import TraceOutcome, Window
 from tierscope.processing.metrics import ProcessorMetrics
 from tierscope.processing.naming import OTHER, EntrySpan, Rules
-from tierscope.processing.rollup import Rollup
 from tierscope.processing.sqlnorm import Normalizer
 from tierscope.processing.writer import write_rollup
 from tierscope.store import Database, StoreError
@@ -47,6 +48,10 @@ LEADER_LOCK = 0x74737072636F6C64  # one processor per store
 MAX_WAIT = timedelta(minutes=5)  # a trace still receiving spans after this is processed anyway
 TRACE_EXTENT = timedelta(hours=1)  # how far apart in start time the spans of one trace may be
 MAX_TRACE_SPANS = 20_000
+# Spans one cycle aims to take: a processor that is behind takes many cycles of
+# this size (bounded memory, a stop request answered within a cycle), not one
+# huge window.
+TARGET_CYCLE_SPANS = 60_000
 
 
 @dataclass
@@ -62,6 +67,12 @@ class CycleReport:
     behind: bool = False  # more windows are ready right now
     lag_seconds: float = 0.0
     names: dict[tuple[int, bytes], str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for tuning
+
+    def lap(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - since
+        return now
 
 
 class Processor:
@@ -75,6 +86,7 @@ class Processor:
         self._known: dict[tuple[int, str], set[str]] | None = None
         self._normalize = Normalizer()
         self._hosts: dict[tuple[int, int], str] = {}  # (tenant, resource) -> host or instance
+        self._window = settings.processing_window  # adapted to the arrival rate each cycle
 
     # -- one cycle --------------------------------------------------------------
 
@@ -98,43 +110,65 @@ class Processor:
 
     async def _cycle(self) -> CycleReport:
         report = CycleReport()
+        clock = time.perf_counter()
         async with self.database.connection() as conn:
+            clock = report.lap("connect", clock)
             # Before the window's snapshot: every ingest transaction that began
             # before the horizon has ended by then, so its spans are visible.
             horizon = await store.ingest_horizon(conn, self.settings.settle_delay)
             await self._refresh(conn)
+            clock = report.lap("horizon", clock)
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 progress = await store.lock_progress(conn)
+                clock = report.lap("lock", clock)
                 since = progress.watermark
-                until = min(horizon, since + self.settings.processing_window)
+                until = min(horizon, since + self._window)
                 report.lag_seconds = max(0.0, (horizon - since).total_seconds())
                 if until <= since:
                     return report
                 report.since, report.until, report.behind = since, until, until < horizon
-                await self._window(conn, since, until, report)
+                arrived = await self._process(conn, since, until, report)
                 progress.watermark = until
                 progress.traces += report.traces
                 progress.spans += report.spans
                 progress.late_spans += report.late_spans
                 progress.excluded_traces += report.excluded
                 await store.save_progress(conn, progress)
+                clock = report.lap("progress", clock)
+            clock = report.lap("commit", clock)
+        report.lap("release", clock)
+        self._adapt(arrived, until - since)
         return report
 
-    async def _window(
+    def _adapt(self, arrived: int, covered: timedelta) -> None:
+        """Size the next window to hold about TARGET_CYCLE_SPANS spans."""
+        ceiling = self.settings.processing_window
+        if arrived > TARGET_CYCLE_SPANS:
+            self._window = max(timedelta(milliseconds=100), covered * (TARGET_CYCLE_SPANS / arrived))
+        elif arrived < TARGET_CYCLE_SPANS / 2:
+            self._window = min(ceiling, max(self._window, covered) * 2)
+
+    async def _process(
         self, conn: psycopg.AsyncConnection, since: datetime, until: datetime, report: CycleReport
-    ) -> None:
+    ) -> int:
+        """Process the traces whose last span arrived in ``[since, until)``; returns
+        how many spans arrived in it."""
+        clock = time.perf_counter()
         arrived = await store.window_spans(conn, since, until)
+        clock = report.lap("fetch", clock)
         if not arrived:
-            return
+            return 0
         traces: dict[tuple[int, bytes], list[SpanRow]] = defaultdict(list)
         for span in arrived:
             traces[span.tenant_id, span.trace_id].append(span)
         await self._learn_hosts(conn, arrived)
         starts = [span.start_us for span in arrived]
         earliest, latest = utc(min(starts)) - TRACE_EXTENT, utc(max(starts)) + TRACE_EXTENT
+        clock = report.lap("group", clock)
         for span in await store.sibling_spans(conn, list(traces), since, until, earliest, latest):
             traces[span.tenant_id, span.trace_id].append(span)
+        clock = report.lap("siblings", clock)
 
         until_us = int(until.timestamp() * 1e6)
         since_us = int(since.timestamp() * 1e6)
@@ -153,47 +187,66 @@ class Processor:
             spans = ready.pop(key)
             report.late_spans += sum(since_us <= s.received_us < until_us for s in spans)
 
-        summaries: list[tuple[TraceSummary, str, float]] = []
-        for spans in ready.values():
-            summary = summarize(_unique(spans)[:MAX_TRACE_SPANS], self._component)
-            naming = self._rules_for(summary.tenant_id).name(
-                EntrySpan(summary.service, summary.entry_name, summary.entry_kind, summary.entry_attributes)
+        clock = report.lap("settled", clock)
+        window = Window.of([_unique(spans)[:MAX_TRACE_SPANS] for spans in ready.values()], self._component)
+        clock = report.lap("columns", clock)
+        named: list[tuple[int, str, float]] = []  # (trace, bt, apdex T) of the traces not excluded
+        details = []
+        for trace, spans in enumerate(window.traces):
+            entry = window.spans[int(window.entry[trace])]
+            attrs = entry_attributes(entry)
+            naming = self._rules_for(entry.tenant_id).name(
+                EntrySpan(entry.service, entry.name or "", entry.kind, attrs)
             )
             if naming.bt is None:
                 report.excluded += 1
                 continue
-            summaries.append((summary, naming.bt, naming.apdex_t_ms))
-        names, overflow = await self._bound_names(conn, summaries)
+            error = failed(entry, attrs)
+            origin = error_origin(spans, entry) if error else (None, None)
+            named.append((trace, naming.bt, naming.apdex_t_ms))
+            details.append((entry, error, origin, user_fields(attrs), len(spans)))
+        clock = report.lap("naming", clock)
+        names, overflow = await self._bound_names(
+            conn, [(window.spans[int(window.entry[t])], bt) for t, bt, _ in named]
+        )
         rows = [
             SummaryRow(
-                s.tenant_id,
-                s.trace_id,
-                utc(s.start_us),
-                s.duration_us,
-                s.service,
-                names[i],
-                s.error,
-                s.error_tier,
-                s.error_component,
+                entry.tenant_id,
+                entry.trace_id,
+                utc(entry.start_us),
+                entry.duration_us,
+                entry.service,
+                name,
+                error,
+                origin[0],
+                origin[1],
                 # An array literal: COPY parses it faster than psycopg dumps a list.
-                "{" + ",".join(map(str, s.tier_us)) + "}",
-                s.span_count,
-                s.user_hash,
-                s.session_id,
-                s.site,
+                "{" + ",".join(map(str, window.tier_us[trace].tolist())) + "}",
+                span_count,
+                *user,
             )
-            for i, (s, _, _) in enumerate(summaries)
+            for (trace, _, _), name, (entry, error, origin, user, span_count) in zip(
+                named, names, details, strict=True
+            )
         ]
+        clock = report.lap("registry", clock)
         inserted = await store.insert_summaries(conn, rows)
-        rollup = Rollup()
-        for i, (summary, _, apdex) in enumerate(summaries):
-            if (summary.tenant_id, summary.trace_id) in inserted:
-                rollup.add(summary, names[i], apdex)
+        clock = report.lap("summaries", clock)
+        outcomes = [TraceOutcome("", 0.0, False, False)] * len(window.traces)
+        for (trace, _, apdex), name, (entry, error, _, _, span_count) in zip(
+            named, names, details, strict=True
+        ):
+            if (entry.tenant_id, entry.trace_id) in inserted:
+                outcomes[trace] = TraceOutcome(name, apdex, error, True)
                 report.traces += 1
-                report.spans += summary.span_count
+                report.spans += span_count
+        rollup = columnar.rollup(window, outcomes)
         rollup.keep_top_components(self.settings.top_components)
+        clock = report.lap("rollup", clock)
         await write_rollup(conn, rollup)
+        report.lap("write", clock)
         report.overflow = sum(overflow.values())
+        return len(arrived)
 
     # -- helpers ------------------------------------------------------------------
 
@@ -236,22 +289,22 @@ class Processor:
             self._known = await store.known_transactions(conn)
 
     async def _bound_names(
-        self, conn: psycopg.AsyncConnection, summaries: list[tuple[TraceSummary, str, float]]
+        self, conn: psycopg.AsyncConnection, entries: list[tuple[SpanRow, str]]
     ) -> tuple[list[str], dict[tuple[int, str], int]]:
         """Keep at most ``max_per_service`` names per service; the rest become ``_other``."""
         assert self._known is not None
         names: list[str] = []
         new: list[tuple[int, str, str]] = []
         overflow: dict[tuple[int, str], int] = defaultdict(int)
-        for summary, bt, _ in summaries:
-            known = self._known.setdefault((summary.tenant_id, summary.service), set())
+        for entry, bt in entries:
+            known = self._known.setdefault((entry.tenant_id, entry.service), set())
             if bt not in known:
-                limit = self._rules_for(summary.tenant_id).max_per_service
+                limit = self._rules_for(entry.tenant_id).max_per_service
                 if len(known - {OTHER}) < limit:
                     known.add(bt)
-                    new.append((summary.tenant_id, summary.service, bt))
+                    new.append((entry.tenant_id, entry.service, bt))
                 else:
-                    overflow[summary.tenant_id, summary.service] += 1
+                    overflow[entry.tenant_id, entry.service] += 1
                     bt = OTHER
             names.append(bt)
         await store.register_transactions(conn, new, overflow)
@@ -283,12 +336,16 @@ class Processor:
         while not stop.is_set():
             report = await self.cycle()
             if report.spans or report.late_spans:
+                _logger.debug("cycle phases (s): %s", {k: round(v, 3) for k, v in report.timings.items()})
                 _logger.debug(
-                    "processed %d traces (%d spans) received %s .. %s",
+                    "processed %d traces (%d spans) received %s .. %s; lag %.1fs, behind %s, at %.3f",
                     report.traces,
                     report.spans,
                     report.since,
                     report.until,
+                    report.lag_seconds,
+                    report.behind,
+                    time.time(),
                 )
             if not report.behind:
                 await _sleep(stop, interval)

@@ -24,9 +24,12 @@ from tierscope.store.errors import wrap_errors
 COLLECTOR_APPLICATION = "tierscope"
 PROCESSOR_APPLICATION = "tierscope-processor"
 
+# A span's name is read only where processing uses it: entries (named after
+# it) and spans without a component (named by it); the rest stay in the store.
 _SPAN_COLUMNS = """s.tenant_id, s.trace_id, s.span_id, s.parent_span_id,
-       (date_part('epoch', s.start_time) * 1000000)::int8, s.duration_us,
-       s.service, s.name, s.kind, s.tier, s.component, s.peer, s.status_code, s.resource_id,
+       (date_part('epoch', s.start_time) * 1000000)::int8, s.duration_us, s.service,
+       CASE WHEN s.kind IN (2, 5) OR s.parent_span_id IS NULL OR s.component IS NULL THEN s.name END,
+       s.kind, s.tier, s.component, s.peer, s.status_code, s.resource_id,
        (date_part('epoch', s.received_at) * 1000000)::int8,
        CASE WHEN s.kind IN (2, 5) OR s.parent_span_id IS NULL THEN s.span_pb END"""
 
@@ -41,7 +44,7 @@ class SpanRow(NamedTuple):
     start_us: int
     duration_us: int
     service: str
-    name: str
+    name: str | None  # only for possible entries and spans without a component
     kind: int
     tier: str
     component: str | None
@@ -109,16 +112,16 @@ async def ingest_horizon(conn: AsyncConnection, settle: timedelta) -> datetime:
 async def lock_progress(conn: AsyncConnection) -> Progress:
     """The committed progress, locked for this transaction (created on first use:
     processing then starts with the oldest span stored)."""
-    await conn.execute(
-        """INSERT INTO processing_progress (id, watermark)
-           SELECT 1, COALESCE((SELECT min(received_at) FROM spans), now())
-           ON CONFLICT (id) DO NOTHING"""
-    )
-    cur = await conn.execute(
-        """SELECT watermark, traces, spans, late_spans, excluded_traces
-           FROM processing_progress WHERE id = 1 FOR UPDATE"""
-    )
-    row = await cur.fetchone()
+    select = """SELECT watermark, traces, spans, late_spans, excluded_traces
+                FROM processing_progress WHERE id = 1 FOR UPDATE"""
+    row = await (await conn.execute(select)).fetchone()
+    if row is None:  # the very first cycle of a store: start at its oldest span
+        await conn.execute(
+            """INSERT INTO processing_progress (id, watermark)
+               SELECT 1, COALESCE((SELECT min(received_at) FROM spans), now())
+               ON CONFLICT (id) DO NOTHING"""
+        )
+        row = await (await conn.execute(select)).fetchone()
     assert row is not None
     return Progress(*row)
 

@@ -5,7 +5,9 @@ ALTER TABLE spans ADD COLUMN peer text;
 COMMENT ON COLUMN spans.component IS 'What the span used: SQL statement, called endpoint, queue destination.';
 COMMENT ON COLUMN spans.peer IS 'The other side of a call, a node of the service map: database, external host, broker.';
 -- Processing reads spans by arrival; arrival is close to time order: BRIN.
-CREATE INDEX spans_received_at ON spans USING brin (received_at);
+-- autosummarize: new block ranges are summarized as they fill, not only by
+-- VACUUM; an unsummarized range is read whole by every window query.
+CREATE INDEX spans_received_at ON spans USING brin (received_at) WITH (pages_per_range = 32, autosummarize = on);
 
 CREATE TABLE trace_summaries (
     tenant_id integer NOT NULL,
