@@ -23,9 +23,9 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-## bench: the ingest benchmark (see docs/benchmarks.md)
+## bench: the ingest and processing benchmarks (see docs/benchmarks.md)
 bench: $(INSTALLED)
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; exit $$((ingest || $$?))
 
 ## lint: ruff
 lint: $(INSTALLED)
