@@ -193,22 +193,35 @@ async def components(
 async def services(
     request: Request, caller: Caller, since: Since = None, until: Until = None
 ) -> dict[str, Any]:
+    """Every service the tenant has sent spans from; ``count``/``errors`` are the
+    business transactions it served as their entry, ``calls_in`` the calls it
+    received from other traced services."""
     start, end = time_window(since, until, DEFAULT_WINDOW)
     window = plan(start, end)
     async with _database(request).connection() as conn:
         rows = await fetch(
             conn, "bt_rollups", "service, bt, calls, errors", caller.tenant_id, window.segments
         )
+        edges = await fetch(
+            conn,
+            "edge_rollups",
+            "target, calls",
+            caller.tenant_id,
+            window.segments,
+            {"target_kind": "service"},
+        )
         cur = await conn.execute(
-            "SELECT DISTINCT service FROM business_transactions WHERE tenant_id = %s", (caller.tenant_id,)
+            "SELECT DISTINCT service FROM resources WHERE tenant_id = %s", (caller.tenant_id,)
         )
         known = {service for (service,) in await cur.fetchall()}
-    by_service: dict[str, list[Any]] = {name: [0, 0, set()] for name in known}
+    by_service: dict[str, list[Any]] = {name: [0, 0, set(), 0] for name in known}
     for name, bt, calls, errors in rows:
-        entry = by_service.setdefault(name, [0, 0, set()])
+        entry = by_service.setdefault(name, [0, 0, set(), 0])
         entry[0] += calls
         entry[1] += errors
         entry[2].add(bt)
+    for target, calls in edges:
+        by_service.setdefault(target, [0, 0, set(), 0])[3] += calls
     return {
         "from": iso(window.start),
         "to": iso(window.end),
@@ -219,8 +232,9 @@ async def services(
                 "errors": errors,
                 "error_rate": round(errors / calls, 6) if calls else 0.0,
                 "transactions": len(bts),
+                "calls_in": calls_in,
             }
-            for name, (calls, errors, bts) in sorted(by_service.items())
+            for name, (calls, errors, bts, calls_in) in sorted(by_service.items())
         ],
     }
 

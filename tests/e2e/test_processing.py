@@ -366,3 +366,78 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     for resolution in ("minute", "hour", "day"):
         assert query(dsn, "SELECT sum(calls) FROM bt_rollups WHERE resolution = %s", resolution) == [(total,)]
     assert query(dsn, "SELECT traces FROM processing_progress") == [(total,)]
+
+
+def test_series_services_and_isolation(processing: CollectorProcess) -> None:
+    dsn = processing.database_url
+    assert dsn
+    trace = two_service_trace(time.time_ns() - 5_000 * MS, route="/series")
+    post(processing, trace["crm-web"], "crm-web")
+    post(processing, trace["erp-api"], "erp-api")
+    wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE bt = 'POST /series'")))
+    series = api(processing, "/api/v1/transactions/series", bt="POST /series", step="1m", **{"from": "15m"})
+    assert series["step_s"] == 60
+    assert len(series["points"]) in (15, 16)  # whole minutes covering the 15 asked for
+    assert sum(point["count"] for point in series["points"]) == 1
+    busy = next(point for point in series["points"] if point["count"])
+    assert busy["tier_ms"] == {"app": 500.0, "db": 400.0, "external": 100.0}
+    services = {s["service"] for s in api(processing, "/api/v1/services")["services"]}
+    assert {"crm-web", "erp-api"} <= services
+
+    async def other_tenant() -> str:
+        from tierscope.store import tenants
+
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return str((await tenants.create_tenant(conn, "other-co")).api_token)
+
+    token = asyncio.run(other_tenant())
+    for path in (
+        "/api/v1/transactions",
+        "/api/v1/services",
+        "/api/v1/service-map",
+        "/api/v1/transactions/components",
+    ):
+        answer = httpx.get(f"{processing.url}{path}", headers={"Authorization": f"Bearer {token}"}).json()
+        assert not any(answer.get(key) for key in ("transactions", "services", "edges", "components")), path
+    bad = httpx.get(
+        f"{processing.url}/api/v1/transactions/series",
+        params={"bt": "x", "step": "10s"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert bad.status_code == 400
+
+
+def test_bt_apply_and_list_from_the_command_line(processing: CollectorProcess, tmp_path: Path) -> None:
+    env = {**os.environ, "TIERSCOPE_DATABASE_URL": processing.database_url or ""}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("transactions:\n  - name: Leads\n    rout: /leads\n")
+    result = subprocess.run(
+        [*tierscope_command(), "bt", "apply", str(broken)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"{broken}:3: transactions[0].rout" in result.stderr
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("transactions:\n  - name: CRM / Leads\n    route: /leads\n    apdex_t: 800ms\n")
+    applied = subprocess.run(
+        [*tierscope_command(), "bt", "apply", str(rules)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    listed = subprocess.run(
+        [*tierscope_command(), "bt", "list", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    document = __import__("json").loads(listed.stdout)
+    assert document["rules"][0]["name"] == "CRM / Leads"
+    assert document["rules"][0]["apdex_t_ms"] == 800
+    dsn = processing.database_url
+    assert dsn
+    time.sleep(1)  # the processor reloads rules every cycle
+    post(processing, two_service_trace(time.time_ns() - 5_000 * MS)["crm-web"][:1], "crm-web")
+    wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE bt = 'CRM / Leads'")))
