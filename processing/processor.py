@@ -36,6 +36,7 @@ from tierscope.processing.assemble import entry_attributes, error_origin, failed
 from tierscope.processing.columnar import TraceOutcome, Window
 from tierscope.processing.metrics import ProcessorMetrics
 from tierscope.processing.naming import OTHER, EntrySpan, Rules
+from tierscope.processing.prefetch import WindowPrefetcher
 from tierscope.processing.sqlnorm import Normalizer
 from tierscope.processing.writer import write_rollup
 from tierscope.store import Database, StoreError
@@ -77,9 +78,14 @@ class CycleReport:
 
 class Processor:
     def __init__(
-        self, database: Database, settings: Settings, metrics: ProcessorMetrics | None = None
+        self,
+        database: Database,
+        settings: Settings,
+        metrics: ProcessorMetrics | None = None,
+        prefetcher: WindowPrefetcher | None = None,
     ) -> None:
         self.database = database
+        self.prefetcher = prefetcher
         self.settings = settings
         self.metrics = metrics
         self._rules: dict[int, tuple[datetime | None, Rules]] = {}
@@ -123,12 +129,17 @@ class Processor:
                 progress = await store.lock_progress(conn)
                 clock = report.lap("lock", clock)
                 since = progress.watermark
-                until = min(horizon, since + self._window)
+                prefetched = await self.prefetcher.take(since) if self.prefetcher else None
+                until, rows = prefetched if prefetched else (min(horizon, since + self._window), None)
+                clock = report.lap("prefetched" if prefetched else "lock", clock)
                 report.lag_seconds = max(0.0, (horizon - since).total_seconds())
                 if until <= since:
                     return report
                 report.since, report.until, report.behind = since, until, until < horizon
-                arrived = await self._process(conn, since, until, report)
+                following = min(horizon, until + self._window)
+                if self.prefetcher and following > until:
+                    self.prefetcher.start(until, following)  # read while this one is computed
+                arrived = await self._process(conn, since, until, report, rows)
                 progress.watermark = until
                 progress.traces += report.traces
                 progress.spans += report.spans
@@ -150,12 +161,17 @@ class Processor:
             self._window = min(ceiling, max(self._window, covered) * 2)
 
     async def _process(
-        self, conn: psycopg.AsyncConnection, since: datetime, until: datetime, report: CycleReport
+        self,
+        conn: psycopg.AsyncConnection,
+        since: datetime,
+        until: datetime,
+        report: CycleReport,
+        prefetched: list[SpanRow] | None = None,
     ) -> int:
         """Process the traces whose last span arrived in ``[since, until)``; returns
         how many spans arrived in it."""
         clock = time.perf_counter()
-        arrived = await store.window_spans(conn, since, until)
+        arrived = prefetched if prefetched is not None else await store.window_spans(conn, since, until)
         clock = report.lap("fetch", clock)
         if not arrived:
             return 0

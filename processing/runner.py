@@ -9,6 +9,7 @@ import signal
 
 from tierscope.config import Settings, load_settings
 from tierscope.processing.metrics import ProcessorMetrics
+from tierscope.processing.prefetch import WindowPrefetcher
 from tierscope.processing.processor import Processor
 from tierscope.store import Database
 from tierscope.store.processing import PROCESSOR_APPLICATION
@@ -28,9 +29,11 @@ async def process(settings: Settings, dsn: str, stop: asyncio.Event | None = Non
         application_name=PROCESSOR_APPLICATION,
     )
     await database.open()
+    prefetcher = WindowPrefetcher(dsn)
     try:
-        await Processor(database, settings, ProcessorMetrics()).run(stop)
+        await Processor(database, settings, ProcessorMetrics(), prefetcher).run(stop)
     finally:
+        prefetcher.close()
         await database.close()
 
 

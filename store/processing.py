@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import psycopg
 from psycopg import AsyncConnection
 
-from tierscope.store.errors import wrap_errors
+from tierscope.store.errors import translate, wrap_errors
 
 # Collector connections are named so (store.database.APPLICATION_NAME); the
 # processor names its own differently so it never waits for itself.
@@ -144,15 +145,25 @@ async def read_progress(conn: AsyncConnection) -> Progress | None:
     return Progress(*row) if row else None
 
 
+_WINDOW = f"SELECT {_SPAN_COLUMNS} FROM spans s WHERE s.received_at >= %s AND s.received_at < %s"  # noqa: S608
+
+
 @wrap_errors
 async def window_spans(conn: AsyncConnection, since: datetime, until: datetime) -> list[SpanRow]:
     """Every span received in ``[since, until)``."""
     async with conn.cursor(row_factory=_span_rows, binary=True) as cur:
-        await cur.execute(
-            f"SELECT {_SPAN_COLUMNS} FROM spans s WHERE s.received_at >= %s AND s.received_at < %s",  # noqa: S608
-            (since, until),
-        )
+        await cur.execute(_WINDOW, (since, until))
         return await cur.fetchall()
+
+
+def window_spans_blocking(conn: psycopg.Connection, since: datetime, until: datetime) -> list[SpanRow]:
+    """The same, on a blocking connection (the processor prefetches in a thread)."""
+    try:
+        with conn.cursor(row_factory=_span_rows, binary=True) as cur:
+            cur.execute(_WINDOW, (since, until))
+            return cur.fetchall()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
 
 
 @wrap_errors
