@@ -1,37 +1,10 @@
--- Trace processing (processing/): what each span talked to, trace summaries,
--- and rollups per minute, hour and day that everything downstream reads.
+-- Trace processing (processing/): whom each span talked to, and rollups per
+-- minute, hour and day that everything downstream reads. The tables that grow
+-- with traffic (and differ with TimescaleDB) are in 0004.
 
 ALTER TABLE spans ADD COLUMN peer text;
 COMMENT ON COLUMN spans.component IS 'What the span used: SQL statement, called endpoint, queue destination.';
 COMMENT ON COLUMN spans.peer IS 'The other side of a call, a node of the service map: database, external host, broker.';
--- Processing reads spans by arrival; arrival is close to time order: BRIN.
--- autosummarize: new block ranges are summarized as they fill, not only by
--- VACUUM; an unsummarized range is read whole by every window query.
-CREATE INDEX spans_received_at ON spans USING brin (received_at) WITH (pages_per_range = 32, autosummarize = on);
-
-CREATE TABLE trace_summaries (
-    tenant_id integer NOT NULL,
-    trace_id bytea NOT NULL,
-    start_time timestamptz NOT NULL,
-    duration_us bigint NOT NULL,
-    service text NOT NULL,
-    bt text NOT NULL,
-    error boolean NOT NULL,
-    error_tier text,
-    error_component text,
-    tier_us bigint[] NOT NULL,
-    span_count integer NOT NULL,
-    user_hash text,
-    session_id text,
-    site text,
-    processed_at timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (start_time);
-CREATE UNIQUE INDEX trace_summaries_identity ON trace_summaries (tenant_id, trace_id, start_time);
-CREATE INDEX trace_summaries_bt ON trace_summaries (tenant_id, service, bt, start_time);
-COMMENT ON TABLE trace_summaries IS 'One row per processed trace: its business transaction, time per tier, outcome.';
-COMMENT ON COLUMN trace_summaries.tier_us IS 'Self time per tier in microseconds, in the order browser, network, web, app, platform, db, cache, queue, external.';
-COMMENT ON COLUMN trace_summaries.error_tier IS 'Where the error originated: the tier of the deepest failing span.';
-
 -- Rollups: one table per resolution, the same columns. Histograms are
 -- processing/histogram.py encodings (mergeable, about 1 % relative error).
 CREATE TABLE bt_rollups (
