@@ -94,13 +94,6 @@ def decode(data: bytes) -> Counts:
     return dict(zip(keys.tolist(), values.tolist(), strict=True))
 
 
-def merge_encoded(a: bytes | None, b: Mapping[int, int]) -> bytes:
-    """Stored bytes plus new counts, as stored bytes."""
-    merged = decode(a) if a else {}
-    merge_into(merged, b)
-    return encode(merged)
-
-
 class Merged:
     """Many encoded histograms merged per group (e.g. per business transaction).
 

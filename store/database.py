@@ -117,6 +117,3 @@ class Database:
         except Exception:  # readiness must answer, never raise
             return False
         return True
-
-    def stats(self) -> dict[str, int]:
-        return dict(self._pool.get_stats())

@@ -136,15 +136,6 @@ async def save_progress(conn: AsyncConnection, progress: Progress) -> None:
     )
 
 
-@wrap_errors
-async def read_progress(conn: AsyncConnection) -> Progress | None:
-    cur = await conn.execute(
-        "SELECT watermark, traces, spans, late_spans, excluded_traces FROM processing_progress WHERE id = 1"
-    )
-    row = await cur.fetchone()
-    return Progress(*row) if row else None
-
-
 _WINDOW = f"SELECT {_SPAN_COLUMNS} FROM spans s WHERE s.received_at >= %s AND s.received_at < %s"  # noqa: S608
 
 

@@ -8,13 +8,13 @@ exactly like a trace that does not exist, so ids cannot be probed.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tierscope.collector.api.deps import api_tenant, parse_time
+from tierscope.collector.api.deps import api_tenant, iso, time_window
 from tierscope.collector.otlp import attributes
 from tierscope.store import Database
 from tierscope.store import traces as trace_store
@@ -27,10 +27,6 @@ _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "produce
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 MAX_WINDOW = timedelta(days=31)
 MAX_SPANS = 10_000  # per trace answer; "truncated" says when a trace has more
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def span_json(span: trace_store.StoredSpan) -> dict[str, Any]:
@@ -46,7 +42,7 @@ def span_json(span: trace_store.StoredSpan) -> dict[str, Any]:
         "tier": span.tier,
         "component": span.component,
         "peer": span.peer,
-        "start": _iso(span.start_time),
+        "start": iso(span.start_time),
         "start_unix_nano": start_ns,
         "duration_ms": (message.end_time_unix_nano - start_ns) / 1e6,
         "status": _STATUS.get(span.status_code, "unset"),
@@ -109,16 +105,7 @@ async def list_traces(
     min_duration_ms: Annotated[float, Query(ge=0, le=86_400_000)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    try:
-        start = parse_time(since, now, now - timedelta(hours=1))
-        end = parse_time(until, now, now)
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from None
-    if end <= start:
-        raise HTTPException(400, "until must be after since")
-    if end - start > MAX_WINDOW:
-        raise HTTPException(400, f"the window may be at most {MAX_WINDOW.days} days")
+    start, end = time_window(since, until, timedelta(hours=1), MAX_WINDOW)
     database: Database = request.app.state.database
     async with database.connection() as conn:
         rows = await trace_store.recent_traces(
@@ -131,14 +118,14 @@ async def list_traces(
             limit=limit,
         )
     return {
-        "since": _iso(start),
-        "until": _iso(end),
+        "since": iso(start),
+        "until": iso(end),
         "traces": [
             {
                 "trace_id": bytes(row["trace_id"]).hex(),
                 "root_service": row["root_service"],
                 "root_name": row["root_name"],
-                "start": _iso(row["start_time"]),
+                "start": iso(row["start_time"]),
                 "duration_ms": float(row["duration_ms"]),
                 "span_count": row["span_count"],
                 "error_count": row["error_count"],
