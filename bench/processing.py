@@ -321,7 +321,9 @@ def main() -> int:
         with console.status("starting the embedded PostgreSQL"):
             dsn = embedded.start()
         args.postmaster = embedded.running_pid()
-        figures = {**keep_up(dsn, workdir, args), **answer(dsn, workdir, args)}
+        figures = keep_up(dsn, workdir, args)
+        if args.queries > 0:  # --queries 0 times processing only
+            figures.update(answer(dsn, workdir, args))
     finally:
         embedded.stop()
         if not args.keep:

@@ -93,20 +93,20 @@ class Window:
         trace_of = np.repeat(np.arange(len(traces), dtype=np.int64), [len(t) for t in traces])
         # One transpose (in C) instead of a Python pass per column.
         (
-            _,
+            tenants,
             _,
             span_ids,
             parent_ids,
             starts,
             durations,
             services,
-            _,
+            names,
             kinds,
             tiers,
-            _,
+            components,
             peers,
             statuses,
-            _,
+            resources,
             _,
             _,
         ) = zip(*spans, strict=True) if spans else ((),) * 16
@@ -141,9 +141,14 @@ class Window:
 
         strings = _Strings()
         code = strings.code
-        component_code = np.array([code(component_of(s)) for s in spans], dtype=np.int64)
-        service_code = np.array([code(value) for value in services], dtype=np.int64)
-        peer_code = np.array([code(value) for value in peers], dtype=np.int64)
+        # A component depends on these fields only, and a window repeats few
+        # combinations: decide each once (the keys are built by zip, in C).
+        keys = list(zip(tiers, kinds, components, names, peers, tenants, resources, services, strict=True))
+        some_span = dict(zip(keys, spans, strict=True))
+        component_of_key = {key: code(component_of(span)) for key, span in some_span.items()}
+        component_code = np.fromiter(map(component_of_key.__getitem__, keys), np.int64, count)
+        service_code = np.fromiter(map(code, services), np.int64, count)
+        peer_code = np.fromiter(map(code, peers), np.int64, count)
 
         # Service-map edges: a call answered by another traced service points at
         # that service; any other call, or a database span, at its peer.
@@ -174,6 +179,17 @@ class Window:
             edge_kind=edge_kind[keep],
             edge_span=makes_edge[keep],
         )
+
+
+def _unique_rows(rows: I64) -> tuple[I64, I64]:
+    """``np.unique(rows, axis=0, return_inverse=True)``, by one lexsort: numpy's
+    row-unique views rows as opaque records and was most of a rollup's time."""
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    starts = np.concatenate(([True], (ordered[1:] != ordered[:-1]).any(axis=1)))
+    inverse = np.empty(len(rows), dtype=np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    return ordered[starts], inverse
 
 
 def _self_times(start: I64, duration: I64, parent: I64) -> I64:
@@ -340,8 +356,7 @@ def _edges(
         ],
         axis=1,
     )
-    unique, inverse = np.unique(identity, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    unique, inverse = _unique_rows(identity)
     durations = window.duration[span_index]
     calls = np.bincount(inverse)
     errors = np.bincount(inverse, weights=window.failed[span_index])

@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 import psycopg
 
@@ -53,6 +54,9 @@ MAX_TRACE_SPANS = 20_000
 # this size (bounded memory, a stop request answered within a cycle), not one
 # huge window.
 TARGET_CYCLE_SPANS = 60_000
+# (tenant, trace) and (tenant, resource) of a span, read in C.
+_TRACE_KEY = itemgetter(SpanRow._fields.index("tenant_id"), SpanRow._fields.index("trace_id"))
+_RESOURCE_KEY = itemgetter(SpanRow._fields.index("tenant_id"), SpanRow._fields.index("resource_id"))
 
 
 @dataclass
@@ -176,8 +180,8 @@ class Processor:
         if not arrived:
             return 0
         traces: dict[tuple[int, bytes], list[SpanRow]] = defaultdict(list)
-        for span in arrived:
-            traces[span.tenant_id, span.trace_id].append(span)
+        for key, span in zip(map(_TRACE_KEY, arrived), arrived, strict=True):
+            traces[key].append(span)
         await self._learn_hosts(conn, arrived)
         starts = [span.start_us for span in arrived]
         earliest, latest = utc(min(starts)) - TRACE_EXTENT, utc(max(starts)) + TRACE_EXTENT
@@ -277,7 +281,7 @@ class Processor:
 
     async def _learn_hosts(self, conn: psycopg.AsyncConnection, spans: list[SpanRow]) -> None:
         """Which host or instance each new resource is (for app-tier components)."""
-        missing = {(s.tenant_id, s.resource_id) for s in spans} - self._hosts.keys()
+        missing = set(map(_RESOURCE_KEY, spans)) - self._hosts.keys()
         if not missing:
             return
         if len(self._hosts) > 100_000:
