@@ -123,7 +123,7 @@ def progress(dsn: str) -> tuple[int, float]:
     """(spans processed, lag in seconds) as committed by the processor."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
-            "SELECT spans, extract(epoch FROM now() - watermark) FROM processing_progress"
+            "SELECT sum(spans), extract(epoch FROM now() - min(watermark)) FROM processing_progress"
         ).fetchone()
     return (int(row[0]), float(row[1])) if row else (0, float("nan"))
 

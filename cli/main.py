@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from importlib.metadata import version
@@ -221,18 +224,28 @@ def tenant_revoke(name: str, key: str | None, kind: str | None, data_dir: Path |
 def process(data_dir: Path | None) -> None:
     """Run trace processing alone, in the foreground (tierscope up runs it by default).
 
-    Any number may run against one store: one works at a time, the others wait
-    to take over.
+    It runs one process per shard (TIERSCOPE_PROCESSING_SHARDS). Any number may
+    run against one store: one works per shard at a time, the others wait to
+    take over.
     """
-    from tierscope.collector.server import migrate, store_dsn
-    from tierscope.processing.runner import process as run_processor
+    from tierscope.collector.server import ProcessorProcesses, migrate, store_dsn
 
     settings = _settings(data_dir=data_dir)
     logging.getLogger().setLevel(settings.log_level.upper())
     with _store_errors(), store_dsn(settings, console) as dsn:
         asyncio.run(migrate(dsn, console))
-        console.print("processing traces; Ctrl-C stops")
-        asyncio.run(run_processor(settings, dsn))
+        os.environ["TIERSCOPE_DATABASE_URL"] = dsn  # the shard processes read the environment
+        console.print(f"processing traces in {settings.processing_shards} shard(s); Ctrl-C stops")
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            with ProcessorProcesses(enabled=True, shards=settings.processing_shards):
+                while not stop.wait(0.5):
+                    pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @main.group()

@@ -115,7 +115,7 @@ def serve(settings: Settings, console: Console) -> None:
             credentials, created = asyncio.run(ensure_default_tenant(dsn, settings.data_dir))
             _announce(console, settings, store, credentials, created)
             _worker_environment(settings, dsn)
-            with ProcessorProcess(enabled=settings.processing):
+            with ProcessorProcesses(enabled=settings.processing, shards=settings.processing_shards):
                 _serve_workers(settings)
             console.print("tierscope stopped.")
     except KeyboardInterrupt:
@@ -172,45 +172,54 @@ class CollectorError(Exception):
     """tierscope up could not serve; the message says why."""
 
 
-class ProcessorProcess:
-    """The trace processor in a process of its own, restarted if it dies, stopped
-    (SIGTERM: it finishes its window) when the collector stops."""
+class ProcessorProcesses:
+    """The trace processor, one process per shard, each restarted if it dies,
+    stopped (SIGTERM: each finishes its window) when the collector stops."""
 
-    def __init__(self, *, enabled: bool) -> None:
+    def __init__(self, *, enabled: bool, shards: int) -> None:
         self.enabled = enabled
+        self.shards = shards
         self._context = multiprocessing.get_context("spawn")
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._processes: dict[int, multiprocessing.process.BaseProcess] = {}
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="processor-watchdog", daemon=True)
 
-    def _spawn(self) -> None:
+    def _spawn(self, shard: int) -> None:
         from tierscope.processing.runner import main
 
-        self._process = self._context.Process(target=main, name="tierscope-processor")
-        self._process.start()
+        process = self._context.Process(target=main, args=(shard,), name=f"tierscope-processor-{shard}")
+        process.start()
+        self._processes[shard] = process
 
     def _watch(self) -> None:
         while not self._stopping.wait(2.0):
-            if self._process is not None and not self._process.is_alive():
-                _logger.warning("the trace processor exited (%s); starting it again", self._process.exitcode)
-                self._spawn()
+            for shard, process in list(self._processes.items()):
+                if not process.is_alive() and not self._stopping.is_set():
+                    _logger.warning(
+                        "the trace processor of shard %d exited (%s); starting it again",
+                        shard,
+                        process.exitcode,
+                    )
+                    self._spawn(shard)
 
-    def __enter__(self) -> ProcessorProcess:
+    def __enter__(self) -> ProcessorProcesses:
         if self.enabled:
-            self._spawn()
+            for shard in range(self.shards):
+                self._spawn(shard)
             self._watchdog.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stopping.set()
-        if self._process is None:
-            return
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join(30)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        processes = list(self._processes.values())
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _announce(console: Console, settings: Settings, store: str, credentials: Path, created: bool) -> None:

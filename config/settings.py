@@ -173,12 +173,19 @@ class Settings(BaseSettings):
     # -- processing --------------------------------------------------------
     processing: bool = Field(
         default=True,
-        description="Run trace processing with this collector (one processor is elected "
+        description="Run trace processing with this collector (one processor per shard is elected "
         "among all collectors of a store; set false to run it elsewhere with tierscope process).",
     )
     settle_delay: Duration = Field(
         default=timedelta(seconds=15),
         description="A trace is processed once no span of it has arrived for this long.",
+    )
+    processing_shards: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Processes trace processing runs in, each owning the traces whose id hashes to it "
+        "(more keep up with more ingest; every collector of a store must use the same number).",
     )
     processing_interval: Duration = Field(
         default=timedelta(seconds=2),

@@ -8,11 +8,19 @@ processed in the window that holds its last span: if one of its spans arrived
 after the horizon it is still receiving, and waits for a later window (up to
 :data:`MAX_WAIT`, after which it is processed anyway).
 
+**Shards.** Processing runs in ``processing_shards`` processes, each owning the
+traces whose id hashes to its shard (a trace's spans all go to one shard), each
+with a watermark of its own. They compute in parallel and take turns to write
+(:func:`~tierscope.store.processing.take_write_turn`), so rollup rows merged by
+two shards lose nothing.
+
 **Exactly once.** Summaries, rollups, the business-transaction registry and the
 new watermark are written in one transaction: a processor killed at any moment
-leaves all of a window or none of it. Only one processor works at a time
+leaves all of a window or none of it. One processor works per shard at a time
 (a PostgreSQL advisory lock held by its session elects it), so any number of
-collectors, each running a processor, give the same totals as one.
+collectors, each running processors, give the same totals as one. A trace is
+summarized once (a unique key): read again after shards were re-divided, it is
+skipped, not counted twice.
 
 **Late spans.** A span that arrives after its trace was processed is counted
 (``late_spans``) and leaves the rollups alone: they never change after the fact.
@@ -42,11 +50,11 @@ from tierscope.processing.sqlnorm import Normalizer
 from tierscope.processing.writer import write_rollup
 from tierscope.store import Database, StoreError
 from tierscope.store import processing as store
-from tierscope.store.processing import SpanRow, SummaryRow, utc
+from tierscope.store.processing import Shard, SpanRow, SummaryRow, utc
 
 _logger = logging.getLogger(__name__)
 
-LEADER_LOCK = 0x74737072636F6C64  # one processor per store
+LEADER_LOCK = 0x74737072  # with the shard index: one processor per shard of a store
 MAX_WAIT = timedelta(minutes=5)  # a trace still receiving spans after this is processed anyway
 TRACE_EXTENT = timedelta(hours=1)  # how far apart in start time the spans of one trace may be
 MAX_TRACE_SPANS = 20_000
@@ -87,8 +95,10 @@ class Processor:
         settings: Settings,
         metrics: ProcessorMetrics | None = None,
         prefetcher: WindowPrefetcher | None = None,
+        shard: Shard = store.WHOLE,
     ) -> None:
         self.database = database
+        self.shard = shard
         self.prefetcher = prefetcher
         self.settings = settings
         self.metrics = metrics
@@ -128,9 +138,10 @@ class Processor:
             horizon = await store.ingest_horizon(conn, self.settings.settle_delay)
             await self._refresh(conn)
             clock = report.lap("horizon", clock)
+            # READ COMMITTED: after waiting for its write turn, a shard must see
+            # what the shard before it committed.
             async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                progress = await store.lock_progress(conn)
+                progress = await store.lock_progress(conn, self.shard)
                 clock = report.lap("lock", clock)
                 since = progress.watermark
                 prefetched = await self.prefetcher.take(since) if self.prefetcher else None
@@ -149,7 +160,7 @@ class Processor:
                 progress.spans += report.spans
                 progress.late_spans += report.late_spans
                 progress.excluded_traces += report.excluded
-                await store.save_progress(conn, progress)
+                await store.save_progress(conn, self.shard, progress)
                 clock = report.lap("progress", clock)
             clock = report.lap("commit", clock)
         report.lap("release", clock)
@@ -175,7 +186,9 @@ class Processor:
         """Process the traces whose last span arrived in ``[since, until)``; returns
         how many spans arrived in it."""
         clock = time.perf_counter()
-        arrived = prefetched if prefetched is not None else await store.window_spans(conn, since, until)
+        arrived = (
+            prefetched if prefetched is not None else await store.window_spans(conn, since, until, self.shard)
+        )
         clock = report.lap("fetch", clock)
         if not arrived:
             return 0
@@ -226,6 +239,8 @@ class Processor:
             named.append((trace, naming.bt, naming.apdex_t_ms))
             details.append((entry, error, origin, user_fields(attrs), len(spans)))
         clock = report.lap("naming", clock)
+        await store.take_write_turn(conn)
+        clock = report.lap("turn", clock)
         names, overflow = await self._bound_names(
             conn, [(window.spans[int(window.entry[t])], bt) for t, bt, _ in named]
         )
@@ -316,8 +331,15 @@ class Processor:
         names: list[str] = []
         new: list[tuple[int, str, str]] = []
         overflow: dict[tuple[int, str], int] = defaultdict(int)
+        refreshed: set[tuple[int, str]] = set()
         for entry, bt in entries:
-            known = self._known.setdefault((entry.tenant_id, entry.service), set())
+            service = (entry.tenant_id, entry.service)
+            known = self._known.setdefault(service, set())
+            if bt not in known and service not in refreshed:
+                # Other shards may have named some since: count what is stored
+                # (this shard holds the write turn, so it stays so until commit).
+                known |= await store.transactions_of(conn, *service)
+                refreshed.add(service)
             if bt not in known:
                 limit = self._rules_for(entry.tenant_id).max_per_service
                 if len(known - {OTHER}) < limit:
@@ -342,10 +364,12 @@ class Processor:
                 async with await psycopg.AsyncConnection.connect(
                     self.database.dsn, autocommit=True, application_name=store.PROCESSOR_APPLICATION
                 ) as leader:
-                    cur = await leader.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+                    cur = await leader.execute(
+                        "SELECT pg_try_advisory_lock(%s, %s)", (LEADER_LOCK, self.shard.index)
+                    )
                     row = await cur.fetchone()
                     if row and row[0]:
-                        _logger.info("this process is now the trace processor")
+                        _logger.info("this process now processes traces of shard %s", self.shard)
                         await self._lead(leader, stop, interval)
             except (psycopg.Error, StoreError, OSError) as exc:
                 _logger.warning("trace processing paused: %s", exc)

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from tierscope.config import Settings, load_settings
 from tierscope.processing.metrics import ProcessorMetrics
 from tierscope.processing.prefetch import WindowPrefetcher
 from tierscope.processing.processor import Processor
 from tierscope.store import Database
-from tierscope.store.processing import PROCESSOR_APPLICATION
+from tierscope.store.processing import PROCESSOR_APPLICATION, Shard
 
 
-async def process(settings: Settings, dsn: str, stop: asyncio.Event | None = None) -> None:
-    """Process traces until ``stop`` is set (or SIGTERM/SIGINT)."""
+async def process(settings: Settings, dsn: str, shard: Shard, stop: asyncio.Event | None = None) -> None:
+    """Process the shard's traces until ``stop`` is set (or SIGTERM/SIGINT)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -29,19 +32,39 @@ async def process(settings: Settings, dsn: str, stop: asyncio.Event | None = Non
         application_name=PROCESSOR_APPLICATION,
     )
     await database.open()
-    prefetcher = WindowPrefetcher(dsn)
+    prefetcher = WindowPrefetcher(dsn, shard)
     try:
-        await Processor(database, settings, ProcessorMetrics(), prefetcher).run(stop)
+        await Processor(database, settings, ProcessorMetrics(), prefetcher, shard).run(stop)
     finally:
         prefetcher.close()
         await database.close()
 
 
-def main() -> None:
-    """Entry point of the processor process ``tierscope up`` starts (settings from
-    the environment it set)."""
+def main(shard_index: int = 0) -> None:
+    """Entry point of a processor process ``tierscope up`` (or ``tierscope
+    process``) starts for one shard (settings from the environment it set)."""
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not settings.database_url:
         raise SystemExit("the processor needs TIERSCOPE_DATABASE_URL (tierscope up sets it)")
-    asyncio.run(process(settings, settings.database_url))
+    shard = Shard(shard_index, settings.processing_shards)
+    asyncio.run(_orphan_safe(process(settings, settings.database_url, shard, stop := asyncio.Event()), stop))
+
+
+async def _orphan_safe(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work``, setting ``stop`` if the parent process goes away (killed
+    with SIGKILL it cannot stop us): no processor outlives its collector."""
+    parent = os.getppid()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:
+                logging.getLogger(__name__).warning("the parent process is gone; stopping")
+                stop.set()
+            await asyncio.sleep(1.0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await work
+    finally:
+        watcher.cancel()

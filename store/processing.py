@@ -20,12 +20,13 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import AsyncConnection
 
-from tierscope.store.errors import translate, wrap_errors
+from tierscope.store.errors import StoreUnavailable, translate, wrap_errors
 
 # Collector connections are named so (store.database.APPLICATION_NAME); the
 # processor names its own differently so it never waits for itself.
 COLLECTOR_APPLICATION = "tierscope"
 PROCESSOR_APPLICATION = "tierscope-processor"
+WRITE_TURN_LOCK = 0x7473777274726E  # advisory lock: one shard writes rollups at a time
 
 # A span's name is read only where processing uses it: entries (named after
 # it) and spans without a component (named by it); the rest stay in the store.
@@ -90,6 +91,29 @@ class Progress:
     excluded_traces: int
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Which part of the traces one processor owns: those whose id hashes to
+    ``index`` of ``count``. The hash is the id's last two bytes, random in any
+    W3C trace id, so shards get even shares."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count} does not exist")
+
+    def owns(self, trace_id: bytes) -> bool:
+        return (trace_id[14] * 256 + trace_id[15]) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+
+WHOLE = Shard()  # all traces: processing in one shard
+
+
 def utc(micros: int) -> datetime:
     return datetime.fromtimestamp(micros / 1e6, UTC)
 
@@ -112,48 +136,107 @@ async def ingest_horizon(conn: AsyncConnection, settle: timedelta) -> datetime:
 
 
 @wrap_errors
-async def lock_progress(conn: AsyncConnection) -> Progress:
-    """The committed progress, locked for this transaction (created on first use:
-    processing then starts with the oldest span stored)."""
-    select = """SELECT watermark, traces, spans, late_spans, excluded_traces
-                FROM processing_progress WHERE id = 1 FOR UPDATE"""
-    row = await (await conn.execute(select)).fetchone()
-    if row is None:  # the very first cycle of a store: start at its oldest span
-        await conn.execute(
-            """INSERT INTO processing_progress (id, watermark)
-               SELECT 1, COALESCE((SELECT min(received_at) FROM spans), now())
-               ON CONFLICT (id) DO NOTHING"""
-        )
-        row = await (await conn.execute(select)).fetchone()
-    assert row is not None
-    return Progress(*row)
+async def lock_progress(conn: AsyncConnection, shard: Shard) -> Progress:
+    """This shard's committed progress, locked for this transaction.
+
+    On the first cycle of a store, or when the number of shards changed, the
+    work is divided anew first: every shard starts at the lowest watermark any
+    shard had (the oldest span stored, on a new store). Some traces are then
+    read again; the ones already summarized are skipped, so none counts twice.
+    """
+    check = "SELECT shards FROM processing_progress WHERE shard = %s"
+    row = await (await conn.execute(check, (shard.index,))).fetchone()
+    if row is None or row[0] != shard.count:
+        await _divide(conn, shard.count)
+    select = """SELECT watermark, traces, spans, late_spans, excluded_traces, shards
+                FROM processing_progress WHERE shard = %s FOR UPDATE"""
+    row = await (await conn.execute(select, (shard.index,))).fetchone()
+    if row is None or row[5] != shard.count:  # divided again meanwhile by a differently configured collector
+        raise StoreUnavailable(f"processing shards were re-divided while shard {shard} started; retrying")
+    return Progress(*row[:5])
 
 
-@wrap_errors
-async def save_progress(conn: AsyncConnection, progress: Progress) -> None:
+async def _divide(conn: AsyncConnection, shards: int) -> None:
+    # The table lock comes before any row lock, so two shards dividing at once
+    # wait for each other instead of deadlocking.
+    await conn.execute("LOCK TABLE processing_progress IN EXCLUSIVE MODE")
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE shards = %s), count(*) FROM processing_progress", (shards,)
+    )
+    matching, total = await cur.fetchone() or (0, 0)
+    if matching == total == shards:
+        return  # another shard's processor divided it while this one waited
     await conn.execute(
-        """UPDATE processing_progress SET watermark = %s, traces = %s, spans = %s, late_spans = %s,
-                  excluded_traces = %s, updated_at = now() WHERE id = 1""",
-        (progress.watermark, progress.traces, progress.spans, progress.late_spans, progress.excluded_traces),
+        """WITH previous AS (DELETE FROM processing_progress RETURNING *),
+                totals AS (SELECT min(watermark) AS watermark, sum(traces) AS traces, sum(spans) AS spans,
+                                  sum(late_spans) AS late_spans, sum(excluded_traces) AS excluded
+                           FROM previous)
+           INSERT INTO processing_progress
+                  (shard, shards, watermark, traces, spans, late_spans, excluded_traces)
+           SELECT s, %(shards)s,
+                  COALESCE(t.watermark, (SELECT min(received_at) FROM spans), now()),
+                  -- the totals so far stay with shard 0: sums over the rows are the store's
+                  CASE WHEN s = 0 THEN COALESCE(t.traces, 0) ELSE 0 END,
+                  CASE WHEN s = 0 THEN COALESCE(t.spans, 0) ELSE 0 END,
+                  CASE WHEN s = 0 THEN COALESCE(t.late_spans, 0) ELSE 0 END,
+                  CASE WHEN s = 0 THEN COALESCE(t.excluded, 0) ELSE 0 END
+           FROM generate_series(0, %(shards)s - 1) AS s, totals t""",
+        {"shards": shards},
     )
 
 
-_WINDOW = f"SELECT {_SPAN_COLUMNS} FROM spans s WHERE s.received_at >= %s AND s.received_at < %s"  # noqa: S608
+@wrap_errors
+async def save_progress(conn: AsyncConnection, shard: Shard, progress: Progress) -> None:
+    await conn.execute(
+        """UPDATE processing_progress SET watermark = %s, traces = %s, spans = %s, late_spans = %s,
+                  excluded_traces = %s, updated_at = now() WHERE shard = %s""",
+        (
+            progress.watermark,
+            progress.traces,
+            progress.spans,
+            progress.late_spans,
+            progress.excluded_traces,
+            shard.index,
+        ),
+    )
 
 
 @wrap_errors
-async def window_spans(conn: AsyncConnection, since: datetime, until: datetime) -> list[SpanRow]:
-    """Every span received in ``[since, until)``."""
+async def take_write_turn(conn: AsyncConnection) -> None:
+    """Wait until no other shard is writing, then write until this transaction
+    ends. Shards compute in parallel and merge into the same rollup rows (and the
+    same per-service name budget) one at a time, each seeing the last one's
+    committed rows: no lost update, no deadlock."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_TURN_LOCK,))
+
+
+# (Shard.owns, in SQL)
+_WINDOW = f"""SELECT {_SPAN_COLUMNS} FROM spans s
+              WHERE s.received_at >= %(since)s AND s.received_at < %(until)s
+                AND (get_byte(s.trace_id, 14) * 256 + get_byte(s.trace_id, 15)) %% %(count)s = %(index)s"""  # noqa: S608
+
+
+def _window(since: datetime, until: datetime, shard: Shard) -> dict[str, Any]:
+    return {"since": since, "until": until, "count": shard.count, "index": shard.index}
+
+
+@wrap_errors
+async def window_spans(
+    conn: AsyncConnection, since: datetime, until: datetime, shard: Shard = WHOLE
+) -> list[SpanRow]:
+    """Every span of the shard's traces received in ``[since, until)``."""
     async with conn.cursor(row_factory=_span_rows, binary=True) as cur:
-        await cur.execute(_WINDOW, (since, until))
+        await cur.execute(_WINDOW, _window(since, until, shard))
         return await cur.fetchall()
 
 
-def window_spans_blocking(conn: psycopg.Connection, since: datetime, until: datetime) -> list[SpanRow]:
+def window_spans_blocking(
+    conn: psycopg.Connection, since: datetime, until: datetime, shard: Shard = WHOLE
+) -> list[SpanRow]:
     """The same, on a blocking connection (the processor prefetches in a thread)."""
     try:
         with conn.cursor(row_factory=_span_rows, binary=True) as cur:
-            cur.execute(_WINDOW, (since, until))
+            cur.execute(_WINDOW, _window(since, until, shard))
             return cur.fetchall()
     except psycopg.Error as exc:
         raise translate(exc) from exc
@@ -284,6 +367,14 @@ async def known_transactions(conn: AsyncConnection) -> dict[tuple[int, str], set
     for tenant, service, name in await cur.fetchall():
         known.setdefault((tenant, service), set()).add(name)
     return known
+
+
+@wrap_errors
+async def transactions_of(conn: AsyncConnection, tenant: int, service: str) -> set[str]:
+    cur = await conn.execute(
+        "SELECT name FROM business_transactions WHERE tenant_id = %s AND service = %s", (tenant, service)
+    )
+    return {name for (name,) in await cur.fetchall()}
 
 
 @wrap_errors

@@ -174,15 +174,18 @@ CREATE TABLE bt_rules (
 COMMENT ON TABLE bt_rules IS 'Business-transaction naming rules of a tenant (tierscope bt apply).';
 
 CREATE TABLE processing_progress (
-    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    shard integer PRIMARY KEY,
     watermark timestamptz NOT NULL,
     traces bigint NOT NULL DEFAULT 0,
     spans bigint NOT NULL DEFAULT 0,
     late_spans bigint NOT NULL DEFAULT 0,
     excluded_traces bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    shards integer NOT NULL DEFAULT 1,
+    CONSTRAINT processing_progress_shard_check CHECK (shard >= 0 AND shard < shards)
 );
-COMMENT ON TABLE processing_progress IS 'How far processing has gone: spans received before watermark are processed. Committed with the results.';
+COMMENT ON TABLE processing_progress IS 'How far each processing shard has gone: its spans received before watermark are processed. Committed with the results; the totals of the store are the sums over the rows.';
+COMMENT ON COLUMN processing_progress.shards IS 'How many shards the store was processed in when this row was written; a change re-divides the work (store/processing.py lock_progress).';
 
 CREATE TABLE schema_migrations (
     version integer PRIMARY KEY,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -185,7 +186,7 @@ def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess
     root = trace["crm-web"][0]
     wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE trace_id = %s", root.trace_id)))
     before = query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
-    late_before = query(dsn, "SELECT late_spans FROM processing_progress")[0][0]
+    late_before = query(dsn, "SELECT sum(late_spans) FROM processing_progress")[0][0]
     straggler = otlp.span(
         "cache warmup",
         kind=CLIENT,
@@ -195,7 +196,7 @@ def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess
         duration_ms=5,
     )
     post(processing, [straggler], "crm-web")
-    wait_for(lambda: query(dsn, "SELECT late_spans FROM processing_progress")[0][0] == late_before + 1)
+    wait_for(lambda: query(dsn, "SELECT sum(late_spans) FROM processing_progress")[0][0] == late_before + 1)
     assert (
         query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
         == before
@@ -342,10 +343,12 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         time.sleep(rnd.uniform(1.2, 2.5))
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL)  # mid-window, mid-transaction, anywhere
+            # It and its shard processes: mid-window, mid-transaction, anywhere.
+            os.killpg(process.pid, signal.SIGKILL)
             kills += 1
         process.wait()
         if summaries(dsn) == total:
@@ -365,7 +368,7 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     assert query(dsn, "SELECT count(DISTINCT trace_id) FROM trace_summaries") == [(total,)]
     for resolution in ("minute", "hour", "day"):
         assert query(dsn, "SELECT sum(calls) FROM bt_rollups WHERE resolution = %s", resolution) == [(total,)]
-    assert query(dsn, "SELECT traces FROM processing_progress") == [(total,)]
+    assert query(dsn, "SELECT sum(traces) FROM processing_progress") == [(total,)]
 
 
 def test_series_services_and_isolation(processing: CollectorProcess) -> None:
@@ -441,3 +444,33 @@ def test_bt_apply_and_list_from_the_command_line(processing: CollectorProcess, t
     time.sleep(1)  # the processor reloads rules every cycle
     post(processing, two_service_trace(time.time_ns() - 5_000 * MS)["crm-web"][:1], "crm-web")
     wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE bt = 'CRM / Leads'")))
+
+
+def test_shard_processes_stop_when_their_parent_is_killed(
+    collector_factory: Callable[..., CollectorProcess], tmp_path: Path
+) -> None:
+    collector = collector_factory(TIERSCOPE_PROCESSING="false")
+    env = {
+        **os.environ,
+        "TIERSCOPE_DATABASE_URL": collector.database_url or "",
+        "TIERSCOPE_PROCESSING_SHARDS": "3",
+    }
+    parent = subprocess.Popen(
+        [*tierscope_command(), "process", "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(psutil.Process(parent.pid).children()) >= 3, what="three shard processes")
+        shards = psutil.Process(parent.pid).children()
+        wait_for(
+            lambda: len(query(collector.database_url or "", "SELECT shard FROM processing_progress")) == 3,
+            what="three shards dividing the work",
+        )
+    finally:
+        parent.send_signal(signal.SIGKILL)  # it cannot stop them itself
+        parent.wait()
+    gone, alive = psutil.wait_procs(shards, timeout=15)
+    assert alive == [], "a shard process outlived its parent"
+    assert len(gone) == len(shards)
