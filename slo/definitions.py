@@ -1,0 +1,345 @@
+"""SLO and business-service definitions: YAML in, checked objects out.
+
+The format follows OpenSLO's shape where it fits (``apiVersion``/``kind``/
+``metadata``/``spec``, ``timeWindow`` with ``duration``, ``isRolling`` and a
+``calendar`` time zone), in one or more YAML documents per file::
+
+    apiVersion: tierscope/v1
+    kind: SLO
+    metadata: {name: post-invoice-latency, displayName: Post invoice under 2 s}
+    spec:
+      service: erp-web
+      bt: ERP / Post invoice
+      objective: latency
+      threshold: 2s
+      target: 95%
+
+A mistake in an SLO file must not silently change what is reported for a
+month, so :func:`parse` reports every problem at once, each as
+``FILE:LINE: field: what is wrong``. Values are checked by pydantic models; the
+line of each field comes from the YAML node tree, kept beside the values.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tierscope.config import parse_duration
+
+API_VERSION = "tierscope/v1"
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+OBJECTIVES = ("latency", "availability", "apdex")
+CRITICALITIES = ("critical", "high", "medium", "low")
+DEFAULT_WINDOW = timedelta(days=28)
+LONGEST_ROLLING_WINDOW = timedelta(days=90)  # hour rollups are kept 90 days by default
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_MAX_FILE_BYTES = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Metadata(_Strict):
+    name: str = Field(max_length=63)
+    displayName: str | None = Field(default=None, max_length=200)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("use lower-case letters, digits, '-', '_' or '.', from a letter or digit")
+        return value
+
+
+class Calendar(_Strict):
+    timeZone: str = "UTC"
+
+    @field_validator("timeZone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+
+class TimeWindow(_Strict):
+    """Rolling (``duration: 28d``) or calendar (``duration: 1M`` or ``1w``, ``isRolling: false``)."""
+
+    duration: str = "28d"
+    isRolling: bool = True
+    calendar: Calendar | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> TimeWindow:
+        if self.isRolling:
+            if self.calendar is not None:
+                raise ValueError("a rolling window has no calendar; set isRolling: false for a calendar one")
+            try:
+                length = parse_duration(self.duration)
+            except ValueError as exc:
+                raise ValueError(f"duration: {exc}") from None
+            if not timedelta(hours=1) <= length <= LONGEST_ROLLING_WINDOW:
+                raise ValueError("duration: a rolling window is from 1h to 90d long")
+        elif self.duration not in ("1M", "1w"):
+            raise ValueError("duration: a calendar window is 1M (a month) or 1w (a week, from Monday)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "rolling" if self.isRolling else ("month" if self.duration == "1M" else "week")
+
+    @property
+    def time_zone(self) -> str:
+        return self.calendar.timeZone if self.calendar else "UTC"
+
+    def describe(self) -> dict[str, Any]:
+        if self.isRolling:
+            return {"kind": "rolling", "duration": self.duration}
+        return {"kind": "calendar", "duration": self.duration, "time_zone": self.time_zone}
+
+
+class SLOSpec(_Strict):
+    description: str | None = Field(default=None, max_length=1000)
+    service: str | None = Field(default=None, min_length=1, max_length=256)
+    bt: str | None = Field(default=None, min_length=1, max_length=512)
+    businessService: str | None = Field(default=None, min_length=1, max_length=63)
+    objective: Literal["latency", "availability", "apdex"]
+    threshold: str | None = None
+    target: float
+    timeWindow: TimeWindow = Field(default_factory=TimeWindow)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> float:
+        if isinstance(value, str) and (match := _PERCENT.match(value)):
+            value = float(match[1]) / 100
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            raise ValueError(f"expected a ratio from 0 to 1 (0.999) or a percentage (99.9%); got {value!r}")
+        return float(value)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                seconds = parse_duration(value).total_seconds()
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+            if seconds <= 0:
+                raise ValueError("must be more than 0")
+        return value
+
+    @model_validator(mode="after")
+    def _subject(self) -> SLOSpec:
+        if self.businessService is None and (self.service is None or self.bt is None):
+            raise ValueError("give service and bt (one business transaction) or businessService")
+        if self.businessService is not None and (self.service is not None or self.bt is not None):
+            raise ValueError("give either service and bt, or businessService, not both")
+        if (self.objective == "latency") != (self.threshold is not None):
+            raise ValueError("a latency objective needs a threshold (e.g. 2s); the others take none")
+        return self
+
+
+class Transaction(_Strict):
+    service: str = Field(min_length=1, max_length=256)
+    bt: str = Field(min_length=1, max_length=512)
+
+
+class BusinessServiceSpec(_Strict):
+    description: str | None = Field(default=None, max_length=1000)
+    criticality: Literal["critical", "high", "medium", "low"]
+    transactions: list[Transaction] = Field(min_length=1, max_length=1000)
+
+
+class SLODocument(_Strict):
+    apiVersion: Literal["tierscope/v1", "openslo/v1"]
+    kind: Literal["SLO"]
+    metadata: Metadata
+    spec: SLOSpec
+
+
+class BusinessServiceDocument(_Strict):
+    apiVersion: Literal["tierscope/v1", "openslo/v1"]
+    kind: Literal["BusinessService"]
+    metadata: Metadata
+    spec: BusinessServiceSpec
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.field}: {self.message}"
+
+
+class DefinitionError(ValueError):
+    """Definitions tierscope cannot use: one line per problem, ``FILE:LINE: field: message``."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.source, p.line))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Definitions:
+    slos: tuple[SLODocument, ...] = ()
+    services: tuple[BusinessServiceDocument, ...] = ()
+    # Where each SLO's businessService is written, for the cross-file check of load().
+    references: tuple[tuple[str, int], ...] = ()
+
+
+def _plain(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
+    """The node's value, noting the line of every field on the way."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            result[key] = _plain(value_node, (*path, key), lines)
+            lines[(*path, key)] = key_node.start_mark.line + 1  # a field's line is its key's
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(item, (*path, index), lines) for index, item in enumerate(node.value)]
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
+    for end in range(len(loc), -1, -1):  # a missing field: the line of its parent
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "document"
+
+
+def _problems(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: str) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        # A Literal field reports itself, a model validator reports its model: strip pydantic's
+        # own markers ("function-after[...]", the tag of a union) to keep the document's path.
+        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling (fields are case-sensitive)"
+        elif error["type"] == "missing":
+            message = "is required"
+        if message.startswith("duration: "):
+            loc, message = (*loc, "duration"), message.removeprefix("duration: ")
+        problems.append(Problem(source, _line_of(loc, lines), _field_name(loc), message))
+    return problems
+
+
+def parse(text: str, source: str = "<slo>") -> Definitions:
+    """Read one YAML file of SLO and BusinessService documents.
+
+    Raises:
+        DefinitionError: listing every problem, each with its file, line and field.
+    """
+    try:
+        roots = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DefinitionError([Problem(source, line, "document", f"invalid YAML: {reason}")]) from None
+    slos, services, problems = [], [], []
+    for root in roots:
+        if root is None:
+            continue
+        lines: dict[tuple[Any, ...], int] = {}
+        value = _plain(root, (), lines)
+        kind = value.get("kind") if isinstance(value, dict) else None
+        model: type[SLODocument] | type[BusinessServiceDocument] = (
+            BusinessServiceDocument if kind == "BusinessService" else SLODocument
+        )
+        if kind not in ("SLO", "BusinessService"):
+            where = ("kind",) if isinstance(value, dict) and "kind" in value else ()
+            message = "expected SLO or BusinessService"
+            problems.append(Problem(source, _line_of(where, lines), "kind", message))
+            continue
+        try:
+            document = model.model_validate(value)
+        except ValidationError as exc:
+            problems += _problems(exc, lines, source)
+            continue
+        (slos if isinstance(document, SLODocument) else services).append((document, lines))
+    problems += _duplicates(source, slos, services)
+    if problems:
+        raise DefinitionError(problems)
+    references = tuple((source, lines.get(("spec", "businessService"), 1)) for _, lines in slos)
+    return Definitions(tuple(d for d, _ in slos), tuple(d for d, _ in services), references)
+
+
+def _duplicates(source: str, *groups: list[tuple[Any, dict[tuple[Any, ...], int]]]) -> list[Problem]:
+    problems = []
+    for group in groups:
+        seen: set[str] = set()
+        for document, lines in group:
+            if document.metadata.name in seen:
+                message = f"{document.kind} {document.metadata.name!r} is defined twice"
+                line = lines.get(("metadata", "name"), 1)
+                problems.append(Problem(source, line, "metadata.name", message))
+            seen.add(document.metadata.name)
+    return problems
+
+
+def load(path: Path, known_services: Iterable[str] = ()) -> Definitions:
+    """Read a file, or every ``*.yaml``/``*.yml`` file of a directory (sorted), as one set.
+
+    An SLO must name a business service defined in the set or in ``known_services``.
+    """
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
+    slos: list[SLODocument] = []
+    services: list[BusinessServiceDocument] = []
+    references: list[tuple[str, int]] = []
+    problems: list[Problem] = []
+    for file in files:
+        if file.stat().st_size > _MAX_FILE_BYTES:
+            problems.append(Problem(str(file), 1, "document", "larger than 1 MiB; split it"))
+            continue
+        try:
+            found = parse(file.read_text(encoding="utf-8"), str(file))
+        except DefinitionError as exc:
+            problems += exc.problems
+            continue
+        except UnicodeDecodeError:
+            problems.append(Problem(str(file), 1, "document", "is not UTF-8 text"))
+            continue
+        slos += found.slos
+        services += found.services
+        references += found.references
+    problems += _duplicates(str(path), [(s, {}) for s in slos], [(s, {}) for s in services])
+    names = {s.metadata.name for s in services} | set(known_services)
+    for slo, (source, line) in zip(slos, references, strict=True):
+        wanted = slo.spec.businessService
+        if wanted is not None and wanted not in names:
+            message = f"no business service named {wanted!r} in these files or already applied"
+            problems.append(Problem(source, line, "spec.businessService", message))
+    if problems:
+        raise DefinitionError(problems)
+    return Definitions(tuple(slos), tuple(services))
+
+
+def threshold_us(spec: SLOSpec) -> float | None:
+    return None if spec.threshold is None else parse_duration(spec.threshold).total_seconds() * 1e6
