@@ -9,7 +9,7 @@ import pytest
 from tierscope.slo import budget
 from tierscope.slo.budget import Events
 
-DAY, HOUR = timedelta(days=1), timedelta(hours=1)
+DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
 EXACT = 1e-12
 
 BUDGETS = {

@@ -81,7 +81,8 @@ def test_a_bad_slo_file_gets_every_problem_with_file_line_and_field() -> None:
         "from a letter or digit",
         "slos/erp.yaml:8: spec.objective: Input should be 'latency', 'availability' or 'apdex'",
         "slos/erp.yaml:9: spec.treshold: unknown field; check its spelling (fields are case-sensitive)",
-        "slos/erp.yaml:10: spec.target: expected a ratio from 0 to 1 (0.999) or a percentage (99.9%); got 99.9",
+        "slos/erp.yaml:10: spec.target: expected a ratio from 0 to 1 (0.999) or a percentage (99.9%); "
+        "got 99.9",
         "slos/erp.yaml:11: spec.timeWindow.duration: a calendar window is 1M (a month) or 1w (a week, "
         "from Monday)",
     ]
