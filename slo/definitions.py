@@ -124,7 +124,7 @@ class SLOSpec(_Strict):
     @classmethod
     def _target(cls, value: Any) -> float:
         if isinstance(value, str) and (match := _PERCENT.match(value)):
-            value = float(match[1]) / 100
+            value = round(float(match[1]) / 100, 12)  # 99.9 / 100 is 0.9990000000000001
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
             raise ValueError(f"expected a ratio from 0 to 1 (0.999) or a percentage (99.9%); got {value!r}")
         return float(value)
