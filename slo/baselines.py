@@ -50,6 +50,7 @@ Array = npt.NDArray[np.float32]
 LEARNING, HOUR_OF_DAY, HOUR_OF_WEEK = 0, 1, 2
 BASIS_NAMES = {LEARNING: "learning", HOUR_OF_DAY: "hour_of_day", HOUR_OF_WEEK: "hour_of_week"}
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution is 0.6745 sigma
+UNUSED = -1  # the day kind of a history column not filled yet
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,14 @@ def _grouped_median_mad(
     order = used[np.argsort(groups[used], kind="stable")]
     sizes = np.bincount(groups[used], minlength=n_groups)
     offsets = np.concatenate(([0], np.cumsum(sizes)))
-    complete = not np.isnan(values).any()  # the usual case: no gaps, fixed ranks
     for size in np.unique(sizes[sizes > 0]):
         members = np.flatnonzero(sizes == size)
         columns = order[offsets[members][:, None] + np.arange(size)]  # members x size
         block = np.take(values, columns.ravel(), axis=1).reshape(series, len(members), size)
         block.sort(axis=2)  # in place (NaN last): one allocation per block is the main cost
-        finite = np.full(block.shape[:2], size) if complete else np.isfinite(block).sum(axis=2)
+        # NaN sorts last: when no row ends in NaN there are no gaps (the usual case).
+        gaps = np.isnan(block[..., -1]).any()
+        finite = np.isfinite(block).sum(axis=2) if gaps else np.full(block.shape[:2], size)
         block_median = _middle(block, finite)
         block -= block_median[..., None]
         np.abs(block, out=block)
@@ -218,7 +220,13 @@ def score(bands: Bands, values: Array, line: Timeline, both_ways: bool = False) 
 
 
 class Baseline:
-    """The history of many series and their bands, kept up to date step by step."""
+    """The history of many series and their bands, kept up to date step by step.
+
+    The history is a ring: once it holds ``weeks`` of steps, each new step
+    overwrites the oldest in place (the fit does not care about column order,
+    only about each column's place in the calendar), so an update costs the
+    refit of the slots it touches and no copy of the history.
+    """
 
     def __init__(
         self,
@@ -232,33 +240,64 @@ class Baseline:
         self.calendar = calendar
         self.step = step
         self.capacity = int(timedelta(weeks=self.config.weeks) / step)
-        values = np.asarray(values, dtype=np.float32)
+        self._reset(np.asarray(values, dtype=np.float32), start)
+
+    def _reset(self, values: Array, start: datetime) -> None:
+        """Take ``values`` from ``start`` as the history (its last ``weeks``) and fit it all."""
         skipped = max(0, values.shape[1] - self.capacity)
-        self.values = values[:, skipped:]
-        self.start = start + skipped * step
-        self.line = timeline(self.start, self.values.shape[1], step, calendar)
-        self.bands = fit(self.values, self.line, self.config)
+        kept = values.shape[1] - skipped
+        # The ring is allocated whole: columns not filled yet are NaN and belong to
+        # no day (kind -1), so the fit skips them and updates never copy.
+        self._values = np.full((values.shape[0], self.capacity), np.nan, dtype=np.float32)
+        self._values[:, :kept] = values[:, skipped:]
+        self._line = Timeline(
+            hour_of_week=np.zeros(self.capacity, dtype=np.int16),
+            hour_of_day=np.zeros(self.capacity, dtype=np.int16),
+            week=np.zeros(self.capacity, dtype=np.int32),
+            kind=np.full(self.capacity, UNUSED, dtype=np.int8),
+            day=np.zeros(self.capacity, dtype=np.int32),
+        )
+        self.start = start + skipped * self.step
+        self._place(np.arange(kept), timeline(self.start, kept, self.step, self.calendar))
+        self._head, self._filled = 0, kept  # the column of the oldest step; how many are filled
+        self.bands = fit(self._values, self._line, self.config)
+
+    def _place(self, positions: np.ndarray, line: Timeline) -> None:
+        for name in Timeline.__dataclass_fields__:
+            getattr(self._line, name)[positions] = getattr(line, name)
 
     @property
     def end(self) -> datetime:
-        return self.start + self.values.shape[1] * self.step
+        return self.start + self._filled * self.step
+
+    @property
+    def values(self) -> Array:
+        """The history in time order (a copy)."""
+        return np.roll(self._values, -self._head, axis=1)[:, : self._filled]
 
     def update(self, new: Array) -> None:
         """Append the next steps (series x k) and recompute the slots they touch."""
         new = np.asarray(new, dtype=np.float32)
+        if new.shape[1] >= self.capacity:  # a whole history at once: start afresh
+            self._reset(np.concatenate([self.values, new], axis=1), self.start)
+            return
         added = timeline(self.end, new.shape[1], self.step, self.calendar)
-        combined = np.concatenate([self.values, new], axis=1)
-        dropped = max(0, combined.shape[1] - self.capacity)
-        touched = np.unique(np.concatenate([added.hour_of_week, self.line.hour_of_week[:dropped]]))
-        self.values = combined[:, dropped:]
-        self.start = self.start + dropped * self.step
-        self.line = timeline(self.start, self.values.shape[1], self.step, self.calendar)
+        filling = min(self.capacity - self._filled, new.shape[1])
+        overwriting = new.shape[1] - filling
+        positions = (self._head + self._filled + np.arange(new.shape[1])) % self.capacity
+        # Slots losing their oldest values are refitted too.
+        dropped = self._line.hour_of_week[positions[filling:]]
+        self._values[:, positions] = new
+        self._place(positions, added)
+        self._filled += filling
+        self._head = (self._head + overwriting) % self.capacity
+        self.start += overwriting * self.step
         # Hour-of-day fallbacks and month-end hours pool over whole days, so
         # every slot sharing a touched hour of the day is refitted too: 7 slots
         # of 168 for a new hour, 1/24 of the work of a full fit.
-        hours = np.unique(touched % 24)
+        hours = np.unique(np.concatenate([added.hour_of_week, dropped]) % 24)
         refresh = np.isin(np.arange(HOURS_PER_WEEK) % 24, hours)
-        partial = fit(self.values, self.line, self.config, slots=np.flatnonzero(refresh))
+        partial = fit(self._values, self._line, self.config, slots=np.flatnonzero(refresh))
         self.bands.median[:, refresh] = partial.median[:, refresh]
         self.bands.spread[:, refresh] = partial.spread[:, refresh]
         self.bands.basis[:, refresh] = partial.basis[:, refresh]
