@@ -310,6 +310,10 @@ def load(path: Path, known_services: Iterable[str] = ()) -> Definitions:
     An SLO must name a business service defined in the set or in ``known_services``.
     """
     files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
+    if not files:  # nothing to apply is a mistake (and with --prune it would remove everything)
+        raise DefinitionError(
+            [Problem(str(path), 1, "document", "no *.yaml or *.yml files in this directory")]
+        )
     slos: list[SLODocument] = []
     services: list[BusinessServiceDocument] = []
     references: list[tuple[str, int]] = []

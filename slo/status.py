@@ -20,7 +20,7 @@ from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 from tierscope.processing.query import HOUR, MINUTE, ceil, floor
 from tierscope.slo import attribution, budget
-from tierscope.slo.definitions import BusinessServiceDocument, SLODocument, threshold_us
+from tierscope.slo.definitions import CRITICALITIES, BusinessServiceDocument, SLODocument, threshold_us
 from tierscope.store import slo as store
 from tierscope.store.slo import Buckets
 
@@ -42,8 +42,15 @@ class Objective:
     def resolve(cls, document: SLODocument, services: dict[str, BusinessServiceDocument]) -> Objective:
         spec = document.spec
         if spec.businessService is None:
-            # The model checked that both are given.
-            return cls(document, ((str(spec.service), str(spec.bt)),))
+            # The model checked that both are given. The transaction's criticality is
+            # the highest of the business services it belongs to.
+            pair = (str(spec.service), str(spec.bt))
+            ranks = [
+                CRITICALITIES.index(group.spec.criticality)
+                for group in services.values()
+                if any((t.service, t.bt) == pair for t in group.spec.transactions)
+            ]
+            return cls(document, (pair,), criticality=CRITICALITIES[min(ranks)] if ranks else None)
         group = services.get(spec.businessService)
         if group is None:  # removed after the SLO was applied: report nothing rather than fail
             return cls(document, (), spec.businessService)

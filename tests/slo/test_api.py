@@ -152,6 +152,7 @@ def test_availability_budget_burn_rates_and_attribution(slos: dict[str, dict]) -
     slo = slos["post-invoice-availability"]
     total = 28 * 24 * 7500
     assert slo["target"] == 0.999
+    assert slo["criticality"] == "critical"  # Post invoice belongs to order-to-cash
     assert slo["window"]["from"] == (AT - timedelta(days=28)).isoformat().replace("+00:00", "Z")
     assert slo["events"] == {"total": total, "bad": 108}
     assert slo["sli"] == round(1 - 108 / total, 6)

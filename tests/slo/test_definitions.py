@@ -160,3 +160,9 @@ def test_a_directory_is_one_set_and_a_missing_business_service_is_named_where_it
         "no business service named 'order-to-cash' in these files or already applied"
     )
     assert definitions.load(tmp_path, known_services=["order-to-cash"]).slos
+
+
+def test_an_empty_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        definitions.load(tmp_path)
+    assert str(caught.value) == f"{tmp_path}:1: document: no *.yaml or *.yml file in this directory"
