@@ -312,7 +312,7 @@ def load(path: Path, known_services: Iterable[str] = ()) -> Definitions:
     files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
     if not files:  # nothing to apply is a mistake (and with --prune it would remove everything)
         raise DefinitionError(
-            [Problem(str(path), 1, "document", "no *.yaml or *.yml files in this directory")]
+            [Problem(str(path), 1, "document", "no *.yaml or *.yml file in this directory")]
         )
     slos: list[SLODocument] = []
     services: list[BusinessServiceDocument] = []
