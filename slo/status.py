@@ -117,6 +117,7 @@ async def evaluate(
     tiers = await store.tier_buckets(conn, tenant_id, slo.transactions, "hour", first_hour, end_hour)
     shares = _attribution(hours, hour_bad, in_window, tiers, spec.objective)
     spent = 0.0 if remaining is None else max(0.0, 1 - remaining)
+    by_site = await _sites(conn, tenant_id, slo, first_hour, now, threshold)
     result: dict[str, Any] = {
         "id": slo.name,
         "name": slo.document.metadata.displayName or slo.name,
@@ -135,6 +136,7 @@ async def evaluate(
         "burn_rates": burn_rates,
         "attribution": shares,
         "attribution_of_budget": {owner: round(share * spent, 4) for owner, share in shares.items()},
+        "attribution_by_site": by_site,
         "availability": _availability(hours, in_window, tiers),
     }
     if history:
@@ -169,6 +171,30 @@ def _attribution(
         return attribution.shares(TIERS, owned, unattributed)
     owned = attribution.latency_owners(bad[in_window], buckets.calls[in_window], buckets.tier_us[in_window])
     return attribution.shares(TIERS, owned)
+
+
+async def _sites(
+    conn: AsyncConnection,
+    tenant_id: int,
+    slo: Objective,
+    start: datetime,
+    end: datetime,
+    threshold: float | None,
+) -> dict[str, float]:
+    """Shares of the bad events by site, from processed traces (kept TIERSCOPE_RETENTION_TRACES):
+    empty when no trace of the transactions names a site. Apdex needs each trace's
+    threshold, which traces do not keep: not attributed by site."""
+    objective = slo.document.spec.objective
+    if objective == "apdex" or not slo.transactions:
+        return {}
+    rows = await store.bad_by_site(conn, tenant_id, slo.transactions, start, end, threshold or 0)
+    column = 1 if objective == "availability" else 2  # failed, or slower than the threshold
+    named = [(row[0], float(row[column])) for row in rows if row[0] is not None and row[column]]
+    if not named:
+        return {}
+    unnamed = float(sum(row[column] for row in rows if row[0] is None))
+    sites = [site for site, _ in named]
+    return attribution.shares(sites, np.asarray([bad for _, bad in named]), unnamed)
 
 
 def _availability(buckets: Buckets, in_window: np.ndarray, tiers: TierRows) -> dict[str, Any]:

@@ -149,3 +149,27 @@ async def tier_buckets(
         },
     )
     return [(row[0], row[1], row[2], row[3]) for row in await cur.fetchall()]
+
+
+@wrap_errors
+async def bad_by_site(
+    conn: AsyncConnection,
+    tenant_id: int,
+    transactions: Sequence[tuple[str, str]],
+    start: datetime,
+    end: datetime,
+    threshold_us: float,
+) -> list[tuple[str | None, int, int, int]]:
+    """Per site of ``transactions``' traces: (site, failed, slower than threshold, all)."""
+    cur = await conn.execute(
+        SLO_QUERIES["bad_by_site"],
+        {
+            "tenant_id": tenant_id,
+            "services": [service for service, _ in transactions],
+            "bts": [bt for _, bt in transactions],
+            "start": start,
+            "end": end,
+            "threshold_us": int(threshold_us),
+        },
+    )
+    return [(row[0], row[1], row[2], row[3]) for row in await cur.fetchall()]

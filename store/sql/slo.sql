@@ -54,3 +54,13 @@ JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON r.servic
 WHERE r.tenant_id = %(tenant_id)s AND r.resolution = %(resolution)s
   AND r.bucket >= %(start)s AND r.bucket < %(end)s
 GROUP BY r.bucket, r.tier ORDER BY r.bucket
+
+-- bad_by_site --
+-- Some business transactions' processed traces, per site (user location, from
+-- the entry span's tierscope.site): failed ones, ones slower than a threshold, all.
+SELECT t.site, count(*) FILTER (WHERE t.error)::int8,
+       count(*) FILTER (WHERE t.duration_us > %(threshold_us)s)::int8, count(*)::int8
+FROM trace_summaries t
+JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON t.service = k.service AND t.bt = k.bt
+WHERE t.tenant_id = %(tenant_id)s AND t.start_time >= %(start)s AND t.start_time < %(end)s
+GROUP BY t.site

@@ -7,6 +7,7 @@ write the rollup rows themselves, in the format processing writes them
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from datetime import datetime
@@ -92,6 +93,19 @@ def write_component_rows(
                 copy.write_row(
                     (tenant, resolution, bucket, service, bt, tier, f"{tier}-component", calls, errors, 0, 0)
                 )
+
+
+def write_traces(dsn: str, rows: Iterable[tuple[int, datetime, str, str, int, bool, str | None]]) -> None:
+    """``trace_summaries`` rows: (tenant, start, service, bt, duration µs, error, site)."""
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO trace_summaries (tenant_id, trace_id, start_time, duration_us, service, bt, error, "
+            "tier_us, span_count, site) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, %s)",
+            [
+                (tenant, os.urandom(16), start, duration, service, bt, error, [0] * len(TIERS), site)
+                for tenant, start, service, bt, duration, error, site in rows
+            ],
+        )
 
 
 def tenant_id(dsn: str, name: str = "default") -> int:

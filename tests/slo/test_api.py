@@ -16,7 +16,7 @@ import pytest
 
 from tierscope.testing.collector import CollectorProcess, tierscope_command
 
-HOUR, MINUTE = timedelta(hours=1), timedelta(minutes=1)
+HOUR, MINUTE, SECOND = timedelta(hours=1), timedelta(minutes=1), timedelta(seconds=1)
 SERVICE, INVOICE, ORDER = "erp-web", "ERP / Post invoice", "ERP / Create order"
 # Evaluated as of a whole hour yesterday, so that the answer does not drift while the test runs.
 AT = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
@@ -110,6 +110,18 @@ def seed(dsn: str, rollups: ModuleType) -> None:
         )
     rollups.write_bt_rows(dsn, rows)
     rollups.write_component_rows(dsn, components)
+    # The last hour's failed traces by where their users were: 54 in branch A, 27 in
+    # branch B, 27 from nowhere known; and some that succeeded.
+    sites = ["branch-a"] * 54 + ["branch-b"] * 27 + [None] * 27
+    failed = [
+        (tenant, AT - HOUR + i * 20 * SECOND, SERVICE, INVOICE, 800_000, True, site)
+        for i, site in enumerate(sites)
+    ]
+    fine = [
+        (tenant, AT - HOUR + i * 30 * SECOND, SERVICE, INVOICE, 800_000, False, "branch-b")
+        for i in range(100)
+    ]
+    rollups.write_traces(dsn, failed + fine)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +178,7 @@ def test_availability_budget_burn_rates_and_attribution(slos: dict[str, dict]) -
         "3d": 0.2,
     }
     assert slo["attribution"] == {"db": 0.75, "external": 0.25}
+    assert slo["attribution_by_site"] == {"branch-a": 0.5, "branch-b": 0.25, "unattributed": 0.25}
     assert sum(slo["attribution"].values()) == pytest.approx(1, abs=1e-12)
     # Each tier is at 99.999 %; what users got is lower than any of them.
     availability = slo["availability"]
@@ -192,6 +205,7 @@ def test_latency_slo_counts_requests_over_the_threshold_and_blames_the_slower_ti
     assert slo["burn_rates"]["1h"] == 0
     # db was 880 ms over its normal 400 ms, external 220 ms over its normal 100 ms.
     assert slo["attribution"] == {"db": 0.8, "external": 0.2}
+    assert slo["attribution_by_site"] == {}  # no slow trace names a site
     spent = 3000 / (0.05 * total)
     assert slo["attribution_of_budget"] == {"db": round(0.8 * spent, 4), "external": round(0.2 * spent, 4)}
 
