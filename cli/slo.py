@@ -27,7 +27,8 @@ def slo() -> None:
 @click.option("--prune", is_flag=True, help="Also remove the tenant's SLOs and services not in FILE.")
 @data_dir_option
 def slo_apply(path: Path, tenant: str, prune: bool, data_dir: Path | None) -> None:
-    """Check FILE (YAML, or a directory of YAML files) and store its SLOs and business services."""
+    """Check FILE (YAML, or a directory of YAML files) and store its SLOs, business services
+    and business calendar."""
     from tierscope.slo import definitions
     from tierscope.store import slo as slo_store
 
@@ -48,13 +49,15 @@ def slo_apply(path: Path, tenant: str, prune: bool, data_dir: Path | None) -> No
                 (s.metadata.name, s.spec.criticality, s.model_dump(mode="json"), str(path))
                 for s in found.services
             ],
+            calendar=(found.calendar.model_dump(mode="json"), str(path)) if found.calendar else None,
             prune=prune,
         )
         return found
 
     found = _with_store(_settings(data_dir=data_dir), work)
+    calendar = " and a business calendar" if found.calendar else ""
     console.print(
-        f"applied {len(found.slos)} SLO(s) and {len(found.services)} business service(s) "
+        f"applied {len(found.slos)} SLO(s) and {len(found.services)} business service(s){calendar} "
         f"from {path} to tenant {tenant!r}"
     )
 

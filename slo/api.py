@@ -20,7 +20,7 @@ from tierscope.processing.query import HOUR, MINUTE, floor
 from tierscope.slo import series, status
 from tierscope.slo.baselines import BASIS_NAMES, Baseline, BaselineConfig
 from tierscope.slo.calendar import HOURS_PER_WEEK, BusinessCalendar, timeline
-from tierscope.slo.definitions import threshold_us
+from tierscope.slo.definitions import BusinessCalendarDocument, threshold_us
 from tierscope.slo.forecast import fit_trend
 from tierscope.store import Database
 from tierscope.store import slo as slo_store
@@ -74,7 +74,13 @@ Bt = Annotated[str, Query(min_length=1, max_length=512, description="the busines
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def _calendar(settings: Settings) -> BusinessCalendar:
+async def _calendar(request: Request, tenant_id: int) -> BusinessCalendar:
+    """The tenant's business calendar (tierscope slo apply), else the TIERSCOPE_BUSINESS_* defaults."""
+    async with _database(request).connection() as conn:
+        stored = await slo_store.get_calendar(conn, tenant_id)
+    if stored is not None:
+        return BusinessCalendarDocument.model_validate(stored).spec.calendar()
+    settings: Settings = request.app.state.settings
     return BusinessCalendar(
         time_zone=settings.business_time_zone,
         country=settings.business_country,
@@ -121,7 +127,7 @@ async def baselines(
     now = _now(at)
     start, steps, history, recent = await _history(request, caller.tenant_id, service, bt, now)
     metrics = [metric] if metric else series.present(history)
-    calendar = _calendar(settings)
+    calendar = await _calendar(request, caller.tenant_id)
     config = BaselineConfig(weeks=settings.baseline_weeks, widths=settings.baseline_bands)
     model = Baseline(np.stack([history[m] for m in metrics]), start, HOUR, calendar, config)
     current = np.asarray([recent[m][0] for m in metrics])
@@ -201,10 +207,9 @@ async def forecasts(
         raise HTTPException(400, f"horizon: {exc}") from None
     if not 0 < horizon_days <= 90:
         raise HTTPException(400, "horizon must be more than 0 and at most 90d")
-    settings: Settings = request.app.state.settings
     now = _now(at)
     start, steps, history, _ = await _history(request, caller.tenant_id, service, bt, now)
-    line = timeline(start, steps, HOUR, _calendar(settings))
+    line = timeline(start, steps, HOUR, await _calendar(request, caller.tenant_id))
     async with _database(request).connection() as conn:
         objectives = await status.objectives(conn, caller.tenant_id)
     latency = [

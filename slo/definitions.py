@@ -26,14 +26,16 @@ import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import holidays
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tierscope.config import parse_duration
+from tierscope.slo.calendar import BusinessCalendar
 
 API_VERSION = "tierscope/v1"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -41,6 +43,7 @@ OBJECTIVES = ("latency", "availability", "apdex")
 CRITICALITIES = ("critical", "high", "medium", "low")
 DEFAULT_WINDOW = timedelta(days=28)
 LONGEST_ROLLING_WINDOW = timedelta(days=90)  # hour rollups are kept 90 days by default
+_FIELD_PREFIX = re.compile(r"^([a-zA-Z]+): ")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _MAX_FILE_BYTES = 1024 * 1024
 
@@ -67,11 +70,15 @@ class Calendar(_Strict):
     @field_validator("timeZone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
-        return value
+        return _time_zone(value)
+
+
+def _time_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+    return value
 
 
 class TimeWindow(_Strict):
@@ -177,6 +184,55 @@ class BusinessServiceDocument(_Strict):
     spec: BusinessServiceSpec
 
 
+class CalendarSpec(_Strict):
+    """The tenant's business week (see slo/calendar.py); overrides the TIERSCOPE_BUSINESS_* defaults."""
+
+    timeZone: str = "UTC"
+    country: str | None = None
+    subdivision: str | None = None
+    monthEndDays: int = Field(default=2, ge=0, le=10)
+    blackoutDays: list[date] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("timeZone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _time_zone(value)
+
+    @model_validator(mode="after")
+    def _country(self) -> CalendarSpec:
+        known = holidays.list_supported_countries()
+        if self.country is not None and self.country not in known:
+            raise ValueError(f"country: {self.country!r} is not a country code the holidays package knows")
+        if self.subdivision is not None and (
+            self.country is None or self.subdivision not in known[self.country]
+        ):
+            raise ValueError(f"subdivision: {self.subdivision!r} is not a subdivision of {self.country!r}")
+        return self
+
+    def calendar(self) -> BusinessCalendar:
+        return BusinessCalendar(
+            time_zone=self.timeZone,
+            country=self.country,
+            subdivision=self.subdivision,
+            month_end_days=self.monthEndDays,
+            blackout=frozenset(self.blackoutDays),
+        )
+
+
+class BusinessCalendarDocument(_Strict):
+    apiVersion: Literal["tierscope/v1", "openslo/v1"]
+    kind: Literal["BusinessCalendar"]
+    metadata: Metadata
+    spec: CalendarSpec = Field(default_factory=CalendarSpec)
+
+
+MODELS: dict[str, type[SLODocument] | type[BusinessServiceDocument] | type[BusinessCalendarDocument]] = {
+    "SLO": SLODocument,
+    "BusinessService": BusinessServiceDocument,
+    "BusinessCalendar": BusinessCalendarDocument,
+}
+
+
 @dataclass(frozen=True)
 class Problem:
     source: str
@@ -202,6 +258,11 @@ class Definitions:
     services: tuple[BusinessServiceDocument, ...] = ()
     # Where each SLO's businessService is written, for the cross-file check of load().
     references: tuple[tuple[str, int], ...] = ()
+    calendars: tuple[BusinessCalendarDocument, ...] = ()  # at most one in a checked set
+
+    @property
+    def calendar(self) -> BusinessCalendarDocument | None:
+        return self.calendars[0] if self.calendars else None
 
 
 def _plain(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
@@ -244,8 +305,8 @@ def _problems(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: s
             message = "unknown field; check its spelling (fields are case-sensitive)"
         elif error["type"] == "missing":
             message = "is required"
-        if message.startswith("duration: "):
-            loc, message = (*loc, "duration"), message.removeprefix("duration: ")
+        if field := _FIELD_PREFIX.match(message):  # a model's check naming one of its fields
+            loc, message = (*loc, field[1]), message[field.end() :]
         problems.append(Problem(source, _line_of(loc, lines), _field_name(loc), message))
     return problems
 
@@ -263,19 +324,21 @@ def parse(text: str, source: str = "<slo>") -> Definitions:
         line = mark.line + 1 if mark is not None else 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DefinitionError([Problem(source, line, "document", f"invalid YAML: {reason}")]) from None
-    slos, services, problems = [], [], []
+    slos: list[tuple[Any, dict[tuple[Any, ...], int]]] = []
+    services: list[tuple[Any, dict[tuple[Any, ...], int]]] = []
+    calendars: list[tuple[Any, dict[tuple[Any, ...], int]]] = []
+    problems: list[Problem] = []
+    groups = {"SLO": slos, "BusinessService": services, "BusinessCalendar": calendars}
     for root in roots:
         if root is None:
             continue
         lines: dict[tuple[Any, ...], int] = {}
         value = _plain(root, (), lines)
         kind = value.get("kind") if isinstance(value, dict) else None
-        model: type[SLODocument] | type[BusinessServiceDocument] = (
-            BusinessServiceDocument if kind == "BusinessService" else SLODocument
-        )
-        if kind not in ("SLO", "BusinessService"):
+        model = MODELS.get(kind) if isinstance(kind, str) else None
+        if model is None:
             where = ("kind",) if isinstance(value, dict) and "kind" in value else ()
-            message = "expected SLO or BusinessService"
+            message = f"expected {', '.join(MODELS)}"
             problems.append(Problem(source, _line_of(where, lines), "kind", message))
             continue
         try:
@@ -283,12 +346,20 @@ def parse(text: str, source: str = "<slo>") -> Definitions:
         except ValidationError as exc:
             problems += _problems(exc, lines, source)
             continue
-        (slos if isinstance(document, SLODocument) else services).append((document, lines))
+        groups[str(kind)].append((document, lines))
     problems += _duplicates(source, slos, services)
+    problems += _one_calendar([(source, lines.get(("kind",), 1)) for _, lines in calendars])
     if problems:
         raise DefinitionError(problems)
     references = tuple((source, lines.get(("spec", "businessService"), 1)) for _, lines in slos)
-    return Definitions(tuple(d for d, _ in slos), tuple(d for d, _ in services), references)
+    return Definitions(
+        tuple(d for d, _ in slos), tuple(d for d, _ in services), references, tuple(d for d, _ in calendars)
+    )
+
+
+def _one_calendar(places: list[tuple[str, int]]) -> list[Problem]:
+    message = "a tenant has one BusinessCalendar; this is a second one"
+    return [Problem(source, line, "kind", message) for source, line in places[1:]]
 
 
 def _duplicates(source: str, *groups: list[tuple[Any, dict[tuple[Any, ...], int]]]) -> list[Problem]:
@@ -317,6 +388,7 @@ def load(path: Path, known_services: Iterable[str] = ()) -> Definitions:
     slos: list[SLODocument] = []
     services: list[BusinessServiceDocument] = []
     references: list[tuple[str, int]] = []
+    calendars: list[tuple[BusinessCalendarDocument, Path]] = []
     problems: list[Problem] = []
     for file in files:
         if file.stat().st_size > _MAX_FILE_BYTES:
@@ -333,7 +405,9 @@ def load(path: Path, known_services: Iterable[str] = ()) -> Definitions:
         slos += found.slos
         services += found.services
         references += found.references
+        calendars += [(c, file) for c in found.calendars]
     problems += _duplicates(str(path), [(s, {}) for s in slos], [(s, {}) for s in services])
+    problems += _one_calendar([(str(file), 1) for _, file in calendars])
     names = {s.metadata.name for s in services} | set(known_services)
     for slo, (source, line) in zip(slos, references, strict=True):
         wanted = slo.spec.businessService
@@ -342,7 +416,7 @@ def load(path: Path, known_services: Iterable[str] = ()) -> Definitions:
             problems.append(Problem(source, line, "spec.businessService", message))
     if problems:
         raise DefinitionError(problems)
-    return Definitions(tuple(slos), tuple(services))
+    return Definitions(tuple(slos), tuple(services), calendars=tuple(c for c, _ in calendars))
 
 
 def threshold_us(spec: SLOSpec) -> float | None:

@@ -31,12 +31,21 @@ async def save(
     tenant_id: int,
     slos: Sequence[tuple[str, dict[str, Any], str]],
     services: Sequence[tuple[str, str, dict[str, Any], str]],
+    calendar: tuple[dict[str, Any], str] | None = None,
     prune: bool = False,
 ) -> None:
-    """Store SLOs ``(name, document, source)`` and business services ``(name,
-    criticality, document, source)`` in one transaction; with ``prune``, the
-    tenant's others are removed."""
+    """Store SLOs ``(name, document, source)``, business services ``(name,
+    criticality, document, source)`` and the business calendar ``(document,
+    source)`` in one transaction; with ``prune``, the tenant's others (and its
+    calendar, when none is given) are removed."""
     async with conn.transaction():
+        if calendar is not None:
+            await conn.execute(
+                SLO_QUERIES["save_calendar"],
+                {"tenant_id": tenant_id, "document": Jsonb(calendar[0]), "source": calendar[1]},
+            )
+        elif prune:
+            await conn.execute(SLO_QUERIES["delete_calendar"], {"tenant_id": tenant_id})
         for name, criticality, document, source in services:
             await conn.execute(
                 SLO_QUERIES["save_business_service"],
@@ -67,6 +76,13 @@ async def list_slos(conn: AsyncConnection, tenant_id: int) -> list[dict[str, Any
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(SLO_QUERIES["list_slos"], {"tenant_id": tenant_id})
         return await cur.fetchall()
+
+
+@wrap_errors
+async def get_calendar(conn: AsyncConnection, tenant_id: int) -> dict[str, Any] | None:
+    cur = await conn.execute(SLO_QUERIES["get_calendar"], {"tenant_id": tenant_id})
+    row = await cur.fetchone()
+    return None if row is None else dict(row[0])
 
 
 @wrap_errors

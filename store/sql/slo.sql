@@ -21,6 +21,21 @@ DELETE FROM slos WHERE tenant_id = %(tenant_id)s AND NOT name = ANY(%(keep)s::te
 -- Remove a tenant's business services that are not among the names given.
 DELETE FROM business_services WHERE tenant_id = %(tenant_id)s AND NOT name = ANY(%(keep)s::text[])
 
+-- save_calendar --
+-- Store a tenant's business calendar, replacing the one it had.
+INSERT INTO business_calendars (tenant_id, document, source)
+VALUES (%(tenant_id)s, %(document)s, %(source)s)
+ON CONFLICT (tenant_id) DO UPDATE
+SET document = EXCLUDED.document, source = EXCLUDED.source, updated_at = now()
+
+-- delete_calendar --
+-- Remove a tenant's business calendar (the TIERSCOPE_BUSINESS_* defaults apply again).
+DELETE FROM business_calendars WHERE tenant_id = %(tenant_id)s
+
+-- get_calendar --
+-- A tenant's business calendar, if it has one.
+SELECT document FROM business_calendars WHERE tenant_id = %(tenant_id)s
+
 -- list_slos --
 -- A tenant's SLOs, by name.
 SELECT name, document, source, updated_at FROM slos WHERE tenant_id = %(tenant_id)s ORDER BY name

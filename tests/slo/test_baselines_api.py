@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
+from zoneinfo import ZoneInfo
 
 import httpx
 import numpy as np
@@ -123,11 +124,7 @@ def test_forecast_finds_the_trend_and_when_it_crosses_the_objective(
     threshold_ms = round(level + 9 * SLOPE)
     slo = tmp_path_factory.mktemp("forecast") / "slo.yaml"
     slo.write_text(SLO.replace("THRESHOLD", f"{threshold_ms}ms"))
-    env = {**os.environ, "TIERSCOPE_DATABASE_URL": estate.database_url or ""}
-    applied = subprocess.run(
-        [*tierscope_command(), "slo", "apply", str(slo)], env=env, capture_output=True, text=True, check=False
-    )
-    assert applied.returncode == 0, applied.stderr
+    cli_apply(estate, slo)
     answer = get(estate, "/api/v1/forecasts", service=SERVICE, bt=INVOICE, horizon="60d", at=AT.isoformat())
     p95 = answer["forecasts"]["p95_ms"]
     assert p95["slope_per_day"] == pytest.approx(SLOPE, rel=0.05)
@@ -156,3 +153,38 @@ def test_bad_parameters_are_400(estate: CollectorProcess) -> None:
         httpx.get(f"{estate.url}/api/v1/baselines", params={"service": SERVICE}, headers=headers).status_code
         == 422
     )
+
+
+def test_a_tenant_calendar_applied_from_a_file_overrides_the_settings(
+    estate: CollectorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    judged_at = (AT - HOUR / 2).astimezone(ZoneInfo("America/New_York")).date()
+    files = tmp_path_factory.mktemp("calendar")
+    (files / "calendar.yaml").write_text(
+        "apiVersion: tierscope/v1\nkind: BusinessCalendar\nmetadata: {name: east}\n"
+        f"spec: {{timeZone: America/New_York, country: US, monthEndDays: 0, blackoutDays: [{judged_at}]}}\n"
+    )
+    assert cli_apply(estate, files).returncode == 0
+    answer = get(estate, "/api/v1/baselines", service=SERVICE, bt=ORDER, metric="p95_ms", at=AT.isoformat())
+    assert answer["time_zone"] == "America/New_York"
+    current = answer["baselines"][0]["current"]
+    assert (current["excused"], current["severity"]) == (True, 0)  # a blackout day is not judged
+    # Applying a set without a calendar, with --prune, brings the settings' calendar back.
+    (files / "calendar.yaml").write_text(SLO.replace("THRESHOLD", "2s"))
+    assert cli_apply(estate, files, "--prune").returncode == 0
+    again = get(estate, "/api/v1/baselines", service=SERVICE, bt=ORDER, metric="p95_ms", at=AT.isoformat())
+    assert again["time_zone"] == "Europe/Berlin"
+    assert again["baselines"][0]["current"]["severity"] == 3
+
+
+def cli_apply(collector: CollectorProcess, path: object, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TIERSCOPE_DATABASE_URL": collector.database_url or ""}
+    result = subprocess.run(
+        [*tierscope_command(), "slo", "apply", str(path), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result

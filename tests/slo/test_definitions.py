@@ -138,7 +138,7 @@ def test_an_unknown_kind_and_a_duplicate_name() -> None:
         definitions.parse(text, "x.yaml")
     assert str(caught.value).splitlines() == [
         "x.yaml:34: metadata.name: SLO 'post-invoice-latency' is defined twice",
-        "x.yaml:44: kind: expected SLO or BusinessService",
+        "x.yaml:44: kind: expected SLO, BusinessService, BusinessCalendar",
     ]
 
 
@@ -166,3 +166,29 @@ def test_an_empty_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError) as caught:
         definitions.load(tmp_path)
     assert str(caught.value) == f"{tmp_path}:1: document: no *.yaml or *.yml file in this directory"
+
+
+def test_a_business_calendar_is_one_per_tenant_and_checked() -> None:
+    calendar = (
+        "apiVersion: tierscope/v1\nkind: BusinessCalendar\nmetadata: {name: germany}\nspec:\n"
+        "  timeZone: Europe/Berlin\n  country: DE\n  subdivision: BY\n  monthEndDays: 3\n"
+        "  blackoutDays: [2026-12-24, 2026-12-31]\n"
+    )
+    found = definitions.parse(calendar, "c.yaml")
+    assert found.calendar is not None
+    business = found.calendar.spec.calendar()
+    assert (business.time_zone, business.country, business.subdivision, business.month_end_days) == (
+        "Europe/Berlin",
+        "DE",
+        "BY",
+        3,
+    )
+    assert len(business.blackout) == 2
+    with pytest.raises(DefinitionError) as caught:
+        definitions.parse(calendar + "---\n" + calendar.replace("country: DE", "country: XX"), "c.yaml")
+    assert str(caught.value).splitlines() == [
+        "c.yaml:16: spec.country: 'XX' is not a country code the holidays package knows",
+    ]
+    with pytest.raises(DefinitionError) as caught:
+        definitions.parse(calendar + "---\n" + calendar, "c.yaml")
+    assert str(caught.value) == "c.yaml:12: kind: a tenant has one BusinessCalendar; this is a second one"

@@ -22,3 +22,11 @@ CREATE TABLE slos (
     PRIMARY KEY (tenant_id, name)
 );
 COMMENT ON TABLE slos IS 'Service level objectives as applied: the checked YAML document, as JSON.';
+
+CREATE TABLE business_calendars (
+    tenant_id integer PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+    document jsonb NOT NULL,
+    source text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE business_calendars IS 'A tenant''s business week for baselines: time zone, holidays country, month-end, blackout days.';
