@@ -69,7 +69,8 @@ def bad_events(buckets: Buckets, objective: str, threshold: float | None) -> np.
         return buckets.errors
     if objective == "apdex":
         return buckets.calls - buckets.satisfied - buckets.tolerating / 2
-    assert threshold is not None
+    if threshold is None:
+        raise ValueError("a latency objective needs a threshold")  # the definitions model ensures one
     merged = histogram.Merged(range(len(buckets)), buckets.latency)
     fast = merged.at_most(threshold)
     good = np.zeros(len(buckets))
