@@ -26,7 +26,7 @@ import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +66,9 @@ class Metadata(_Strict):
 
 class Calendar(_Strict):
     timeZone: str = "UTC"
+    # OpenSLO's anchor of a calendar window. tierscope aligns windows to the
+    # month or the Monday in the time zone, so a start must be such a midnight.
+    startTime: datetime | None = None
 
     @field_validator("timeZone")
     @classmethod
@@ -101,6 +104,13 @@ class TimeWindow(_Strict):
                 raise ValueError("duration: a rolling window is from 1h to 90d long")
         elif self.duration not in ("1M", "1w"):
             raise ValueError("duration: a calendar window is 1M (a month) or 1w (a week, from Monday)")
+        elif self.calendar is not None and (start := self.calendar.startTime) is not None:
+            aligned = (start.day == 1) if self.duration == "1M" else (start.weekday() == 0)
+            if start.time() != time(0) or not aligned:
+                raise ValueError(
+                    "calendar: startTime must be local midnight of a month's first day (1M) or of a "
+                    "Monday (1w): windows follow the calendar in the time zone"
+                )
         return self
 
     @property
@@ -126,6 +136,13 @@ class SLOSpec(_Strict):
     threshold: str | None = None
     target: float
     timeWindow: TimeWindow = Field(default_factory=TimeWindow)
+    budgetingMethod: Literal["Occurrences"] = "Occurrences"  # OpenSLO's name for counting events
+
+    @field_validator("timeWindow", mode="before")
+    @classmethod
+    def _one_window(cls, value: Any) -> Any:
+        # OpenSLO writes timeWindow as a list of one window.
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
 
     @field_validator("target", mode="before")
     @classmethod
@@ -276,7 +293,16 @@ def _plain(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], 
             lines[(*path, key)] = key_node.start_mark.line + 1  # a field's line is its key's
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, (*path, index), lines) for index, item in enumerate(node.value)]
+        items = [_plain(item, (*path, index), lines) for index, item in enumerate(node.value)]
+        if len(items) == 1:  # OpenSLO's one-window list is read as the window: its fields' lines too
+            inner = {
+                (*path, *key[len(path) + 1 :]): line
+                for key, line in lines.items()
+                if key[: len(path) + 1] == (*path, 0)
+            }
+            for key, line in inner.items():
+                lines.setdefault(key, line)
+        return items
     return yaml.constructor.SafeConstructor().construct_object(node)
 
 

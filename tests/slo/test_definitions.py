@@ -192,3 +192,37 @@ def test_a_business_calendar_is_one_per_tenant_and_checked() -> None:
     with pytest.raises(DefinitionError) as caught:
         definitions.parse(calendar + "---\n" + calendar, "c.yaml")
     assert str(caught.value) == "c.yaml:12: kind: a tenant has one BusinessCalendar; this is a second one"
+
+
+def test_openslo_shapes_are_accepted() -> None:
+    text = dedent(
+        """\
+        apiVersion: openslo/v1
+        kind: SLO
+        metadata: {name: post-invoice}
+        spec:
+          service: erp-web
+          bt: ERP / Post invoice
+          objective: availability
+          target: 0.995
+          budgetingMethod: Occurrences
+          timeWindow:
+            - duration: 1M
+              isRolling: false
+              calendar: {startTime: 2026-01-01 00:00:00, timeZone: Europe/Berlin}
+        """
+    )
+    (slo,) = definitions.parse(text, "o.yaml").slos
+    assert slo.spec.timeWindow.describe() == {
+        "kind": "calendar",
+        "duration": "1M",
+        "time_zone": "Europe/Berlin",
+    }
+    with pytest.raises(DefinitionError) as caught:
+        definitions.parse(text.replace("2026-01-01 00:00:00", "2026-01-15 08:00:00"), "o.yaml")
+    assert str(caught.value).startswith(
+        "o.yaml:13: spec.timeWindow.calendar: startTime must be local midnight"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        definitions.parse(text.replace("Occurrences", "Timeslices"), "o.yaml")
+    assert str(caught.value) == "o.yaml:9: spec.budgetingMethod: Input should be 'Occurrences'"
