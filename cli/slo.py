@@ -69,14 +69,30 @@ def slo_apply(path: Path, tenant: str, prune: bool, data_dir: Path | None) -> No
 def slo_list(tenant: str, as_json: bool, data_dir: Path | None) -> None:
     """List the tenant's SLOs and business services as applied."""
     from tierscope.slo import status
+    from tierscope.store import slo as slo_store
 
-    async def work(conn: psycopg.AsyncConnection) -> list[status.Objective]:
-        return await status.objectives(conn, await _tenant_id(conn, tenant))
+    async def work(conn: psycopg.AsyncConnection) -> tuple[list[Any], list[Any], Any]:
+        tenant_id = await _tenant_id(conn, tenant)
+        found = await status.objectives(conn, tenant_id)
+        services = await slo_store.list_business_services(conn, tenant_id)
+        return found, services, await slo_store.get_calendar(conn, tenant_id)
 
-    found = _with_store(_settings(data_dir=data_dir), work)
+    found, stored_services, calendar = _with_store(_settings(data_dir=data_dir), work)
     rows = [_describe(o) for o in found]
+    services = [
+        {
+            "name": row["name"],
+            "criticality": row["criticality"],
+            "transactions": [f"{t['service']} / {t['bt']}" for t in row["document"]["spec"]["transactions"]],
+        }
+        for row in stored_services
+    ]
     if as_json:
-        out.print_json(json.dumps({"slos": rows}))
+        out.print_json(
+            json.dumps(
+                {"slos": rows, "business_services": services, "calendar": calendar and calendar["spec"]}
+            )
+        )
         return
     table = Table("id", "subject", "objective", "target", "window", "criticality", title=f"SLOs of {tenant}")
     for row in rows:
@@ -88,6 +104,13 @@ def slo_list(tenant: str, as_json: bool, data_dir: Path | None) -> None:
             row["window"],
             row["criticality"],
         )
+    if services:
+        groups = Table(
+            "business service", "criticality", "transactions", title=f"business services of {tenant}"
+        )
+        for service in services:
+            groups.add_row(service["name"], service["criticality"], "\n".join(service["transactions"]))
+        out.print(groups)
     out.print(table if rows else f"tenant {tenant!r} has no SLOs; see tierscope slo apply")
 
 

@@ -251,6 +251,13 @@ def test_slos_are_scoped_by_tenant(estate: CollectorProcess, slos: dict[str, dic
 def test_list_and_status_from_the_command_line(estate: CollectorProcess, slos: dict[str, dict]) -> None:
     listed = cli(estate, "slo", "list", "--json")
     assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["business_services"] == [
+        {
+            "name": "order-to-cash",
+            "criticality": "critical",
+            "transactions": [f"{SERVICE} / {INVOICE}", f"{SERVICE} / {ORDER}"],
+        }
+    ]
     assert [s["id"] for s in json.loads(listed.stdout)["slos"]] == [
         "order-to-cash-apdex",
         "post-invoice-availability",
