@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import holidays
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tierscope.config import parse_duration
 from tierscope.slo.calendar import BusinessCalendar
+from tierscope.slo.located import DefinitionError, Problem, compose, line_of, plain, problems_of
 
 API_VERSION = "tierscope/v1"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -43,7 +43,6 @@ OBJECTIVES = ("latency", "availability", "apdex")
 CRITICALITIES = ("critical", "high", "medium", "low")
 DEFAULT_WINDOW = timedelta(days=28)
 LONGEST_ROLLING_WINDOW = timedelta(days=90)  # hour rollups are kept 90 days by default
-_FIELD_PREFIX = re.compile(r"^([a-zA-Z]+): ")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _MAX_FILE_BYTES = 1024 * 1024
 
@@ -251,25 +250,6 @@ MODELS: dict[str, type[SLODocument] | type[BusinessServiceDocument] | type[Busin
 
 
 @dataclass(frozen=True)
-class Problem:
-    source: str
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.field}: {self.message}"
-
-
-class DefinitionError(ValueError):
-    """Definitions tierscope cannot use: one line per problem, ``FILE:LINE: field: message``."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.source, p.line))
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
-@dataclass(frozen=True)
 class Definitions:
     slos: tuple[SLODocument, ...] = ()
     services: tuple[BusinessServiceDocument, ...] = ()
@@ -282,74 +262,13 @@ class Definitions:
         return self.calendars[0] if self.calendars else None
 
 
-def _plain(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
-    """The node's value, noting the line of every field on the way."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        result = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-            result[key] = _plain(value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1  # a field's line is its key's
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        items = [_plain(item, (*path, index), lines) for index, item in enumerate(node.value)]
-        if len(items) == 1:  # OpenSLO's one-window list is read as the window: its fields' lines too
-            inner = {
-                (*path, *key[len(path) + 1 :]): line
-                for key, line in lines.items()
-                if key[: len(path) + 1] == (*path, 0)
-            }
-            for key, line in inner.items():
-                lines.setdefault(key, line)
-        return items
-    return yaml.constructor.SafeConstructor().construct_object(node)
-
-
-def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
-    for end in range(len(loc), -1, -1):  # a missing field: the line of its parent
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return 1
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "document"
-
-
-def _problems(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: str) -> list[Problem]:
-    problems = []
-    for error in exc.errors():
-        # A Literal field reports itself, a model validator reports its model: strip pydantic's
-        # own markers ("function-after[...]", the tag of a union) to keep the document's path.
-        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field; check its spelling (fields are case-sensitive)"
-        elif error["type"] == "missing":
-            message = "is required"
-        if field := _FIELD_PREFIX.match(message):  # a model's check naming one of its fields
-            loc, message = (*loc, field[1]), message[field.end() :]
-        problems.append(Problem(source, _line_of(loc, lines), _field_name(loc), message))
-    return problems
-
-
 def parse(text: str, source: str = "<slo>") -> Definitions:
     """Read one YAML file of SLO and BusinessService documents.
 
     Raises:
         DefinitionError: listing every problem, each with its file, line and field.
     """
-    try:
-        roots = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DefinitionError([Problem(source, line, "document", f"invalid YAML: {reason}")]) from None
+    roots = compose(text, source)
     slos: list[tuple[Any, dict[tuple[Any, ...], int]]] = []
     services: list[tuple[Any, dict[tuple[Any, ...], int]]] = []
     calendars: list[tuple[Any, dict[tuple[Any, ...], int]]] = []
@@ -359,18 +278,18 @@ def parse(text: str, source: str = "<slo>") -> Definitions:
         if root is None:
             continue
         lines: dict[tuple[Any, ...], int] = {}
-        value = _plain(root, (), lines)
+        value = plain(root, (), lines)
         kind = value.get("kind") if isinstance(value, dict) else None
         model = MODELS.get(kind) if isinstance(kind, str) else None
         if model is None:
             where = ("kind",) if isinstance(value, dict) and "kind" in value else ()
             message = f"expected {', '.join(MODELS)}"
-            problems.append(Problem(source, _line_of(where, lines), "kind", message))
+            problems.append(Problem(source, line_of(where, lines), "kind", message))
             continue
         try:
             document = model.model_validate(value)
         except ValidationError as exc:
-            problems += _problems(exc, lines, source)
+            problems += problems_of(exc, lines, source)
             continue
         groups[str(kind)].append((document, lines))
     problems += _duplicates(source, slos, services)
