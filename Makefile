@@ -23,9 +23,10 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-## bench: the ingest and processing benchmarks (see docs/benchmarks.md)
+## bench: the ingest, processing and baseline benchmarks (see docs/benchmarks.md)
 bench: $(INSTALLED)
-	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; exit $$((ingest || $$?))
+	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; processing=$$?; \
+	$(BIN)/python bench/baselines.py; exit $$((ingest || processing || $$?))
 
 ## lint: ruff
 lint: $(INSTALLED)

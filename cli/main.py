@@ -332,3 +332,5 @@ async def _tenant_id(conn: psycopg.AsyncConnection, name: str) -> int:
     if row is None:
         raise click.ClickException(f"no tenant named {name!r} (see tierscope tenant list)")
     return int(row[0])
+
+from tierscope.cli import slo as _slo  # noqa: E402, F401 - registers `tierscope slo` (cli/slo.py)

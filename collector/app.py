@@ -34,6 +34,7 @@ from tierscope.collector.metrics import (
 )
 from tierscope.config import Settings, load_settings
 from tierscope.processing import api as processing_api
+from tierscope.slo import api as slo_api
 from tierscope.store import Database, StoreUnavailable, partitions
 
 _logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(traces.router)
     app.include_router(processing_api.router)
+    app.include_router(slo_api.router)
     app.add_middleware(_InFlight, metrics=metrics)
     retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+import zoneinfo
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TIERSCOPE_"
 
@@ -63,8 +64,39 @@ def parse_size(value: Any) -> int:
     return int(number) * _UNIT_BYTES[(unit or "b").lower()]
 
 
+def _split(value: Any) -> Any:
+    """Comma-separated text as a list (environment variables are text)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _time_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected an IANA time zone such as Europe/Berlin") from None
+    return value
+
+
+def _country(value: str | None) -> str | None:
+    import holidays  # only the server side needs it
+
+    if value is not None and value not in holidays.list_supported_countries():
+        raise ValueError("expected a country code known to the holidays package, such as DE or US")
+    return value
+
+
+def _increasing(value: tuple[float, ...]) -> tuple[float, ...]:
+    if not value or any(w <= 0 for w in value) or list(value) != sorted(set(value)):
+        raise ValueError("expected positive, increasing widths such as 2,3,4")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
+Widths = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_split), AfterValidator(_increasing)]
+Dates = Annotated[tuple[date, ...], NoDecode, BeforeValidator(_split)]
 
 
 def default_data_dir() -> Path:
@@ -202,6 +234,38 @@ class Settings(BaseSettings):
         le=1000,
         description="Components kept per business transaction, tier and minute (the rest are summed "
         "as _other).",
+    )
+
+    # -- SLOs and baselines (slo/) -----------------------------------------
+    baseline_weeks: int = Field(
+        default=6, ge=1, le=8, description="Weeks of history a baseline learns from (hour rollups)."
+    )
+    baseline_bands: Widths = Field(
+        default=(2.0, 3.0, 4.0),
+        description="Baseline band half-widths in robust standard deviations, comma-separated and "
+        "increasing; alerting turns them into severity tiers.",
+    )
+    business_time_zone: Annotated[str, AfterValidator(_time_zone)] = Field(
+        default="UTC",
+        description="Time zone of the business week: a baseline's hours of the week and the "
+        "business calendar's days are local to it.",
+    )
+    business_country: Annotated[str | None, AfterValidator(_country)] = Field(
+        default=None,
+        description="Country whose public holidays (holidays package, e.g. DE) baselines neither "
+        "learn nor judge. Unset: no holidays.",
+    )
+    month_end_days: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="The last N business days of each month are month-end, learnt as a profile of "
+        "their own (0: ordinary days).",
+    )
+    blackout_days: Dates = Field(
+        default=(),
+        description="Comma-separated dates (2026-12-24,2026-12-31) that baselines neither learn nor "
+        "judge, e.g. planned migrations.",
     )
 
     # -- keys --------------------------------------------------------------

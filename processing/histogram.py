@@ -148,6 +148,15 @@ class Merged:
     def count(self, group: int, dimension: int = 0) -> int:
         return int(self._row(group, dimension).sum())
 
+    def at_most(self, micros: float, dimension: int = 0) -> npt.NDArray[np.float64]:
+        """Per group, how many values are at most ``micros``: the buckets whose
+        representative value is (to the histogram's ~1 % resolution)."""
+        last = bucket(micros)
+        if value(last) > micros:
+            last -= 1
+        start = dimension * STRIDE
+        return self._dense[:, start : min(start + last + 1, self._dense.shape[1])].sum(axis=1)
+
     def quantiles(self, group: int, qs: Iterable[float], dimension: int = 0) -> list[float | None]:
         """Quantiles (µs), ``None`` when empty.
 

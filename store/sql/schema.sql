@@ -187,6 +187,36 @@ CREATE TABLE processing_progress (
 COMMENT ON TABLE processing_progress IS 'How far each processing shard has gone: its spans received before watermark are processed. Committed with the results; the totals of the store are the sums over the rows.';
 COMMENT ON COLUMN processing_progress.shards IS 'How many shards the store was processed in when this row was written; a change re-divides the work (store/processing.py lock_progress).';
 
+CREATE TABLE business_services (
+    tenant_id integer NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    criticality text NOT NULL,
+    document jsonb NOT NULL,
+    source text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name),
+    CONSTRAINT business_services_criticality CHECK (criticality IN ('critical', 'high', 'medium', 'low'))
+);
+COMMENT ON TABLE business_services IS 'Groups of business transactions with a business criticality (tierscope slo apply).';
+
+CREATE TABLE slos (
+    tenant_id integer NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    document jsonb NOT NULL,
+    source text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
+);
+COMMENT ON TABLE slos IS 'Service level objectives as applied: the checked YAML document, as JSON.';
+
+CREATE TABLE business_calendars (
+    tenant_id integer PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+    document jsonb NOT NULL,
+    source text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE business_calendars IS 'A tenant''s business week for baselines: time zone, holidays country, month-end, blackout days.';
+
 CREATE TABLE schema_migrations (
     version integer PRIMARY KEY,
     name text NOT NULL,

@@ -1,0 +1,1 @@
+"""SLOs, error budgets, burn rates, attribution, baselines and forecasts, from the rollups."""

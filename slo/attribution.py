@@ -1,0 +1,82 @@
+"""Who owns the bad events: attribution of a missed objective to tiers (and, later, sites).
+
+Rollups do not keep each request, so bad events are attributed bucket by bucket
+(an hour of a business transaction, or a minute) from what the bucket does keep:
+
+**Latency** (and Apdex): in a bucket with ``b`` slow requests, each tier's mean
+time per request is compared with that tier's *normal* time — the median over
+the window's buckets, which an incident lasting less than half the window does
+not move. The ``b`` events are shared among the tiers in proportion to their
+excess over normal: if the database went from 300 ms to 1.5 s while the rest
+stayed put, the database owns the bucket's slow requests. A bucket where no
+tier exceeds its normal time (slow requests spread evenly, as at a constant
+load) is shared in proportion to each tier's time instead.
+
+**Availability**: a bucket's errors are shared in proportion to the errors its
+components recorded in each tier (a failed SQL statement is ``db``, a failed
+outbound call ``external``). Errors with no failing component are
+``unattributed``.
+
+Every function returns bad events per owner; :func:`shares` turns them into
+shares that sum to exactly 1. Owners are names, so per-site attribution
+(network time to a branch office, which needs RUM experiences) plugs in as
+another set of owners with the same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+UNATTRIBUTED = "unattributed"
+Array = npt.NDArray[np.float64]
+
+
+def latency_owners(bad: Array, calls: Array, owner_us: Array) -> Array:
+    """Slow events per owner (columns of ``owner_us``, time summed per bucket)."""
+    bad, calls, owner_us = np.asarray(bad, float), np.asarray(calls, float), np.asarray(owner_us, float)
+    with_calls = calls > 0
+    mean = np.zeros_like(owner_us)
+    mean[with_calls] = owner_us[with_calls] / calls[with_calls, None]
+    normal = np.median(mean[with_calls], axis=0) if with_calls.any() else np.zeros(owner_us.shape[1])
+    excess = np.clip(mean - normal, 0, None)
+    weights = np.where(excess.sum(axis=1, keepdims=True) > 0, excess, mean)
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+    owned: Array = (bad[:, None] * weights).sum(axis=0)
+    return owned
+
+
+def error_owners(errors: Array, owner_errors: Array) -> tuple[Array, float]:
+    """Errors per owner, and the errors no owner recorded (unattributed)."""
+    errors, owner_errors = np.asarray(errors, float), np.asarray(owner_errors, float)
+    totals = owner_errors.sum(axis=1, keepdims=True)
+    weights = np.divide(owner_errors, totals, out=np.zeros_like(owner_errors), where=totals > 0)
+    owned: Array = (errors[:, None] * weights).sum(axis=0)
+    unattributed = float(errors[totals[:, 0] <= 0].sum())
+    return owned, unattributed
+
+
+def shares(
+    owners: Sequence[str], owned: Array, unattributed: float = 0.0, digits: int = 4
+) -> dict[str, float]:
+    """Owners' shares of the bad events, largest first, rounded so that they sum to 1.
+
+    Rounding each share alone can make them sum to 0.9999; the largest
+    remainder method hands the missing units to the shares rounded down most.
+    """
+    values = [float(v) for v in owned] + [unattributed]
+    names = [*owners, UNATTRIBUTED]
+    total = sum(values)
+    if total <= 0:
+        return {}
+    unit = 10**digits
+    exact = [v / total * unit for v in values]
+    floors = [int(np.floor(x)) for x in exact]
+    missing = unit - sum(floors)
+    for index in sorted(range(len(exact)), key=lambda i: floors[i] - exact[i])[:missing]:
+        floors[index] += 1
+    ranked = sorted(((n, f) for n, f in zip(names, floors, strict=True) if f > 0), key=lambda x: -x[1])
+    return {name: units / unit for name, units in ranked}
