@@ -236,10 +236,15 @@ class AttributeMap(Mapping[str, Any]):
         return self._decoded()[key] if value is _NOT_FOUND else value
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
+        # Without Mapping.get's KeyError: naming asks for several keys a span
+        # rarely has, for every trace.
+        if self._index is None:
+            return self._decoded().get(key, default)
+        where = self._index.get(key.encode())
+        if where is None:
             return default
+        value = _scalar(self._encoded, *where)
+        return self._decoded().get(key, default) if value is _NOT_FOUND else value
 
     def __contains__(self, key: object) -> bool:
         if self._index is None:
