@@ -175,6 +175,10 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         watcher.join()
     finally:
         collector.stop()
+    if args.timeline:  # one line a second: seconds since the load began, spans processed, lag
+        args.timeline.write_text(
+            "".join(f"{t - started:.1f} {spans} {lag:.1f}\n" for t, spans, lag in samples)
+        )
     during = [s for s in samples if s[0] <= started + ingest_seconds]
     # Processing rate over the steady part: after the settle delay has passed once.
     steady = [s for s in during if s[0] >= started + 20]
@@ -312,6 +316,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--timeline", type=Path, help="write processing progress and lag, once a second")
     parser.add_argument("--log-level", default="warning", help="the collector's (debug shows cycle phases)")
     args = parser.parse_args()
 

@@ -220,7 +220,7 @@ class Settings(BaseSettings):
         "(more keep up with more ingest; every collector of a store must use the same number).",
     )
     processing_interval: Duration = Field(
-        default=timedelta(seconds=2),
+        default=timedelta(seconds=1),
         description="How often the processor looks for settled traces.",
     )
     processing_window: Duration = Field(
