@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench lint check soak clean
+.PHONY: run test bench lint check soak clean dashboards
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; processing=$$?; \
 	$(BIN)/python bench/baselines.py; exit $$((ingest || processing || $$?))
+
+## dashboards: regenerate the committed Grafana dashboard JSON (dashboards/generated/)
+dashboards: $(INSTALLED)
+	$(BIN)/python -c "from tierscope.dashboards.provision import write_generated; write_generated()"
 
 ## lint: ruff
 lint: $(INSTALLED)

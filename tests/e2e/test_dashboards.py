@@ -1,0 +1,184 @@
+"""Grafana dashboards as code: valid models, committed JSON in step with the
+code, every panel's SQL run on a real processed store with the right figures,
+and push through Grafana's API contract (idempotent)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from tierscope.cli.main import main
+from tierscope.dashboards import provision
+from tierscope.dashboards.boards import all_dashboards
+from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
+from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.grafana import GrafanaStandIn, expand
+
+from .test_processing import FAST, MS, post, summaries, two_service_trace, wait_for
+
+TOKEN = "glsa_test_token"
+
+
+def sql_targets() -> list:
+    """(dashboard, panel, SQL) of every PostgreSQL query."""
+    return [
+        pytest.param(board.title, panel.title, target.query, id=f"{board.title} / {panel.title}")
+        for board in all_dashboards(1)
+        for panel in board.panels()
+        if panel.datasource is POSTGRES
+        for target in panel.targets
+    ]
+
+
+@pytest.mark.parametrize("board", all_dashboards(7), ids=lambda b: b.uid)
+def test_every_dashboard_is_a_valid_grafana_model(board) -> None:
+    model = board.to_json()
+    ids = [panel["id"] for panel in model["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: set[tuple[int, int]] = set()
+    for panel in model["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0
+        assert grid["x"] + grid["w"] <= GRID_WIDTH
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps another panel"
+                cells.add((x, y))
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] in (POSTGRES["uid"], PROMETHEUS["uid"])
+            query = target.get("rawSql") or target.get("expr")
+            assert query
+            defined = {v["name"] for v in model["templating"]["list"]}
+            used = set(re.findall(r"\$\{?([a-z]+)", query)) - {"_"}
+            assert used <= defined, f"{panel['title']} uses undefined variables {used - defined}"
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    if any(p.datasource is POSTGRES for p in board.panels()):  # SQL panels read one tenant's rows
+        assert variables["tenant"]["type"] == "constant"
+        assert variables["tenant"]["query"] == "7"
+    json.dumps(model)  # plain JSON
+
+
+def test_the_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
+    fresh = {path.name: path.read_text() for path in provision.write_generated(tmp_path)}
+    committed = {path.name: path.read_text() for path in provision.GENERATED.glob("*.json")}
+    assert fresh == committed, "dashboards/generated/ is stale: run `make dashboards` and commit"
+
+
+@pytest.fixture(scope="module")
+def processed(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+    """A store with 40 processed traces of crm-web POST /leads (1000 ms: 200 ms INSERT,
+    a 500 ms call to erp-api whose own 400 ms hold a 200 ms SELECT)."""
+    collector = collector_factory(**FAST)
+    base = (time.time_ns() // (60 * 10**9) - 5) * 60 * 10**9
+    for index in range(40):
+        trace = two_service_trace(base + index * 1000 * MS)
+        post(collector, trace["crm-web"], "crm-web")
+        post(collector, trace["erp-api"], "erp-api")
+    wait_for(lambda: summaries(collector.database_url or "") == 40)
+    time.sleep(1.0)  # the last cycle's rollups
+    return collector
+
+
+def run_panel(dsn: str, sql: str, hours: float, bt: str = "POST /leads") -> list[tuple]:
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    query = expand(
+        sql, end - timedelta(hours=hours), end, "1m", {"tenant": "1", "service": "crm-web", "bt": bt}
+    )
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("hours", [6, 24 * 30], ids=["six hours of minute rows", "thirty days of hour rows"])
+@pytest.mark.parametrize(("board", "panel", "sql"), sql_targets())
+def test_every_panel_query_runs_on_a_processed_store(
+    processed: CollectorProcess, board: str, panel: str, sql: str, hours: float
+) -> None:
+    rows = run_panel(processed.database_url or "", sql, hours)
+    assert rows, f"{board} / {panel} returned nothing over {hours} h of processed traces"
+
+
+def test_panel_figures_match_the_traces(processed: CollectorProcess) -> None:
+    dsn = processed.database_url or ""
+    by_title = {
+        (b.uid.rsplit("-", 1)[0], p.title): p.targets[0].query for b in all_dashboards(1) for p in b.panels()
+    }
+    for hours in (6, 24 * 30):
+        table = run_panel(dsn, by_title["tierscope-services", "Transactions"], hours)
+        assert len(table) == 1
+        name, calls, errors, mean_ms, p95_ms, apdex = table[0]
+        assert (name, calls, float(errors)) == ("POST /leads", 40, 0.0)
+        assert float(mean_ms) == pytest.approx(1000)
+        assert float(p95_ms) == pytest.approx(1000, rel=0.02)  # from the histograms: within 2 %
+        assert float(apdex) == pytest.approx(0.5)  # 1000 ms against T = 500 ms: tolerating
+        tiers = run_panel(dsn, by_title["tierscope-services", "Time per tier (mean per call)"], hours)
+        totals: dict[object, dict[str, float]] = {}
+        for step, tier, value in tiers:
+            totals.setdefault(step, {})[tier] = float(value)
+        # Each step's stack is the mean duration of the calls in it; here every trace is alike.
+        for stack in totals.values():
+            assert sum(stack.values()) == pytest.approx(1000, rel=0.01)
+    components = run_panel(dsn, by_title["tierscope-transaction", "Top components by self time"], 6)
+    # Self time per call: crm-web's own 300 ms first, then each statement's 200 ms.
+    tier, _, calls, _, _, per_call = components[0]
+    assert (tier, calls, float(per_call)) == ("app", 40, pytest.approx(300))
+    statements = [float(row[5]) for row in components if row[0] == "db"]
+    assert statements == [pytest.approx(200), pytest.approx(200)]  # INSERT and SELECT: one trace, one BT
+
+
+def test_push_creates_everything_once_and_is_idempotent(processed: CollectorProcess) -> None:
+    with GrafanaStandIn(TOKEN) as grafana:
+        env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
+        args = ["dashboards", "push", "--grafana-url", grafana.url, "--token", TOKEN]
+        first = CliRunner().invoke(main, [*args, "--prometheus-url", "http://127.0.0.1:9090"], env=env)
+        assert first.exit_code == 0, first.output
+        assert "created folder tierscope" in first.output
+        assert set(grafana.folders) == {"tierscope"}
+        assert set(grafana.datasources) == {POSTGRES["uid"], PROMETHEUS["uid"]}
+        postgres = grafana.datasources[POSTGRES["uid"]]
+        assert postgres["type"] == "grafana-postgresql-datasource"
+        assert postgres["jsonData"]["database"]
+        assert {uid: d["folderUid"] for uid, d in grafana.dashboards.items()} == {
+            "tierscope-services-1": "tierscope",
+            "tierscope-transaction-1": "tierscope",
+            "tierscope-platform": "tierscope",
+        }
+        before = {uid: d["dashboard"]["panels"] for uid, d in grafana.dashboards.items()}
+        again = CliRunner().invoke(main, [*args, "--prometheus-url", "http://127.0.0.1:9090"], env=env)
+        assert again.exit_code == 0, again.output
+        assert "created" not in again.output
+        assert len(grafana.folders) == 1
+        assert len(grafana.datasources) == 2
+        assert len(grafana.dashboards) == 3
+        assert {uid: d["dashboard"]["panels"] for uid, d in grafana.dashboards.items()} == before
+        assert {d["version"] for d in grafana.dashboards.values()} == {2}
+        refused = CliRunner().invoke(
+            main, ["dashboards", "push", "--grafana-url", grafana.url, "--token", "x"], env=env
+        )
+        assert refused.exit_code != 0
+        assert "check --token" in refused.output
+
+
+def test_export_writes_grafana_file_provisioning(processed: CollectorProcess, tmp_path: Path) -> None:
+    env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
+    result = CliRunner().invoke(main, ["dashboards", "export", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == [
+        "tierscope-platform.json",
+        "tierscope-services-1.json",
+        "tierscope-transaction-1.json",
+    ]
+    sources = tmp_path / "provisioning" / "datasources" / "tierscope.yaml"
+    assert sources.stat().st_mode & 0o077 == 0, "the datasource file holds a password"
+    assert "tierscope PostgreSQL" in sources.read_text()
+    assert (
+        str(tmp_path / "dashboards")
+        in (tmp_path / "provisioning" / "dashboards" / "tierscope.yaml").read_text()
+    )
