@@ -333,5 +333,6 @@ async def _tenant_id(conn: psycopg.AsyncConnection, name: str) -> int:
         raise click.ClickException(f"no tenant named {name!r} (see tierscope tenant list)")
     return int(row[0])
 
+
 from tierscope.cli import dashboards as _dashboards  # noqa: E402, F401 - registers `tierscope dashboards`
 from tierscope.cli import slo as _slo  # noqa: E402, F401 - registers `tierscope slo` (cli/slo.py)
