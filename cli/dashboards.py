@@ -98,3 +98,41 @@ def dashboards_export(
     for path in export(directory, sources, tenant_id):
         console.print(f"wrote {path}")
     console.print(f"point Grafana's paths.provisioning at {directory / 'provisioning'}")
+
+
+@main.command("report")
+@click.option("--period", required=True, help="A month (2026-10) or an ISO week (2026-W43), in UTC.")
+@click.option("--service", default=None, help="Only this service's transactions and SLOs.")
+@click.option(
+    "--format", "kind", type=click.Choice(["html", "pdf"]), default=None, help="Default: from --out."
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The file to write."
+)
+@tenant_option
+@data_dir_option
+def report(
+    period: str, service: str | None, kind: str | None, out: Path, tenant: str, data_dir: Path | None
+) -> None:
+    """The SLA trend report for business managers: compliance, budgets, transactions, sites."""
+    from tierscope.dashboards import render
+    from tierscope.dashboards.report import gather, parse_period
+
+    try:
+        chosen = parse_period(period)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from None
+    kind = kind or ("pdf" if out.suffix.lower() == ".pdf" else "html")
+
+    async def work(conn: psycopg.AsyncConnection):
+        return await gather(conn, await _tenant_id(conn, tenant), tenant, chosen, service)
+
+    with console.status(f"reading {chosen.label} and the periods before it"):
+        figures = _with_store(_settings(data_dir=data_dir), work)
+    with console.status(f"writing the {kind.upper()}"):
+        if kind == "pdf":
+            out.write_bytes(render.pdf(figures))
+        else:
+            out.write_text(render.html(figures))
+    met = sum(1 for c in figures.compliance if c.met)
+    console.print(f"wrote {out}: {chosen.label}, {met} of {len(figures.compliance)} objectives met")

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pypdf
+import pypdfium2
 import pytest
 from click.testing import CliRunner
 
@@ -182,3 +184,68 @@ def test_export_writes_grafana_file_provisioning(processed: CollectorProcess, tm
         str(tmp_path / "dashboards")
         in (tmp_path / "provisioning" / "dashboards" / "tierscope.yaml").read_text()
     )
+
+
+SLOS = """\
+apiVersion: tierscope/v1
+kind: SLO
+metadata: {name: leads-fast, displayName: Create lead under 800 ms}
+spec: {service: crm-web, bt: POST /leads, objective: latency, threshold: 800ms, target: 99%}
+---
+apiVersion: tierscope/v1
+kind: SLO
+metadata: {name: leads-available}
+spec: {service: crm-web, bt: POST /leads, objective: availability, target: 99%}
+"""
+
+
+def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: Path) -> None:
+    env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
+    (tmp_path / "slos.yaml").write_text(SLOS)
+    applied = CliRunner().invoke(main, ["slo", "apply", str(tmp_path / "slos.yaml")], env=env)
+    assert applied.exit_code == 0, applied.output
+    # A transaction named by hostile telemetry: it must stay text in the report.
+    evil = two_service_trace(time.time_ns() - 120_000 * MS, route="/<script>alert(1)</script>")
+    post(processed, evil["crm-web"], "crm-web")
+    wait_for(lambda: summaries(processed.database_url or "") >= 41)
+    time.sleep(1.0)
+    period = datetime.now(UTC).strftime("%Y-%m")
+
+    result = CliRunner().invoke(
+        main, ["report", "--period", period, "--out", str(tmp_path / "r.pdf")], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 objectives met" in result.output
+    text = " ".join(page.extract_text() for page in pypdf.PdfReader(tmp_path / "r.pdf").pages)
+    text = " ".join(text.split())
+    for expected in (
+        f"SLA report {period}",
+        "Summary",
+        "Service levels",
+        "Business transactions",
+        "1 of 2 service level objectives were met",
+        "Create lead under 800 ms (crm-web / POST /leads) was missed: 0.0 % against a target of 99.00 %",
+        "100.00 %",  # availability achieved
+        "exhausted (100.0× spent)",  # every call slower than 800 ms: a hundred budgets of 1 %
+        "POST /leads",
+    ):
+        assert expected in text, expected
+    page = pypdfium2.PdfDocument(tmp_path / "r.pdf")[0].render(scale=1).to_pil().convert("L")
+    dark = sum(page.histogram()[:200])  # pixels darker than light grey
+    assert dark > 0.01 * page.width * page.height, "the first page renders (nearly) blank"
+    page.save(tmp_path / "report-page-1.png")
+
+    result = CliRunner().invoke(
+        main, ["report", "--period", period, "--out", str(tmp_path / "r.html")], env=env
+    )
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("<svg") == 2  # the compliance trend and the time per tier
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>" not in html
+
+    bad = CliRunner().invoke(
+        main, ["report", "--period", "2026-13", "--out", str(tmp_path / "x.pdf")], env=env
+    )
+    assert bad.exit_code != 0
+    assert "use a month like 2026-10" in bad.output

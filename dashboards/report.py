@@ -1,0 +1,207 @@
+"""The SLA trend report's figures: what a business manager reads once a month.
+
+For a period (a month ``2026-10`` or an ISO week ``2026-W43``, in UTC) and the
+periods before it: each SLO's compliance against its target (as of the
+period's end, over the SLO's own window), whether it was met, the error budget
+left and which tiers consumed it; the busiest and slowest business
+transactions with their time per tier; and the sites users worked from. The
+numbers come from the same code the API uses (:mod:`tierscope.slo.status`,
+:mod:`tierscope.processing.query`), so the report and the console never
+disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from tierscope.processing import histogram
+from tierscope.processing.query import bt_groups, figures, plan
+from tierscope.slo import status
+from tierscope.store import reports as store
+
+TREND_PERIODS = 6  # this period and five before it
+
+
+@dataclass(frozen=True)
+class Period:
+    label: str
+    start: datetime
+    end: datetime
+
+    def before(self) -> Period:
+        if "-W" in self.label:
+            return week((self.start - timedelta(days=7)).date())
+        last = self.start - timedelta(days=1)
+        return month(last.year, last.month)
+
+
+def month(year: int, number: int) -> Period:
+    start = datetime(year, number, 1, tzinfo=UTC)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+    return Period(f"{year:04d}-{number:02d}", start, end)
+
+
+def week(day: date) -> Period:
+    monday = day - timedelta(days=day.weekday())
+    year, number, _ = monday.isocalendar()
+    start = datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
+    return Period(f"{year:04d}-W{number:02d}", start, start + timedelta(days=7))
+
+
+def parse_period(text: str) -> Period:
+    """``2026-10`` (a month) or ``2026-W43`` (an ISO week)."""
+    if found := re.fullmatch(r"(\d{4})-(\d{2})", text):
+        year, number = int(found[1]), int(found[2])
+        if 1 <= number <= 12:
+            return month(year, number)
+    if found := re.fullmatch(r"(\d{4})-W(\d{2})", text):
+        try:
+            return week(date.fromisocalendar(int(found[1]), int(found[2]), 1))
+        except ValueError:
+            pass
+    raise ValueError(f"period {text!r}: use a month like 2026-10 or an ISO week like 2026-W43")
+
+
+@dataclass
+class Compliance:
+    name: str
+    subject: str  # "crm-web / POST /leads" or a business service
+    criticality: str | None
+    objective: str
+    target: float
+    sli: float | None
+    budget_remaining: float | None
+    attribution: dict[str, float]
+    trend: list[tuple[str, float | None]]  # (period, SLI), oldest first
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.sli is None else self.sli >= self.target
+
+
+@dataclass
+class Report:
+    tenant: str
+    period: Period
+    generated_at: datetime
+    service: str | None
+    compliance: list[Compliance]
+    transactions: list[dict[str, Any]]  # as /api/v1/transactions lists them, slowest p95 first
+    sites: list[dict[str, Any]]
+    periods: list[str] = field(default_factory=list)
+
+    @property
+    def missed(self) -> list[Compliance]:
+        return [c for c in self.compliance if c.met is False]
+
+
+async def gather(
+    conn: AsyncConnection,
+    tenant_id: int,
+    tenant: str,
+    period: Period,
+    service: str | None = None,
+    now: datetime | None = None,
+) -> Report:
+    now = now or datetime.now(UTC)
+    periods = [period]
+    while len(periods) < TREND_PERIODS:
+        periods.insert(0, periods[0].before())
+    compliance = []
+    for objective in await status.objectives(conn, tenant_id):
+        if service and all(s != service for s, _ in objective.transactions):
+            continue
+        trend = []
+        current: dict[str, Any] = {}
+        for each in periods:
+            at = min(each.end, now)
+            if at <= each.start:
+                trend.append((each.label, None))
+                continue
+            figures_ = await status.evaluate(conn, tenant_id, objective, at)
+            trend.append((each.label, figures_["sli"]))
+            current = figures_ if each is period else current
+        spec = objective.document.spec
+        subject = objective.business_service or f"{spec.service} / {spec.bt}"
+        compliance.append(
+            Compliance(
+                name=current.get("name") or objective.name,
+                subject=subject,
+                criticality=objective.criticality,
+                objective=spec.objective,
+                target=spec.target,
+                sli=current.get("sli"),
+                budget_remaining=current.get("error_budget_remaining"),
+                attribution=current.get("attribution") or {},
+                trend=trend,
+            )
+        )
+    window = plan(period.start, min(period.end, now))
+    groups = await bt_groups(conn, tenant_id, window.segments, service)
+    merged = histogram.Merged(range(len(groups)), (latency for *_, latency in groups))
+    transactions = [
+        {"service": name, "bt": bt, **figures(totals, merged, index)}
+        for index, (name, bt, totals, _) in enumerate(groups)
+    ]
+    transactions.sort(key=lambda t: -(t["p95_ms"] or 0))
+    sites = await store.sites(conn, tenant_id, period.start, min(period.end, now), service)
+    return Report(
+        tenant=tenant,
+        period=period,
+        generated_at=now,
+        service=service,
+        compliance=compliance,
+        transactions=transactions,
+        sites=sites,
+        periods=[p.label for p in periods],
+    )
+
+
+def summary(report: Report) -> list[str]:
+    """The report's opening, in plain language."""
+    lines = []
+    total = len(report.compliance)
+    if total:
+        met = sum(1 for c in report.compliance if c.met)
+        lines.append(f"{met} of {total} service level objectives were met in {report.period.label}.")
+        for missed in report.missed:
+            owner = max(missed.attribution.items(), key=lambda item: item[1], default=None)
+            cause = f", mostly {owner[0]} ({owner[1]:.0%} of the bad events)" if owner else ""
+            lines.append(
+                f"{missed.name} ({missed.subject}) was missed: {percent(missed.sli)} against a target "
+                f"of {percent(missed.target)}{cause}."
+            )
+    else:
+        lines.append("No service level objectives are defined yet (tierscope slo apply).")
+    if report.transactions:
+        slowest = report.transactions[0]
+        calls = sum(t["count"] for t in report.transactions)
+        lines.append(
+            f"{calls:,} requests to {len(report.transactions)} business transactions; the slowest was "
+            f"{slowest['service']} / {slowest['bt']} with p95 {milliseconds(slowest['p95_ms'])}."
+        )
+    return lines
+
+
+def percent(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value * 100:.2f} %" if value >= 0.99 else f"{value * 100:.1f} %"  # 99.95 % vs 87.3 %
+
+
+def budget_left(value: float | None) -> str:
+    """The error budget left; an overspent one says how many budgets were spent."""
+    if value is None:
+        return "n/a"
+    return percent(value) if value >= 0 else f"exhausted ({1 - value:.1f}× spent)"
+
+
+def milliseconds(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
