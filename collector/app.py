@@ -33,6 +33,7 @@ from tierscope.collector.metrics import (
     multiprocess_dir,
 )
 from tierscope.config import Settings, load_settings
+from tierscope.dashboards.console import app as console
 from tierscope.processing import api as processing_api
 from tierscope.slo import api as slo_api
 from tierscope.store import Database, StoreUnavailable, partitions
@@ -139,6 +140,8 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     app.include_router(traces.router)
     app.include_router(processing_api.router)
     app.include_router(slo_api.router)
+    app.include_router(console.router)
+    app.mount("/console/static", console.static, name="console-static")
     app.add_middleware(_InFlight, metrics=metrics)
     retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
 

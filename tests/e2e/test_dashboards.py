@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pypdf
 import pypdfium2
@@ -249,3 +250,67 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
     )
     assert bad.exit_code != 0
     assert "use a month like 2026-10" in bad.output
+
+
+def signed_in(collector: CollectorProcess, token: str) -> httpx.Client:
+    client = httpx.Client(base_url=collector.url, timeout=10)
+    response = client.post("/login", data={"token": token})
+    assert response.status_code == 303, response.text
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    return client
+
+
+def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
+    processed: CollectorProcess,
+) -> None:
+    hostile = two_service_trace(time.time_ns() - 90_000 * MS, route="/<img src=x onerror=alert(1)>")
+    post(processed, hostile["crm-web"], "crm-web")
+    wait_for(lambda: summaries(processed.database_url or "") >= 41)
+    time.sleep(1.0)
+
+    anonymous = httpx.get(f"{processed.url}/", follow_redirects=False)
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/login"
+    form = httpx.get(f"{processed.url}/login")
+    assert "script-src" not in form.headers["content-security-policy"]  # nothing may run at all
+    assert "default-src 'none'" in form.headers["content-security-policy"]
+    refused = httpx.post(f"{processed.url}/login", data={"token": "not-a-token"})
+    assert refused.status_code == 401
+    assert "refused" in refused.text
+
+    client = signed_in(processed, processed.credentials()["api_token"])
+    timings = {}
+    for path in ("/", "/bt?service=crm-web&bt=POST%20/leads", "/slos"):
+        started = time.perf_counter()
+        page = client.get(path)
+        timings[path] = time.perf_counter() - started
+        assert page.status_code == 200, page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "<script" not in page.text.lower()
+        assert "<img" not in page.text.lower()
+    overview = client.get("/").text
+    assert "POST /leads" in overview
+    assert "&lt;img src=x onerror=alert(1)&gt;" in overview
+    assert 'class="bar"' in overview  # time-per-tier bars
+    detail = client.get("/bt", params={"service": "crm-web", "bt": "POST /leads"}).text
+    assert detail.count('class="chart"') == 3  # calls, latency, time per tier
+    assert "<td>db</td>" in detail
+    trace_id = re.search(r'href="/trace/([0-9a-f]{32})"', detail)
+    assert trace_id, "recent traces link to their waterfall"
+    waterfall = client.get(f"/trace/{trace_id[1]}").text
+    stored = httpx.get(
+        f"{processed.url}/api/v1/traces/{trace_id[1]}",
+        headers={"Authorization": f"Bearer {processed.credentials()['api_token']}"},
+    ).json()["spans"]
+    assert waterfall.count("<rect") == len(stored) >= 3  # one bar per span, as the API returns them
+    assert max(timings.values()) < 1.0, timings  # server time per page (target 300 ms on an idle machine)
+
+    # Another tenant sees nothing of this one, and cannot open its traces.
+    env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
+    created = CliRunner().invoke(main, ["tenant", "create", "console-other", "--json"], env=env)
+    assert created.exit_code == 0, created.output
+    other = signed_in(processed, json.loads(created.output)["api_token"])
+    assert "POST /leads" not in other.get("/").text
+    assert other.get(f"/trace/{trace_id[1]}").status_code == 404

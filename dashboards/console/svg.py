@@ -1,0 +1,125 @@
+"""Small inline SVG charts for the console (no script, no library).
+
+Every text that can come from telemetry goes through markupsafe's escape; the
+numbers are formatted here. The returned Markup is safe to place in a template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from markupsafe import Markup, escape
+
+from tierscope.collector.tiers import TIERS
+
+TIER_COLOURS = dict(
+    zip(
+        TIERS,
+        ("#8e6bbf", "#4e79a7", "#59a14f", "#f28e2b", "#edc948", "#e15759", "#ff9da7", "#9c755f", "#76b7b2"),
+        strict=True,
+    )
+)
+
+
+def tier_bar(tier_ms: dict[str, float], width: int = 220, height: int = 14) -> Markup:
+    """One horizontal bar split by tier (proportions of the mean time per call)."""
+    total = sum(tier_ms.values())
+    if total <= 0:
+        return Markup("")
+    parts, x = [], 0.0
+    for tier in TIERS:
+        value = tier_ms.get(tier, 0.0)
+        if value <= 0:
+            continue
+        w = width * value / total
+        parts.append(
+            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{TIER_COLOURS[tier]}">'
+            f"<title>{escape(tier)}: {value:.1f} ms</title></rect>"
+        )
+        x += w
+    return Markup(
+        f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="time per tier">'
+        + "".join(parts)
+        + "</svg>"
+    )
+
+
+def lines(
+    series: dict[str, Sequence[float | None]],
+    labels: Sequence[str],
+    unit: str,
+    width: int = 640,
+    height: int = 160,
+) -> Markup:
+    """A line chart of one or more series over the same steps."""
+    values = [v for points in series.values() for v in points if v is not None]
+    if not values or len(labels) < 2:
+        return Markup('<p class="empty">no data in this window</p>')
+    top = max(values) * 1.1 or 1.0
+    left, bottom = 48, 20
+    plot_w, plot_h = width - left - 8, height - bottom - 8
+    step = plot_w / (len(labels) - 1)
+    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img">']
+    for fraction in (0, 0.5, 1):
+        y = 8 + plot_h * (1 - fraction)
+        out.append(f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+        out.append(
+            f'<text x="{left - 4}" y="{y + 4:.1f}" class="axis" text-anchor="end">{top * fraction:.0f}</text>'
+        )
+    for colour, (name, points) in zip(
+        ("#4e79a7", "#e15759", "#59a14f", "#f28e2b"), series.items(), strict=False
+    ):
+        path = " ".join(
+            f"{left + i * step:.1f},{8 + plot_h * (1 - v / top):.1f}"
+            for i, v in enumerate(points)
+            if v is not None
+        )
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5">')
+        out.append(f"<title>{escape(name)}</title></polyline>")
+    out.append(f'<text x="{left}" y="{height - 4}" class="axis">{escape(labels[0])}</text>')
+    out.append(
+        f'<text x="{width - 8}" y="{height - 4}" class="axis" text-anchor="end">{escape(labels[-1])}</text>'
+    )
+    out.append(f'<text x="4" y="12" class="axis">{escape(unit)}</text></svg>')
+    return Markup("".join(out))
+
+
+def waterfall(spans: list[dict], width: int = 900, row: int = 18) -> Markup:
+    """Spans as bars on the trace's time line, indented by depth, coloured by tier."""
+    if not spans:
+        return Markup("")
+    start = min(s["start_unix_nano"] for s in spans)
+    end = max(s["start_unix_nano"] + s["duration_ms"] * 1e6 for s in spans)
+    total = max(end - start, 1.0)
+    depth = _depths(spans)
+    label_w = 320
+    scale = (width - label_w - 10) / total
+    ordered = sorted(spans, key=lambda s: (s["start_unix_nano"], depth[s["span_id"]]))
+    out = [f'<svg class="waterfall" viewBox="0 0 {width} {row * len(ordered) + 4}" role="img">']
+    for index, span in enumerate(ordered):
+        y = index * row + 2
+        x = label_w + (span["start_unix_nano"] - start) * scale
+        w = max(1.0, span["duration_ms"] * 1e6 * scale)
+        colour = TIER_COLOURS.get(span["tier"], "#999")
+        label = f"{span['service']} · {span['name']}"
+        indent = 4 + 10 * depth[span["span_id"]]
+        failed = ' class="failed"' if span["status"] == "error" else ""
+        out.append(
+            f'<text x="{indent}" y="{y + 12}" class="label">{escape(label[:60])}</text>'
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 5}" fill="{colour}"{failed}>'
+            f"<title>{escape(span['tier'])}: {escape(label)} — {span['duration_ms']:.1f} ms</title></rect>"
+        )
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+def _depths(spans: list[dict]) -> dict[str, int]:
+    parents = {s["span_id"]: s["parent_span_id"] for s in spans}
+    depths: dict[str, int] = {}
+    for span_id in parents:
+        depth, current, seen = 0, parents.get(span_id), {span_id}
+        while current in parents and current not in seen:
+            seen.add(current)
+            depth, current = depth + 1, parents[current]
+        depths[span_id] = min(depth, 12)
+    return depths
