@@ -1,0 +1,173 @@
+"""Starting and stopping the agent in a process.
+
+:func:`init` builds a standard OpenTelemetry SDK set-up — a ``TracerProvider``
+with the service's resource and the ``OTEL_TRACES_SAMPLER`` sampler — with the
+agent's own export path (:mod:`.queue` → :mod:`.encode` → :mod:`.export`),
+sets it as the global provider, arranges the instrumentations and the
+``Server-Timing`` response header. Without an endpoint, or with
+``OTEL_SDK_DISABLED=true``, it does nothing at all: no provider, no patching,
+no thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from tierscope.agent import config as config_module
+from tierscope.agent import guard, instrument
+from tierscope.agent.config import AgentConfig
+from tierscope.agent.encode import SpanEncoder
+from tierscope.agent.export import OtlpHttpSender
+from tierscope.agent.queue import ExportQueue
+from tierscope.agent.scrub import Scrubber
+from tierscope.agent.stats import AgentStats
+
+logger = logging.getLogger("tierscope.agent")
+
+REPORT_SPAN = "tierscope.agent.report"
+_lock = threading.Lock()
+
+
+@dataclass
+class Agent:
+    """The running agent of this process."""
+
+    config: AgentConfig
+    provider: TracerProvider
+    queue: ExportQueue
+    stats: AgentStats
+    instrumented: list[str]
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        return self.queue.force_flush(int(timeout * 1000))
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+_agent: Agent | None = None
+
+
+def current() -> Agent | None:
+    """The running agent, or None when it is not started (or unconfigured)."""
+    return _agent
+
+
+def _resource(config: AgentConfig) -> Resource:
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME too; ours win.
+    import socket
+
+    attributes: dict[str, Any] = {
+        "service.name": config.service,
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+        "telemetry.distro.name": "tierscope-agent",
+    }
+    return Resource.create(attributes)
+
+
+def init(**settings: Any) -> Agent | None:
+    """Start the agent in this process; returns it, or None when unconfigured or disabled.
+
+    Keyword arguments override the environment; their names are those of
+    :class:`~tierscope.agent.config.AgentConfig` (``endpoint``, ``ingest_key``,
+    ``service``, ...). Calling it again returns the running agent unchanged.
+    Never raises into the application: a failure is logged and the app runs
+    uninstrumented.
+    """
+    global _agent
+    with _lock:
+        if _agent is not None:
+            return _agent
+        try:
+            config = config_module.from_environment(**settings)
+        except TypeError:
+            raise  # a wrong keyword is a programming error the caller must see
+        except Exception as error:
+            guard.swallowed(error)
+            return None
+        if not config.enabled:
+            return None
+        try:
+            _agent = _start(config)
+        except Exception as error:
+            logger.warning("tierscope agent: not started: %s", error)
+            guard.swallowed(error)
+            return None
+        return _agent
+
+
+def _start(config: AgentConfig) -> Agent:
+    stats = AgentStats()
+    guard.count_with(lambda: stats.add("errors_swallowed"))
+    assert config.traces_url is not None
+    sender = OtlpHttpSender(
+        config.traces_url,
+        ingest_key=config.ingest_key,
+        headers=dict(config.headers),
+        compression=config.compression,
+        request_timeout=config.request_timeout,
+    )
+    scrubber = Scrubber(config.sensitive_params, config.mask, config.capture_headers)
+    # The SDK's own atexit hook would flush too; ours bounds it with shutdown_timeout.
+    provider = TracerProvider(resource=_resource(config), shutdown_on_exit=True)
+    report_tracer = provider.get_tracer("tierscope.agent")
+
+    def report(losses: dict[str, int]) -> None:
+        # Loss counts reach the collector as a span of their own, once it answers again.
+        with guard.guarded():
+            report_tracer.start_span(
+                REPORT_SPAN,
+                attributes={f"tierscope.agent.{name}": count for name, count in losses.items()},
+            ).end()
+
+    queue = ExportQueue(
+        SpanEncoder(scrubber),
+        sender,
+        stats,
+        max_queue_size=config.max_queue_size,
+        max_batch_size=config.max_batch_size,
+        schedule_delay=config.schedule_delay,
+        export_deadline=config.export_deadline,
+        shutdown_timeout=config.shutdown_timeout,
+        report=report,
+    )
+    provider.add_span_processor(queue)
+    trace.set_tracer_provider(provider)
+    if config.capture_headers:
+        # The contrib instrumentations capture what these name; the encoder drops any other header.
+        names = ",".join(config.capture_headers)
+        for variable in (
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+        ):
+            os.environ.setdefault(variable, names)
+    if config.server_timing:
+        from opentelemetry.instrumentation.propagators import set_global_response_propagator
+
+        from tierscope.agent.servertiming import ServerTimingPropagator
+
+        set_global_response_propagator(ServerTimingPropagator(config.timing_allow_origin))
+    if config.rum_inject:
+        from tierscope.agent import rum
+
+        rum.install(config)
+    instrumented = instrument.install(provider, config.disabled)
+    logger.info("tierscope agent: exporting %s to %s", config.service, config.traces_url)
+    return Agent(config, provider, queue, stats, instrumented)
+
+
+def shutdown() -> None:
+    """Flush and stop the agent (also done at interpreter exit)."""
+    global _agent
+    agent, _agent = _agent, None
+    if agent is not None:
+        agent.shutdown()
