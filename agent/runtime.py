@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+import wrapt
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -160,9 +162,65 @@ def _start(config: AgentConfig) -> Agent:
         from tierscope.agent import rum
 
         rum.install(config)
+    _flush_on_sigterm(provider)
+    _flush_after_uvicorn_shutdown(provider, config.shutdown_timeout)
     instrumented = instrument.install(provider, config.disabled)
     logger.info("tierscope agent: exporting %s to %s", config.service, config.traces_url)
     return Agent(config, provider, queue, stats, instrumented)
+
+
+def _flush_on_sigterm(provider: TracerProvider) -> None:
+    """Flush when the process is terminated by an uncaught SIGTERM.
+
+    A SIGTERM with the default disposition ends a process without running
+    ``atexit``, and some servers re-raise it after their graceful shutdown
+    (uvicorn does), so queued spans would be lost. Only when nothing else
+    handles SIGTERM, the agent installs a handler that flushes (within
+    ``shutdown_timeout``) and then re-raises SIGTERM with the default
+    disposition: the process still ends by SIGTERM, as it would have. Servers
+    that handle SIGTERM themselves (gunicorn) replace it, and exit through
+    ``atexit``, which flushes too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            try:
+                provider.shutdown()
+            except Exception as error:
+                guard.swallowed(error)
+            finally:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError) as error:  # not the main interpreter, or no signals here
+        guard.swallowed(error)
+
+
+def _flush_after_uvicorn_shutdown(provider: TracerProvider, timeout: float) -> None:
+    """Flush when a uvicorn server has shut down gracefully.
+
+    uvicorn re-raises the SIGTERM it caught once it has shut down, and its
+    gunicorn worker class resets SIGTERM to the default first, so no Python code
+    runs after; the flush has to happen at the end of ``Server.shutdown``.
+    """
+
+    def on_import(module: Any) -> None:
+        async def after_shutdown(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            try:
+                return await wrapped(*args, **kwargs)
+            finally:
+                with guard.guarded():
+                    provider.force_flush(int(timeout * 1000))
+
+        with guard.guarded():
+            wrapt.wrap_function_wrapper(module, "Server.shutdown", after_shutdown)
+
+    wrapt.register_post_import_hook(on_import, "uvicorn.server")
 
 
 def shutdown() -> None:
