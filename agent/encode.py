@@ -103,6 +103,7 @@ class SpanEncoder:
         self._memo: dict[tuple[str, type, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
         self._resources: dict[int, tuple[Any, bytes]] = {}
+        self._forked = False
         self._background = _field(b"\x4a", _key_value(BACKGROUND_ATTRIBUTE, True))
 
     # -- attributes ---------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class SpanEncoder:
         cached = self._resources.get(id(resource))
         if cached is None or cached[0] is not resource:
             attributes = dict(resource.attributes or {})
-            if "process.pid" in attributes:
+            if self._forked and "process.pid" in attributes:
                 # The resource was made before a fork (gunicorn --preload): say which process sent.
                 attributes["process.pid"] = os.getpid()
             body = b"".join(b"\x0a" + _field(b"", _key_value(k, v)) for k, v in attributes.items())
@@ -261,6 +262,7 @@ class SpanEncoder:
     def after_fork(self) -> None:
         """In a forked child: resources are encoded again (their ``process.pid`` changed)."""
         self._resources = {}
+        self._forked = True
 
     @staticmethod
     def _scope(scope: Any) -> bytes:

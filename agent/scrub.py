@@ -30,8 +30,10 @@ HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
 
 _SQL_TOKENS = re.compile(
     r"""
-    (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*)?\$.*?(?:\$(?P=tag)\$|\Z))  # $$ ... $$, $fn$ ... $fn$
-   |(?P<string>(?:[EeBbXxNnUu]&?)?'(?:[^']|'')*(?:'|\Z))                 # 'text', E'..', unterminated
+    (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z))  # $$ ... $$, $fn$ ... $fn$
+    # 'text', E'..', unterminated. A backslash escapes in E'' strings only, but taking
+    # it as an escape everywhere can only scrub more, never less.
+   |(?P<string>(?:[EeBbXxNnUu]&?)?'(?:[^'\\]|''|\\.)*(?:'|\Z))
    |(?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
    |(?P<keep>"(?:[^"]|"")*"                                                 # "quoted identifier"
        |[A-Za-z_][A-Za-z_0-9$]*                                             # names keep their digits

@@ -220,9 +220,7 @@ def test_spans_refused_one_by_one_by_the_collector_are_counted(collector: Collec
 def test_a_full_queue_drops_the_oldest_and_counts_without_blocking(proxy: FaultProxy) -> None:
     proxy.mode = "blackhole"
     stats = AgentStats()
-    provider, queue = _queue(
-        proxy.url, None, stats, max_queue_size=100, max_batch_size=10, shutdown_timeout=0.5
-    )
+    provider, _ = _queue(proxy.url, None, stats, max_queue_size=100, max_batch_size=10, shutdown_timeout=0.5)
     tracer = provider.get_tracer("t")
     started = time.perf_counter()
     for number in range(5000):
