@@ -31,13 +31,15 @@ AGENT = str(Path(sys.executable).with_name("tierscope-agent"))
 
 
 @pytest.fixture(autouse=True)
-def agent_errors_fail_the_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def swallowed_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseException]]:
+    """Errors the agent swallowed fail the test; a test that provokes some on purpose
+    takes them out of this list."""
     errors: list[BaseException] = []
     remove = guard.on_swallowed(errors.append)
     errors_file = tmp_path / "agent-errors.txt"
     monkeypatch.setenv("TIERSCOPE_AGENT_ERRORS_FILE", str(errors_file))
     try:
-        yield
+        yield errors
     finally:
         remove()
     if errors:
