@@ -57,6 +57,8 @@ class Outbound:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
             def do_GET(self) -> None:
                 outer.hits += 1
                 body = b'{"credit":"ok"}'

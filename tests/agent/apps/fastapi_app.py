@@ -7,12 +7,14 @@ import os
 import httpx
 import psycopg
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 DSN = os.environ["DATABASE_URL"]
 OUTBOUND = os.environ["OUTBOUND_URL"]
 
 app = FastAPI()
+app.add_middleware(GZipMiddleware, minimum_size=20)
 
 
 @app.get("/health")

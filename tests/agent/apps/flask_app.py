@@ -9,7 +9,7 @@ import time
 
 import psycopg2
 import requests
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 
 import tierscope.agent
 
@@ -68,6 +68,12 @@ def recount(invoice_id):
     worker.start()
     worker.join()
     return jsonify(pid=os.getpid())
+
+
+@app.get("/page/streamed")
+def streamed_page():
+    parts = ("<!doctype html><html><HE", "AD lang=en><title>Leads</title></head>", "<body>Leads</body>")
+    return Response((part for part in parts), mimetype="text/html")
 
 
 def _scheduler():
