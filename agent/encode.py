@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,7 @@ _FLAGS = {False: b"\x85\x01" + struct.pack("<I", 0x100), True: b"\x85\x01" + str
 _SMALL = [bytes([n]) for n in range(128)]
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
+_YIELD_EVERY = 16  # spans encoded between two offers of the GIL
 _CACHE_LIMIT = 8192  # remembered attributes; the memo is cleared when full
 _CACHED_VALUE_LENGTH = 4096  # longer strings (stack traces) are not remembered
 
@@ -280,7 +282,11 @@ class SpanEncoder:
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """An ``ExportTraceServiceRequest``: spans grouped by resource, then scope."""
         groups: dict[Any, dict[Any, list[bytes]]] = {}
-        for span in spans:
+        for number, span in enumerate(spans):
+            if number % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # Let the application's threads have the GIL: a thread returning from
+                # I/O would otherwise wait out the interpreter's switch interval (5 ms).
+                time.sleep(0)
             by_scope = groups.get(span.resource)
             if by_scope is None:
                 by_scope = groups[span.resource] = {}
