@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench lint check soak clean
+.PHONY: run test bench bench-agent lint check soak clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-## bench: the ingest and processing benchmarks (see docs/benchmarks.md)
+## bench: the ingest, processing and agent benchmarks (see docs/benchmarks.md)
 bench: $(INSTALLED)
-	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; exit $$((ingest || $$?))
+	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; processing=$$?; \
+	$(BIN)/python bench/agent.py; exit $$((ingest || processing || $$?))
+
+## bench-agent: only the agent benchmark
+bench-agent: $(INSTALLED)
+	$(BIN)/python bench/agent.py
 
 ## lint: ruff
 lint: $(INSTALLED)

@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import fetch_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from packaging.requirements import Requirement
@@ -22,6 +21,7 @@ from tierscope.agent.encode import SpanEncoder
 from tierscope.agent.export import OtlpHttpSender
 from tierscope.agent.queue import ExportQueue
 from tierscope.agent.stats import AgentStats
+from tierscope.testing.apps import fetch_trace
 from tierscope.testing.collector import CollectorProcess
 
 ROOT = Path(__file__).parents[2]

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import AppProcess, Outbound, check_whole_trace, fetch_trace, server_timing
 
+from tierscope.testing.apps import AppProcess, Outbound, check_whole_trace, fetch_trace, server_timing
 from tierscope.testing.collector import CollectorProcess, free_port
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AppProcess, fetch_trace, recent_traces, server_timing
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -25,6 +24,7 @@ from tierscope.agent.encode import SpanEncoder
 from tierscope.agent.export import OtlpHttpSender, parse_partial_success, parse_retry_after
 from tierscope.agent.queue import ExportQueue
 from tierscope.agent.stats import AgentStats
+from tierscope.testing.apps import AppProcess, fetch_trace, recent_traces, server_timing
 from tierscope.testing.collector import CollectorProcess, free_port
 
 

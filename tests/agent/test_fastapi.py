@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import AppProcess, Outbound, check_whole_trace, fetch_trace, server_timing
 
+from tierscope.testing.apps import AppProcess, Outbound, check_whole_trace, fetch_trace, server_timing
 from tierscope.testing.collector import CollectorProcess, free_port
 
 WORKER = "uvicorn.workers.UvicornWorker"

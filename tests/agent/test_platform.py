@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import AppProcess, fetch_trace, recent_traces, server_timing
 
+from tierscope.testing.apps import AppProcess, fetch_trace, recent_traces, server_timing
 from tierscope.testing.collector import CollectorProcess, free_port
 
 

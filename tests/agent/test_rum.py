@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import AppProcess
 
 from tierscope.agent.rum import SEARCH_LIMIT, Injector, snippet
+from tierscope.testing.apps import AppProcess
 from tierscope.testing.collector import CollectorProcess, free_port
 
 TAG = snippet("https://rum.example.com/", 'pub"key')
