@@ -164,6 +164,7 @@ def _start(config: AgentConfig) -> Agent:
         rum.install(config)
     _flush_on_sigterm(provider)
     _flush_after_uvicorn_shutdown(provider, config.shutdown_timeout)
+    _flush_in_multiprocessing_children(provider, config.shutdown_timeout)
     instrumented = instrument.install(provider, config.disabled)
     logger.info("tierscope agent: exporting %s to %s", config.service, config.traces_url)
     return Agent(config, provider, queue, stats, instrumented)
@@ -221,6 +222,23 @@ def _flush_after_uvicorn_shutdown(provider: TracerProvider, timeout: float) -> N
             wrapt.wrap_function_wrapper(module, "Server.shutdown", after_shutdown)
 
     wrapt.register_post_import_hook(on_import, "uvicorn.server")
+
+
+def _flush_in_multiprocessing_children(provider: TracerProvider, timeout: float) -> None:
+    """Flush at the end of ``multiprocessing`` children started by fork.
+
+    They end with ``os._exit``, which skips ``atexit``; multiprocessing runs its
+    own finalizers first, so the agent registers one in each such child.
+    """
+    import multiprocessing.util
+
+    def in_child(provider: TracerProvider) -> None:
+        with guard.guarded():
+            multiprocessing.util.Finalize(
+                None, provider.force_flush, args=(int(timeout * 1000),), exitpriority=100
+            )
+
+    multiprocessing.util.register_after_fork(provider, in_child)
 
 
 def shutdown() -> None:
