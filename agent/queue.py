@@ -22,6 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
+from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -132,6 +133,12 @@ class ExportQueue(SpanProcessor):
     # -- the exporter thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        # The thread may have been started inside a request, and the threading
+        # instrumentation hands it that request's context: start from an empty one,
+        # with instrumentation suppressed, so nothing the exporter does is traced.
+        otel_context.attach(
+            otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True, Context())
+        )
         wake = self._wake
         while not self._closed:
             wake.wait(self._schedule_delay)

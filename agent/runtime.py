@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import wrapt
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -128,6 +129,7 @@ def _start(config: AgentConfig) -> Agent:
         with guard.guarded():
             report_tracer.start_span(
                 REPORT_SPAN,
+                context=otel_context.Context(),  # a root: it belongs to no request
                 attributes={f"tierscope.agent.{name}": count for name, count in losses.items()},
             ).end()
 

@@ -343,7 +343,7 @@ def run_gunicorn(
     raise RuntimeError("gunicorn did not start")
 
 
-def part_two(seconds: float, rounds: int, clients: int) -> dict[str, float]:
+def part_two(seconds: float, rounds: int, clients: int, export_to: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tierscope-bench-agent-") as temp:
         workdir = Path(temp)
         (workdir / "app.py").write_text(APP)
@@ -360,11 +360,12 @@ def part_two(seconds: float, rounds: int, clients: int) -> dict[str, float]:
             with psycopg.connect(postgres.dsn, autocommit=True) as conn:
                 conn.execute("CREATE DATABASE bench_collector")
             collector = CollectorProcess(workdir / "collector", database_url=collector_dsn).start()
+            endpoint = outbound if export_to == "sink" else collector.url
             env = {
                 **os.environ,
                 "DATABASE_URL": app_dsn,
                 "OUTBOUND_URL": f"{outbound}/credit-check",
-                "TIERSCOPE_ENDPOINT": collector.url,
+                "TIERSCOPE_ENDPOINT": endpoint,
                 "TIERSCOPE_INGEST_KEY": collector.credentials()["ingest_key"],
                 "TIERSCOPE_SERVICE": "bench-erp",
             }
@@ -424,6 +425,12 @@ def main() -> int:
     parser.add_argument("--load-rounds", type=int, default=2, help="alternating rounds of part 2")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of part 2")
     parser.add_argument("--skip-endpoint", action="store_true", help="part 1 only")
+    parser.add_argument(
+        "--export-to",
+        choices=("collector", "sink"),
+        default="collector",
+        help="part 2: export to a real tierscope up (default), or to a sink that only answers 200",
+    )
     args = parser.parse_args()
     figures: dict[str, float | bool] = dict(part_one(args.requests, args.rounds))
     print(
@@ -433,7 +440,7 @@ def main() -> int:
         file=sys.stderr,
     )
     if not args.skip_endpoint:
-        figures.update(part_two(args.duration, args.load_rounds, args.clients))
+        figures.update(part_two(args.duration, args.load_rounds, args.clients, args.export_to))
         print(
             f"gunicorn endpoint: {figures['plain_requests_per_s']} req/s plain, "
             f"{figures['agent_requests_per_s']} req/s with the agent, ratio {figures['throughput_ratio']} "
