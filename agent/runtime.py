@@ -154,6 +154,11 @@ def _start(config: AgentConfig) -> Agent:
             "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
         ):
             os.environ.setdefault(variable, names)
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        logger.warning("tierscope agent: FASTAPI_OTEL_AUTO_CONFIGURE=true ignored: the agent exports")
+    # FastAPI would otherwise add an exporter of its own to this provider, sending
+    # every span a second time, unscrubbed, wherever OTEL_EXPORTER_OTLP_* points.
+    os.environ["FASTAPI_OTEL_AUTO_CONFIGURE"] = "false"
     if config.server_timing:
         from opentelemetry.instrumentation.propagators import set_global_response_propagator
 

@@ -71,3 +71,24 @@ def test_every_request_of_every_worker_arrives_whole(
         assert not [span for span in spans if span["scope"] == "fastapi"], (
             "FastAPI's native spans doubled ours"
         )
+
+
+def test_a_plain_starlette_app_is_instrumented_once(
+    collector: CollectorProcess, run_app: Callable[..., AppProcess], outbound: Outbound
+) -> None:
+    port = free_port()
+    app = run_app(
+        ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "starlette_app:app"],
+        collector,
+        service="erp-starlette",
+        port=port,
+    )
+    response = httpx.get(f"{app.url}/quotes/12", timeout=30)
+    assert response.status_code == 200
+    trace_id, span_id = server_timing(response)
+    spans = fetch_trace(collector, trace_id, spans=2)
+    servers = [span for span in spans if span["kind"] == "server"]
+    assert [span["span_id"] for span in servers] == [span_id]
+    assert servers[0]["name"] == "GET /quotes/{quote_id:int}"
+    (call,) = [span for span in spans if span["tier"] == "external" and span["kind"] == "client"]
+    assert call["component"] == outbound.peer

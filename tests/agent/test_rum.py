@@ -78,9 +78,11 @@ def test_fastapi_pages_get_the_snippet_whole_streamed_and_compressed(
         collector,
         service="erp-rum",
         port=port,
-        env=RUM_ENV,
+        env={**RUM_ENV, "TIERSCOPE_TIMING_ALLOW_ORIGIN": "https://crm.example.com"},
     )
     plain = httpx.get(f"{app.url}/page", headers={"Accept-Encoding": "identity"})
+    assert plain.headers["timing-allow-origin"] == "https://crm.example.com"
+    assert plain.headers["access-control-expose-headers"] == "Server-Timing"
     assert plain.text.startswith("<!doctype html><html><head>" + EXPECTED_TAG + "<title>Orders</title>")
     assert "content-length" not in plain.headers  # sent chunked: its growth is known only at the end
     assert "server-timing" in plain.headers

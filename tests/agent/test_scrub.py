@@ -194,6 +194,8 @@ def test_no_secret_reaches_the_database(
             "http.target": f"/customers?password={password}&page=2",
             "url.query": f"token={token}&page=2",
             "http.request.header.authorization": (f"Bearer {header}",),
+            "http.request.header.cookie": (f"session={header}",),
+            "http.response.header.set_cookie": (f"session={header}; HttpOnly",),
             "app.note": f"call {phone} or write to {email}",
         },
     ) as server:
