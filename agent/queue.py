@@ -224,7 +224,8 @@ class ExportQueue(SpanProcessor):
                 self._sender.wakeup.set()  # cut a backoff wait short
         elif self._queue:
             self._drain()  # no thread (never started, or lost): flush from here
-        self._sender.close()
+        if thread is None or not thread.is_alive():
+            self._sender.close()  # (a thread still sending keeps its connection until exit)
         lost = len(self._queue)
         if lost:
             self._stats.add("spans_failed", lost)
