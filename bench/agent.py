@@ -215,7 +215,7 @@ APP = textwrap.dedent(
     import os
     import psycopg2.pool
     import requests
-    from flask import Flask, jsonify
+    from flask import Flask, jsonify, render_template_string
 
     app = Flask(__name__)
     pool = None
@@ -242,7 +242,17 @@ APP = textwrap.dedent(
             pool.putconn(conn)
         credit = session.get(os.environ["OUTBOUND_URL"], timeout=5).json()
         invoices = [{"id": r[0], "total": float(r[1])} for r in rows]
+        if os.environ.get("BENCH_RENDER") == "html":
+            return render_template_string(PAGE, customer=customer_id, invoices=invoices, lines=lines[0])
         return jsonify(invoices=invoices, lines=lines[0], credit=credit)
+
+    # The customer page of a CRM: the same data, rendered (``--render html``).
+    PAGE = '''<!doctype html><html><head><title>Customer {{ customer }}</title></head><body>
+    <h1>Customer {{ customer }}</h1><p>{{ lines }} invoice lines</p>
+    <table>{% for invoice in invoices %}<tr class="{{ loop.cycle('odd', 'even') }}">
+    <td><a href="/invoices/{{ invoice.id }}">#{{ invoice.id }}</a></td>
+    <td>{{ "%.2f"|format(invoice.total) }} EUR</td><td>{{ (invoice.total * 0.19)|round(2) }}</td>
+    </tr>{% endfor %}</table></body></html>'''
     """
 )
 
@@ -343,7 +353,7 @@ def run_gunicorn(
     raise RuntimeError("gunicorn did not start")
 
 
-def part_two(seconds: float, rounds: int, clients: int, export_to: str) -> dict[str, float]:
+def part_two(seconds: float, rounds: int, clients: int, export_to: str, render: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tierscope-bench-agent-") as temp:
         workdir = Path(temp)
         (workdir / "app.py").write_text(APP)
@@ -368,6 +378,7 @@ def part_two(seconds: float, rounds: int, clients: int, export_to: str) -> dict[
                 "TIERSCOPE_ENDPOINT": endpoint,
                 "TIERSCOPE_INGEST_KEY": collector.credentials()["ingest_key"],
                 "TIERSCOPE_SERVICE": "bench-erp",
+                "BENCH_RENDER": render,
             }
             results: dict[bool, list[tuple[float, list[float]]]] = {False: [], True: []}
             collector_ms: list[float] = []
@@ -426,6 +437,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of part 2")
     parser.add_argument("--skip-endpoint", action="store_true", help="part 1 only")
     parser.add_argument(
+        "--render",
+        choices=("json", "html"),
+        default="json",
+        help="part 2: answer JSON (default), or render the customer's page from a template",
+    )
+    parser.add_argument(
         "--export-to",
         choices=("collector", "sink"),
         default="collector",
@@ -440,7 +457,7 @@ def main() -> int:
         file=sys.stderr,
     )
     if not args.skip_endpoint:
-        figures.update(part_two(args.duration, args.load_rounds, args.clients, args.export_to))
+        figures.update(part_two(args.duration, args.load_rounds, args.clients, args.export_to, args.render))
         print(
             f"gunicorn endpoint: {figures['plain_requests_per_s']} req/s plain, "
             f"{figures['agent_requests_per_s']} req/s with the agent, ratio {figures['throughput_ratio']} "
