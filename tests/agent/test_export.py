@@ -261,3 +261,25 @@ def test_partial_success_is_read_from_the_response() -> None:
     message.partial_success.error_message = "timestamp_out_of_range"
     assert parse_partial_success(message.SerializeToString()) == (3, "timestamp_out_of_range")
     assert parse_partial_success(b"") == (0, "")
+
+
+def test_losses_are_logged_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    now = [1000.0]
+    stats = AgentStats(clock=lambda: now[0])
+    assert not stats.maybe_log()  # nothing lost: nothing to say
+    stats.add("spans_dropped", 5)
+    assert stats.maybe_log()
+    stats.add("spans_failed", 7)
+    now[0] += 59
+    assert not stats.maybe_log()  # within the minute
+    now[0] += 2
+    assert stats.maybe_log()
+    now[0] += 120
+    assert not stats.maybe_log()  # no new losses
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tierscope.agent"]
+    assert warnings == [
+        "tierscope agent: 5 spans dropped (queue full), 0 failed to export, "
+        "0 rejected by the collector so far (0 exported)",
+        "tierscope agent: 5 spans dropped (queue full), 7 failed to export, "
+        "0 rejected by the collector so far (0 exported)",
+    ]
