@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench lint check soak clean dashboards
+.PHONY: run test bench bench-agent lint check soak clean dashboards
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,19 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-## bench: the ingest, processing and baseline benchmarks (see docs/benchmarks.md)
+## bench: the ingest, processing, baseline and agent benchmarks (see docs/benchmarks.md)
 bench: $(INSTALLED)
 	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; processing=$$?; \
-	$(BIN)/python bench/baselines.py; exit $$((ingest || processing || $$?))
+	$(BIN)/python bench/baselines.py; baselines=$$?; $(BIN)/python bench/agent.py; \
+	exit $$((ingest || processing || baselines || $$?))
 
 ## dashboards: regenerate the committed Grafana dashboard JSON (dashboards/generated/)
 dashboards: $(INSTALLED)
 	$(BIN)/python -c "from tierscope.dashboards.provision import write_generated; write_generated()"
+
+## bench-agent: only the agent benchmark
+bench-agent: $(INSTALLED)
+	$(BIN)/python bench/agent.py
 
 ## lint: ruff
 lint: $(INSTALLED)
