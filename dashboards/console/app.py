@@ -187,3 +187,19 @@ async def slos(request: Request) -> Response:
         return _page("slos.html.j2", caller=caller, slos=(await slo_api.slos(request, caller))["slos"])
 
     return await _guarded(request, render)
+
+
+@router.get("/services")
+async def services(request: Request, window: str | None = None) -> Response:
+    async def render(caller: KeyInfo) -> Response:
+        chosen = _window(window)
+        found = await processing_api.service_map(request, caller, since=chosen)
+        return _page(
+            "services.html.j2",
+            caller=caller,
+            window=chosen,
+            edges=found["edges"],
+            graph=svg.service_map(found["nodes"], found["edges"]),
+        )
+
+    return await _guarded(request, render)

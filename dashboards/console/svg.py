@@ -123,3 +123,49 @@ def _depths(spans: list[dict]) -> dict[str, int]:
             depth, current = depth + 1, parents[current]
         depths[span_id] = min(depth, 12)
     return depths
+
+
+KIND_COLOURS = {
+    "service": "#4e79a7",
+    "db": "#e15759",
+    "cache": "#ff9da7",
+    "queue": "#9c755f",
+    "external": "#76b7b2",
+}
+
+
+def service_map(nodes: list[dict], edges: list[dict], width: int = 900) -> Markup:
+    """Services and what they call, in columns: entry services, services called
+    by others, then databases, caches, queues and external systems."""
+    if not nodes:
+        return Markup("")
+    called = {e["target"] for e in edges if e["target_kind"] == "service"}
+    columns: list[list[str]] = [[], [], []]
+    for node in nodes:
+        column = 2 if node["kind"] != "service" else (1 if node["id"] in called else 0)
+        columns[column].append(node["id"])
+    row, box_w, box_h = 44, 220, 26
+    height = max(len(c) for c in columns) * row + 10
+    xs = [10, (width - box_w) // 2, width - box_w - 10]
+    where = {}
+    for index, column in enumerate(columns):
+        for position, node in enumerate(column):
+            where[node] = (xs[index], 8 + position * row)
+    kinds = {n["id"]: n["kind"] for n in nodes}
+    out = [f'<svg class="map" viewBox="0 0 {width} {height}" role="img" aria-label="service map">']
+    for edge in edges:
+        (x1, y1), (x2, y2) = where[edge["source"]], where[edge["target"]]
+        errors = ' class="failing"' if edge["errors"] else ""
+        out.append(
+            f'<line x1="{x1 + box_w}" y1="{y1 + box_h / 2}" x2="{x2}" y2="{y2 + box_h / 2}"{errors}>'
+            f"<title>{escape(edge['source'])} → {escape(edge['target'])}: {edge['calls']:,} calls, "
+            f"{edge['errors']:,} errors, p95 {edge['p95_ms'] or 0:.1f} ms</title></line>"
+        )
+    for node, (x, y) in where.items():
+        colour = KIND_COLOURS.get(kinds[node], "#999")
+        out.append(
+            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="4" fill="{colour}"/>'
+            f'<text x="{x + 8}" y="{y + 17}" class="node">{escape(node[:34])}</text>'
+        )
+    out.append("</svg>")
+    return Markup("".join(out))

@@ -282,7 +282,7 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
 
     client = signed_in(processed, processed.credentials()["api_token"])
     timings = {}
-    for path in ("/", "/bt?service=crm-web&bt=POST%20/leads", "/slos"):
+    for path in ("/", "/bt?service=crm-web&bt=POST%20/leads", "/slos", "/services"):
         started = time.perf_counter()
         page = client.get(path)
         timings[path] = time.perf_counter() - started
@@ -297,6 +297,9 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     detail = client.get("/bt", params={"service": "crm-web", "bt": "POST /leads"}).text
     assert detail.count('class="chart"') == 3  # calls, latency, time per tier
     assert "<td>db</td>" in detail
+    services = client.get("/services").text
+    assert services.count('class="node"') >= 3  # crm-web, erp-api and their database
+    assert "<td>crm-web</td><td>erp-api</td><td>service</td>" in services
     trace_id = re.search(r'href="/trace/([0-9a-f]{32})"', detail)
     assert trace_id, "recent traces link to their waterfall"
     waterfall = client.get(f"/trace/{trace_id[1]}").text
