@@ -67,3 +67,8 @@ def test_the_wheel_carries_the_sql_files_and_no_top_level_generic_names(tmp_path
     assert "tierscope/store/sql/migrations/0004_trace_summaries.timescale.sql" in names
     assert "tierscope/collector/ingest.py" in names
     assert "tierscope/agent/autostart/sitecustomize.py" in names  # what `tierscope-agent run` relies on
+    # The console's and the report's templates, the console's stylesheet, the committed dashboards.
+    assert "tierscope/dashboards/console/templates/overview.html.j2" in names
+    assert "tierscope/dashboards/console/static/console.css" in names
+    assert "tierscope/dashboards/templates/report.html.j2" in names
+    assert "tierscope/dashboards/generated/tierscope-platform.json" in names
