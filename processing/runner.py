@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 from collections.abc import Coroutine
@@ -54,7 +55,10 @@ def main(shard_index: int = 0) -> None:
 async def _orphan_safe(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
     """Run ``work``, setting ``stop`` if the parent process goes away (killed
     with SIGKILL it cannot stop us): no processor outlives its collector."""
-    parent = os.getppid()
+    # The parent as multiprocessing recorded it when it spawned us: by the time
+    # this runs (imports take seconds on a busy machine) it may already be gone.
+    spawner = multiprocessing.parent_process()
+    parent = spawner.pid if spawner is not None and spawner.pid else os.getppid()
 
     async def watch() -> None:
         while not stop.is_set():

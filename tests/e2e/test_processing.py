@@ -278,12 +278,16 @@ def test_two_collectors_ingesting_halves_give_the_rollups_of_one(
     for trace in traces:
         post(one, trace["crm-web"] + [], "crm-web")
         post(one, trace["erp-api"], "erp-api")
-    first = collector_factory(**FAST)
+    # The two halves of a trace travel by different collectors, from two threads
+    # that a busy machine can hold apart for seconds: settle long enough that
+    # no trace is processed with only one half.
+    halves = {**FAST, "TIERSCOPE_SETTLE_DELAY": "8s"}
+    first = collector_factory(**halves)
     assert first.database_url
     second = CollectorProcess(
         first.data_dir.parent / "second",
         database_url=first.database_url,
-        env={"TIERSCOPE_WORKERS": "1", **FAST},
+        env={"TIERSCOPE_WORKERS": "1", **halves},
     ).start()
     try:
 
@@ -303,7 +307,8 @@ def test_two_collectors_ingesting_halves_give_the_rollups_of_one(
             thread.join()
         assert one.database_url
         wait_for(
-            lambda: summaries(one.database_url or "") == 60 and summaries(first.database_url or "") == 60
+            lambda: summaries(one.database_url or "") == 60 and summaries(first.database_url or "") == 60,
+            timeout=90,
         )
         time.sleep(1.5)  # nothing else is pending; let both finish their last cycle
         assert rollups(one.database_url) == rollups(first.database_url)
@@ -461,16 +466,26 @@ def test_shard_processes_stop_when_their_parent_is_killed(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def shard_processes() -> list[psutil.Process]:
+        # multiprocessing's resource tracker is a child too; it is not a shard.
+        return [
+            child
+            for child in psutil.Process(parent.pid).children()
+            if "resource_tracker" not in " ".join(child.cmdline())
+        ]
+
     try:
-        wait_for(lambda: len(psutil.Process(parent.pid).children()) >= 3, what="three shard processes")
-        shards = psutil.Process(parent.pid).children()
+        wait_for(lambda: len(shard_processes()) == 3, timeout=60, what="three shard processes")
+        shards = shard_processes()
         wait_for(
             lambda: len(query(collector.database_url or "", "SELECT shard FROM processing_progress")) == 3,
+            timeout=60,
             what="three shards dividing the work",
         )
     finally:
         parent.send_signal(signal.SIGKILL)  # it cannot stop them itself
         parent.wait()
-    gone, alive = psutil.wait_procs(shards, timeout=15)
-    assert alive == [], "a shard process outlived its parent"
-    assert len(gone) == len(shards)
+    # Each notices within a second and finishes its cycle; allow for a busy machine.
+    _, alive = psutil.wait_procs(shards, timeout=45)
+    assert alive == [], f"shard processes outlived their parent: {[p.cmdline() for p in alive]}"
