@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tierscope.config import Settings, load_settings
+from tierscope.processing.experiences import ExperienceJoiner
 from tierscope.processing.metrics import ProcessorMetrics
 from tierscope.processing.prefetch import WindowPrefetcher
 from tierscope.processing.processor import Processor
@@ -26,15 +27,18 @@ async def process(settings: Settings, dsn: str, shard: Shard, stop: asyncio.Even
         loop.add_signal_handler(sig, stop.set)
     database = Database(
         dsn,
-        pool_size=2,
+        pool_size=3,  # the cycle, and the experience join beside it
         acquire_timeout=settings.db_acquire_timeout,
         statement_timeout=max(settings.db_statement_timeout, settings.processing_interval * 30),
         application_name=PROCESSOR_APPLICATION,
     )
     await database.open()
     prefetcher = WindowPrefetcher(dsn, shard)
+    # The first shard also joins real-user experiences with their traces.
+    joiner = ExperienceJoiner(database, settings).run(stop) if shard.index == 0 else asyncio.sleep(0)
+    processor = Processor(database, settings, ProcessorMetrics(), prefetcher, shard)
     try:
-        await Processor(database, settings, ProcessorMetrics(), prefetcher, shard).run(stop)
+        await asyncio.gather(processor.run(stop), joiner)
     finally:
         prefetcher.close()
         await database.close()

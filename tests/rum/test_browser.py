@@ -1,0 +1,106 @@
+"""Real headless Chromium loads instrumented pages on 127.0.0.1; the RUM script's
+beacons become experiences joined to the app's traces, split into tiers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.latency_proxy import LatencyProxy
+
+from .conftest import api, credentials, tierscope
+from .pages import PageApp, wait_until
+
+WAN_DELAY = 0.12  # seconds each way through the proxy
+
+
+@pytest.fixture(scope="module")
+def app(rum_collector: CollectorProcess, database_factory: Any, web_vitals_script: Path) -> Iterator[PageApp]:
+    keys = credentials(rum_collector)
+    started = PageApp(
+        rum_collector.url, keys["ingest_key"], keys["rum_key"], database_factory(), web_vitals_script
+    ).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(app: PageApp) -> Iterator[LatencyProxy]:
+    with LatencyProxy(("127.0.0.1", app.port), WAN_DELAY) as started:
+        yield started
+
+
+@pytest.fixture(scope="module", autouse=True)
+def allowed(rum_collector: CollectorProcess, app: PageApp, proxy: LatencyProxy) -> None:
+    tierscope(rum_collector, "rum", "origins", app.url, f"http://127.0.0.1:{proxy.port}")
+
+
+def experiences(collector: CollectorProcess, **params: Any) -> list[dict[str, Any]]:
+    response = api(collector, "/api/v1/experiences", **{"from": "1h", **params})
+    assert response.status_code == 200, response.text
+    return list(response.json()["experiences"])
+
+
+def finished(collector: CollectorProcess, url_part: str, kind: str, count: int = 1) -> list[dict[str, Any]]:
+    """The experiences of that kind whose URL contains ``url_part``, once all are joined or untraced."""
+
+    def check() -> list[dict[str, Any]] | None:
+        found = [e for e in experiences(collector) if e["kind"] == kind and url_part in e["url"]]
+        done = [e for e in found if e["state"] != "pending"]
+        return done if len(done) >= count else None
+
+    return list(wait_until(check, 60, f"{count} finished {kind} experience(s) of {url_part}"))
+
+
+def assert_adds_up(experience: dict[str, Any]) -> None:
+    total = sum(experience["tier_ms"].values())
+    assert abs(total - experience["duration_ms"]) <= 0.05 * experience["duration_ms"], experience
+
+
+def server_ms(experience: dict[str, Any]) -> float:
+    return sum(v for tier, v in experience["tier_ms"].items() if tier not in ("browser", "network"))
+
+
+def test_a_page_load_and_an_in_page_fetch_become_experiences_joined_to_their_traces(
+    rum_collector: CollectorProcess, app: PageApp, page: Any
+) -> None:
+    app.db_seconds = 0.05
+    page.goto(f"{app.url}/invoices/4711")
+    page.click("#post")
+    page.wait_for_function("document.getElementById('result').textContent === 'posted'")
+    page.evaluate("tierscope.flush()")
+    app.flush()
+
+    (load,) = finished(rum_collector, "/invoices/4711", "page_load")
+    assert load["state"] == "joined"
+    assert load["trace_id"] == app.traces["/invoices/4711"]
+    assert load["bt"] == "GET /invoices/{id}"
+    assert load["page"] == "/invoices/{id}"
+    assert load["site"] == "branch-b"
+    assert load["user"] is not None
+    assert "clerk" not in load["user"]
+    assert load["browser"].startswith("Chrome")
+    assert load["outcome"] == "ok"
+    assert load["tier_ms"]["db"] >= 45
+    assert load["tier_ms"]["browser"] > 0
+    assert_adds_up(load)
+
+    (call,) = finished(rum_collector, "/api/invoices/4711/post", "request")
+    assert call["state"] == "joined"
+    assert call["trace_id"] == app.traces["/api/invoices/4711/post"]
+    assert call["page"] == "Post invoice"  # named by the button's data-tierscope-action
+    assert call["bt"] == "POST /api/invoices/{id}/post"
+    assert call["method"] == "POST"
+    assert call["status"] == 200
+    assert call["tier_ms"]["db"] >= 45
+    assert_adds_up(call)
+
+    detail = api(rum_collector, f"/api/v1/experiences/{call['id']}").json()
+    assert detail["trace"]["summary"]["bt"] == "POST /api/invoices/{id}/post"
+    names = {span["name"] for span in detail["trace"]["spans"]}
+    assert names == {"POST /api/invoices/{id}/post", "SELECT"}
+    assert detail["timing"]["responseEnd"] > 0
