@@ -251,12 +251,12 @@ async def _read(ctx: RumContext, request: Request, reader: BodyReader) -> Beacon
         raise _Refusal(503, "the collector is saturated; retry later") from None
     try:
         return parse_beacon(body)
-    except ValueError as exc:
-        raise _Refusal(400, f"the body is not JSON: {exc}", "body") from None
-    except ValidationError as exc:
+    except ValidationError as exc:  # before ValueError: it is one
         first = exc.errors()[0]
         where = _location(first["loc"])
         raise _Refusal(400, f"{where}: {first['msg']}" if where else first["msg"], where or "body") from None
+    except ValueError as exc:
+        raise _Refusal(400, f"the body is not JSON: {exc}", "body") from None
 
 
 def _location(parts: tuple[int | str, ...]) -> str:
