@@ -10,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tierscope.testing import otlp
 from tierscope.testing.collector import CollectorProcess
 
 from .conftest import FAST, api, credentials, tierscope
@@ -104,6 +107,14 @@ def test_a_valid_beacon_is_stored_and_answered_with_cors_for_its_origin(collecto
     request = api(collector, f"/api/v1/experiences/{sent['items'][1]['id']}").json()
     assert request["outcome"] == "error"  # a 503 answer
     assert request["method"] == "POST"
+
+
+def summarized(dsn: str, trace_id: bytes) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return (
+            conn.execute("SELECT 1 FROM trace_summaries WHERE trace_id = %s", (trace_id,)).fetchone()
+            is not None
+        )
 
 
 def wait_for_state(collector: CollectorProcess, experience: str, state: str) -> dict[str, Any]:
@@ -255,3 +266,65 @@ def test_the_script_is_served_small_and_gzipped(collector: CollectorProcess) -> 
     assert packed.headers["content-encoding"] == "gzip"
     assert int(packed.headers["content-length"]) <= 6 * 1024
     assert packed.content == plain.content  # httpx inflated it
+
+
+def test_figures_per_page_and_site_once_the_experiences_are_finished(collector: CollectorProcess) -> None:
+    time.sleep(1.0)  # a fresh second of this address's rate
+    for lcp in (1000.0, 2000.0, 3000.0, 5000.0):
+        body = beacon(site="summary-site")
+        body["items"][0]["vitals"] = {"lcp": lcp}
+        body["items"][0]["name"] = "Summary page"
+        assert send(collector, body).status_code == 200
+    deadline = time.monotonic() + 30
+    while True:
+        answer = api(collector, "/api/v1/experiences/summary", site="summary-site", **{"from": "1h"}).json()
+        pages = [g for g in answer["groups"] if g["bt"] == "Summary page"]
+        if (pages and pages[0]["count"] == 4) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    (group,) = pages
+    assert group["site"] == "summary-site"
+    assert group["apdex"] == 1.0  # 600 ms each, T = 1 s
+    assert group["vitals"]["lcp"]["p75"] == 3500.0
+    assert group["vitals"]["lcp"]["good"] == 0.5
+    assert group["tier_ms"] == {"browser": 475.0, "network": 25.0, "server": 100.0}
+    assert answer["thresholds"]["inp"] == {"good": 200.0, "poor": 500.0}
+
+
+def test_a_beacon_arriving_after_its_trace_was_processed_is_joined(collector: CollectorProcess) -> None:
+    """The trace first this time (the browser tests show the beacon first)."""
+    trace_id = os.urandom(16)
+    root = otlp.span(
+        "POST /api/invoices/{id}/post",
+        trace_id=trace_id,
+        start_ns=time.time_ns() - 3 * 10**9,
+        duration_ms=60,
+        attributes={"http.request.method": "POST", "http.route": "/api/invoices/{id}/post"},
+    )
+    query = otlp.span(
+        "SELECT",
+        kind=Span.SPAN_KIND_CLIENT,
+        trace_id=trace_id,
+        parent_span_id=root.span_id,
+        start_ns=root.start_time_unix_nano + 5 * 10**6,
+        duration_ms=45,
+        attributes={"db.system": "postgresql", "db.statement": "SELECT 1"},
+    )
+    body = otlp.request([root, query], service="erp-web").SerializeToString()
+    assert otlp.post(collector.url, credentials(collector)["ingest_key"], body).status_code == 200
+    dsn = collector.database_url
+    assert dsn
+    deadline = time.monotonic() + 30
+    while not summarized(dsn, trace_id):
+        assert time.monotonic() < deadline, "the trace was not processed"
+        time.sleep(0.2)
+
+    time.sleep(1.0)  # a fresh second of this address's rate
+    sent = beacon()
+    sent["items"][1]["traceparent"] = f"00-{trace_id.hex()}-{os.urandom(8).hex()}-01"
+    sent["items"][1]["status"] = 200
+    assert send(collector, sent).status_code == 200
+    joined = wait_for_state(collector, sent["items"][1]["id"], "joined")
+    assert joined["trace_id"] == trace_id.hex()
+    assert joined["bt"] == "POST /api/invoices/{id}/post"
+    assert joined["tier_ms"] == {"browser": 0.0, "network": 30.0, "app": 15.0, "db": 45.0}
