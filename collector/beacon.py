@@ -143,6 +143,10 @@ def browser_of(user_agent: str) -> str | None:
     return "other" if user_agent else None
 
 
+# A query in "https://erp/app.js?v=3&token=x:10:5", keeping the line and column.
+_QUERY = re.compile(r"[?#][^:]*")
+
+
 def _path(url: str) -> str:
     """The URL without query or fragment (they may carry tokens)."""
     return url.split("#", 1)[0].split("?", 1)[0][:2048]
@@ -174,7 +178,7 @@ def rows_of(
             errors.append(
                 ErrorRow(
                     item.id, item.page_view, when, collapse_ids(item.page)[:256], item.message,
-                    item.source and _path(item.source), item.stack, beacon.session, site,
+                    item.source and _QUERY.sub("", item.source), item.stack, beacon.session, site,
                 )
             )  # fmt: skip
             continue

@@ -193,7 +193,7 @@ async def receive(request: Request) -> Response:
             raise _Refusal(429, "too many beacons from this address; retry later", retry=wait)
         key = await _key(ctx, request)
         cors = _cors(await _allowed_origin(ctx, request, key))
-        wait = ctx.per_key.take(str(key.tenant_id))
+        wait = ctx.per_key.take(request.query_params.get("key", ""))
         if wait:
             raise _Refusal(429, "too many beacons with this key; retry later", retry=wait)
         beacon = await _read(ctx, request, reader)

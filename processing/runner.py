@@ -27,7 +27,7 @@ async def process(settings: Settings, dsn: str, shard: Shard, stop: asyncio.Even
         loop.add_signal_handler(sig, stop.set)
     database = Database(
         dsn,
-        pool_size=3,  # the cycle, and the experience join beside it
+        pool_size=2,
         acquire_timeout=settings.db_acquire_timeout,
         statement_timeout=max(settings.db_statement_timeout, settings.processing_interval * 30),
         application_name=PROCESSOR_APPLICATION,

@@ -27,7 +27,8 @@
     for (var i = 0; i < a.length; i++) s += (a[i] < 16 ? '0' : '') + a[i].toString(16);
     return s;
   }
-  function r(x) { return Math.round(Math.max(0, x) * 10) / 10; }
+  // Milliseconds to 0.1, within the 0..1 h the collector accepts.
+  function r(x) { return Math.round(Math.min(Math.max(0, x), 3600000) * 10) / 10; }
   function epoch(t) { return perf.timeOrigin + t; }
 
   // A session is a browser's visits with no 30-minute pause (shared by tabs).

@@ -122,8 +122,10 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def rum_collector(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
-    return collector_factory(**FAST)
+def rum_collector(collector_factory: Callable[..., CollectorProcess]) -> Iterator[CollectorProcess]:
+    started = collector_factory(**FAST)
+    yield started
+    started.stop()  # now, not at the end of the session: its store connections are needed by others
 
 
 def credentials(collector: CollectorProcess) -> dict[str, str]:

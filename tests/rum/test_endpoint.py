@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -60,13 +60,14 @@ def beacon(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def collector(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+def collector(collector_factory: Callable[..., CollectorProcess]) -> Iterator[CollectorProcess]:
     started = collector_factory(
         **{**FAST, "TIERSCOPE_RUM_JOIN_WAIT": "1s", "TIERSCOPE_RUM_RATE_PER_IP": "20"}
     )
     tierscope(started, "rum", "origins", ORIGIN)
     tierscope(started, "rum", "site", "127.0.0.0/8", "head-office")
-    return started
+    yield started
+    started.stop()  # now, not at the end of the session: its store connections are needed by others
 
 
 def send(
