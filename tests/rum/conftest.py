@@ -91,8 +91,10 @@ def web_vitals_script() -> Path:
     return script
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running while it
+    is open, which the asyncio tests of other modules cannot run beside."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
