@@ -80,13 +80,17 @@
   var clsSession = 0, clsFirst = 0, clsLast = 0;
   var slowest = [], byInteraction = {}, interactions = 0;
 
+  var observers = [];
   function observe(type, fn, extra) {
     try {
       var po = new PerformanceObserver(function (list) { list.getEntries().forEach(fn); });
       po.observe(Object.assign({type: type, buffered: true}, extra));
+      observers.push([po, fn]);
       return po;
     } catch (e) { return null; }
   }
+  // Entries the browser has queued but not yet delivered count too (at page hide).
+  function drain() { observers.forEach(function (o) { o[0].takeRecords().forEach(o[1]); }); }
   if (nav) vitals.ttfb = r(nav.responseStart - activation);
   observe('paint', function (e) {
     if (e.name === 'first-contentful-paint' && e.startTime < hiddenAt) vitals.fcp = r(e.startTime - activation);
@@ -148,8 +152,9 @@
   function loaded() { setTimeout(function () { push(pageLoad(false)); }, 0); }
   if (d.readyState === 'complete') loaded(); else addEventListener('load', loaded);
   function hidden() {
-    if (hiddenAt === Infinity) hiddenAt = perf.now();
     stopLcp();
+    drain();
+    if (hiddenAt === Infinity) hiddenAt = perf.now();
     pending.splice(0).forEach(function (q) { done(q, true); });
     var item = pageLoad(true);
     if (item) queue.push(item);
