@@ -335,4 +335,5 @@ async def _tenant_id(conn: psycopg.AsyncConnection, name: str) -> int:
 
 
 from tierscope.cli import dashboards as _dashboards  # noqa: E402, F401 - registers `tierscope dashboards`
+from tierscope.cli import rum as _rum  # noqa: E402, F401 - registers `tierscope rum` (cli/rum.py)
 from tierscope.cli import slo as _slo  # noqa: E402, F401 - registers `tierscope slo` (cli/slo.py)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tierscope.collector import ingest
+from tierscope.collector import ingest, rum
 from tierscope.collector.api import traces
 from tierscope.collector.auth import KeyVerifier
 from tierscope.collector.body import InflightBudget
@@ -35,6 +35,7 @@ from tierscope.collector.metrics import (
 from tierscope.config import Settings, load_settings
 from tierscope.dashboards.console import app as console
 from tierscope.processing import api as processing_api
+from tierscope.processing import experiences_api
 from tierscope.slo import api as slo_api
 from tierscope.store import Database, StoreUnavailable, partitions
 
@@ -136,12 +137,15 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
         max_body_size=settings.max_body_size,
         retry_after_seconds=math.ceil(settings.retry_after.total_seconds()),
     )
+    app.state.rum = rum.RumContext.build(database, verifier, app.state.ingest.budget, settings)
     app.include_router(ingest.router)
+    app.include_router(rum.router)
     app.include_router(traces.router)
     app.include_router(processing_api.router)
     app.include_router(slo_api.router)
     app.include_router(console.router)
     app.mount("/console/static", console.static, name="console-static")
+    app.include_router(experiences_api.router)
     app.add_middleware(_InFlight, metrics=metrics)
     retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
 

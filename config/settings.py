@@ -268,6 +268,40 @@ class Settings(BaseSettings):
         "judge, e.g. planned migrations.",
     )
 
+    # -- real-user monitoring (collector/rum.py) ---------------------------
+    rum_max_body_size: Size = Field(
+        default=64 * 1024,
+        gt=0,
+        le=1024**2,
+        description="Largest RUM beacon accepted (bytes, after decompression); larger ones get 413.",
+    )
+    rum_rate_per_ip: float = Field(
+        default=50.0,
+        gt=0,
+        description="Beacons per second one client IP may send to a collector worker (bursts of twice "
+        "as many); past it, 429 with Retry-After. Offices behind one NAT address share it.",
+    )
+    rum_rate_per_key: float = Field(
+        default=2000.0,
+        gt=0,
+        description="Beacons per second one RUM key may send to a collector worker (bursts of twice as "
+        "many); past it, 429 with Retry-After.",
+    )
+    rum_trusted_proxies: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)] = Field(
+        default=(),
+        description="Comma-separated addresses or CIDR ranges of reverse proxies whose X-Forwarded-For "
+        "names the client IP of a beacon (rate limits, sites). Unset: the TCP peer is the client.",
+    )
+    rum_join_wait: Duration = Field(
+        default=timedelta(minutes=6),
+        description="How long an experience waits for its trace to be processed before it counts "
+        "without one (browser, network and server time from the browser's timings).",
+    )
+    rum_apdex_t: Duration = Field(
+        default=timedelta(seconds=1),
+        description="Apdex threshold T of real-user experiences (satisfied up to T, tolerating up to 4T).",
+    )
+
     # -- keys --------------------------------------------------------------
     key_cache_ttl: Duration = Field(
         default=timedelta(seconds=2),

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tierscope.config import Settings, load_settings
+from tierscope.processing.experiences import ExperienceJoiner
 from tierscope.processing.metrics import ProcessorMetrics
 from tierscope.processing.prefetch import WindowPrefetcher
 from tierscope.processing.processor import Processor
@@ -34,8 +35,11 @@ async def process(settings: Settings, dsn: str, shard: Shard, stop: asyncio.Even
     )
     await database.open()
     prefetcher = WindowPrefetcher(dsn, shard)
+    # The first shard also joins real-user experiences with their traces.
+    joiner = ExperienceJoiner(database, settings).run(stop) if shard.index == 0 else asyncio.sleep(0)
+    processor = Processor(database, settings, ProcessorMetrics(), prefetcher, shard)
     try:
-        await Processor(database, settings, ProcessorMetrics(), prefetcher, shard).run(stop)
+        await asyncio.gather(processor.run(stop), joiner)
     finally:
         prefetcher.close()
         await database.close()

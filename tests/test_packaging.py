@@ -72,3 +72,5 @@ def test_the_wheel_carries_the_sql_files_and_no_top_level_generic_names(tmp_path
     assert "tierscope/dashboards/console/static/console.css" in names
     assert "tierscope/dashboards/templates/report.html.j2" in names
     assert "tierscope/dashboards/generated/tierscope-platform.json" in names
+    assert "tierscope/collector/static/rum.js" in names
+    assert "tierscope/store/sql/migrations/0007_rum.sql" in names

@@ -1,0 +1,204 @@
+"""Real headless Chromium loads instrumented pages on 127.0.0.1; the RUM script's
+beacons become experiences joined to the app's traces, split into tiers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.latency_proxy import LatencyProxy
+
+from .conftest import api, credentials, tierscope
+from .pages import PageApp, wait_until
+
+WAN_DELAY = 0.12  # seconds each way through the proxy
+
+
+@pytest.fixture(scope="module")
+def app(rum_collector: CollectorProcess, database_factory: Any, web_vitals_script: Path) -> Iterator[PageApp]:
+    keys = credentials(rum_collector)
+    started = PageApp(
+        rum_collector.url, keys["ingest_key"], keys["rum_key"], database_factory(), web_vitals_script
+    ).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(app: PageApp) -> Iterator[LatencyProxy]:
+    with LatencyProxy(("127.0.0.1", app.port), WAN_DELAY) as started:
+        yield started
+
+
+@pytest.fixture(scope="module", autouse=True)
+def allowed(rum_collector: CollectorProcess, app: PageApp, proxy: LatencyProxy) -> None:
+    tierscope(rum_collector, "rum", "origins", app.url, f"http://127.0.0.1:{proxy.port}")
+
+
+def experiences(collector: CollectorProcess, **params: Any) -> list[dict[str, Any]]:
+    response = api(collector, "/api/v1/experiences", **{"from": "1h", **params})
+    assert response.status_code == 200, response.text
+    return list(response.json()["experiences"])
+
+
+def finished(collector: CollectorProcess, url_part: str, kind: str, count: int = 1) -> list[dict[str, Any]]:
+    """The experiences of that kind whose URL contains ``url_part``, once all are joined or untraced."""
+
+    def check() -> list[dict[str, Any]] | None:
+        found = [e for e in experiences(collector) if e["kind"] == kind and url_part in e["url"]]
+        done = [e for e in found if e["state"] != "pending"]
+        return done if len(done) >= count else None
+
+    return list(wait_until(check, 60, f"{count} finished {kind} experience(s) of {url_part}"))
+
+
+def assert_adds_up(experience: dict[str, Any]) -> None:
+    total = sum(experience["tier_ms"].values())
+    assert abs(total - experience["duration_ms"]) <= 0.05 * experience["duration_ms"], experience
+
+
+def server_ms(experience: dict[str, Any]) -> float:
+    return sum(v for tier, v in experience["tier_ms"].items() if tier not in ("browser", "network"))
+
+
+def test_a_page_load_and_an_in_page_fetch_become_experiences_joined_to_their_traces(
+    rum_collector: CollectorProcess, app: PageApp, page: Any
+) -> None:
+    app.db_seconds = 0.05
+    page.goto(f"{app.url}/invoices/4711")
+    page.click("#post")
+    page.wait_for_function("document.getElementById('result').textContent === 'posted'")
+    page.evaluate("tierscope.flush()")
+    app.flush()
+
+    (load,) = finished(rum_collector, "/invoices/4711", "page_load")
+    assert load["state"] == "joined"
+    assert load["trace_id"] == app.traces["/invoices/4711"]
+    assert load["bt"] == "GET /invoices/{id}"
+    assert load["page"] == "/invoices/{id}"
+    assert load["site"] == "branch-b"
+    assert load["user"] is not None
+    assert "clerk" not in load["user"]
+    assert load["browser"].startswith("Chrome")
+    assert load["outcome"] == "ok"
+    assert load["tier_ms"]["db"] >= 45
+    assert load["tier_ms"]["browser"] > 0
+    assert_adds_up(load)
+
+    (call,) = finished(rum_collector, "/api/invoices/4711/post", "request")
+    assert call["state"] == "joined"
+    assert call["trace_id"] == app.traces["/api/invoices/4711/post"]
+    assert call["page"] == "Post invoice"  # named by the button's data-tierscope-action
+    assert call["bt"] == "POST /api/invoices/{id}/post"
+    assert call["method"] == "POST"
+    assert call["status"] == 200
+    assert call["tier_ms"]["db"] >= 45
+    assert_adds_up(call)
+
+    detail = api(rum_collector, f"/api/v1/experiences/{call['id']}").json()
+    assert detail["trace"]["summary"]["bt"] == "POST /api/invoices/{id}/post"
+    names = {span["name"] for span in detail["trace"]["spans"]}
+    assert names == {"POST /api/invoices/{id}/post", "SELECT"}
+    assert detail["timing"]["responseEnd"] > 0
+
+
+def test_the_browser_reaches_nothing_but_loopback(page: Any) -> None:
+    failures: list[str] = []
+    page.on("requestfailed", lambda request: failures.append(request.failure))
+    page.goto("about:blank")
+    outcome = page.evaluate("fetch('http://example.invalid/').then(() => 'reached', () => 'blocked')")
+    assert outcome == "blocked"
+    assert failures == ["net::ERR_FAILED"]  # aborted by the route, not a failed name lookup
+
+
+def test_a_script_error_is_captured_with_its_page_view(
+    rum_collector: CollectorProcess, app: PageApp, page: Any
+) -> None:
+    app.db_seconds = 0.0
+    page.goto(f"{app.url}/invoices/31")
+    page.click("#break")
+    page.wait_for_timeout(100)
+    page.evaluate("tierscope.flush()")
+    (load,) = finished(rum_collector, "/invoices/31", "page_load")
+    detail = wait_until(
+        lambda: (d := api(rum_collector, f"/api/v1/experiences/{load['id']}").json())["script_errors"] and d,
+        20,
+        "the script error",
+    )
+    (error,) = detail["script_errors"]
+    assert "null" in error["message"]  # TypeError: Cannot read properties of null (reading 'total')
+    assert error["source"].startswith(f"{app.url}/invoices/31:")
+    assert "TypeError" in error["stack"]
+    assert error["page"] == "/invoices/{id}"
+    assert page.page_errors  # the page itself saw the error too
+
+
+def test_delay_on_the_wan_shows_as_network_and_a_slow_database_as_db(
+    rum_collector: CollectorProcess, app: PageApp, proxy: LatencyProxy, page: Any
+) -> None:
+    app.db_seconds = 0.01
+    for base, number in ((app.url, "500"), (f"http://127.0.0.1:{proxy.port}", "501")):
+        page.goto(f"{base}/invoices/{number}")
+        page.click("#post")
+        page.wait_for_function("document.getElementById('result').textContent === 'posted'")
+        page.evaluate("tierscope.flush()")
+    app.db_seconds = 0.4
+    page.goto(f"{app.url}/invoices/502")
+    page.click("#post")
+    page.wait_for_function("document.getElementById('result').textContent === 'posted'", timeout=10_000)
+    page.evaluate("tierscope.flush()")
+    app.db_seconds = 0.0
+    app.flush()
+
+    for kind, url in (("page_load", "/invoices/{}"), ("request", "/api/invoices/{}/post")):
+        (direct,) = finished(rum_collector, url.format("500"), kind)
+        (far,) = finished(rum_collector, url.format("501"), kind)
+        (slow,) = finished(rum_collector, url.format("502"), kind)
+        for experience in (direct, far, slow):
+            assert experience["state"] == "joined"
+            assert_adds_up(experience)
+        # A request and its response each cross the proxy once: at least one round trip more,
+        # all of it network; the server's tiers are what its trace measured, and no more.
+        round_trip_ms = 2 * WAN_DELAY * 1000
+        assert far["tier_ms"]["network"] >= round_trip_ms, far
+        assert direct["tier_ms"]["network"] < far["tier_ms"]["network"], (direct, far)
+        measured = api(rum_collector, f"/api/v1/experiences/{far['id']}").json()["trace"]["summary"]
+        assert server_ms(far) == pytest.approx(measured["duration_ms"], abs=0.01), (far, measured)
+        assert slow["tier_ms"]["db"] >= 0.95 * 400, slow
+        assert slow["tier_ms"]["network"] < slow["tier_ms"]["db"] / 2, slow
+        assert max(slow["tier_ms"], key=slow["tier_ms"].get) == "db" or kind == "page_load"
+
+
+def test_lcp_cls_and_inp_agree_with_googles_web_vitals_library(
+    rum_collector: CollectorProcess, app: PageApp, page: Any
+) -> None:
+    """The same page, the same browser, both measuring: a late banner shifts the
+    layout, a click blocks the main thread for 250 ms, and leaving the page makes
+    both report their final values."""
+    app.db_seconds = 0.0
+    app.reference.clear()
+    page.goto(f"{app.url}/invoices/900?vitals=1")
+    page.wait_for_timeout(700)  # the banner comes at 300 ms
+    page.click("#slow")
+    page.click("#slow")
+    page.wait_for_timeout(300)
+    page.goto("about:blank")  # the page is hidden: final values from both
+    (load,) = finished(rum_collector, "/invoices/900", "page_load")
+
+    def reported() -> dict[str, float] | None:
+        values = {m["name"]: float(m["value"]) for m in app.reference}
+        vitals = api(rum_collector, f"/api/v1/experiences/{load['id']}").json()["vitals"]
+        if {"LCP", "CLS", "INP"} <= values.keys() and {"lcp", "cls", "inp"} <= vitals.keys():
+            return {**values, **{k: float(v) for k, v in vitals.items()}}
+        return None
+
+    both = wait_until(reported, 20, "both reports")
+    for ours, theirs in (("lcp", "LCP"), ("cls", "CLS"), ("inp", "INP")):
+        assert both[theirs] > 0, both
+        assert abs(both[ours] - both[theirs]) <= 0.1 * both[theirs], (ours, both)
+    assert both["inp"] >= 250
+    assert both["cls"] > 0.05
