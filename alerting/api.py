@@ -13,9 +13,9 @@ import yaml
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from tierscope.alerting import mute, views
+from tierscope.alerting import mute, ssrf, views
 from tierscope.alerting.rules import AlertingConfig, ConfigError, effective_rules, from_document, parse
-from tierscope.alerting.ssrf import UnsafeAddress, check_host, check_url
+from tierscope.alerting.ssrf import UnsafeAddress
 from tierscope.collector.api.deps import api_tenant, iso, parse_time
 from tierscope.config import Settings, parse_duration
 from tierscope.slo import status
@@ -190,17 +190,10 @@ async def delete_silence(request: Request, caller: Caller, silence_id: SilenceId
 
 def check_receivers(config: AlertingConfig, settings: Settings) -> None:
     """SSRF check of every receiver address, at save time (and again at send time)."""
-    allowed = list(settings.alert_allowed_networks)
-    for receiver in config.receivers:
-        try:
-            if receiver.email is not None:
-                check_host(receiver.email.host, receiver.email.port, allowed)
-            else:
-                target = receiver.webhook or receiver.alertmanager or receiver.chat
-                assert target is not None
-                check_url(target.url, allowed)
-        except UnsafeAddress as exc:
-            raise HTTPException(422, f"receiver {receiver.name}: {exc}") from None
+    try:
+        ssrf.check_receivers(config.receivers, list(settings.alert_allowed_networks))
+    except UnsafeAddress as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.put("/alerting/config", summary="Replace the tenant's alert rules, receivers and routes (YAML)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 Resolver = Callable[[str, int], list[str]]
@@ -76,3 +77,17 @@ def redact(url: str) -> str:
     """The URL without its path and query, which often hold a secret (chat webhooks)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/..."
+
+
+def check_receivers(receivers: Iterable[Any], allowed: Iterable[Network]) -> None:
+    """Check every receiver's address (``rules.Receiver``); the error names the receiver."""
+    allowed = list(allowed)
+    for receiver in receivers:
+        try:
+            if receiver.email is not None:
+                check_host(receiver.email.host, receiver.email.port, allowed)
+            else:
+                target = receiver.webhook or receiver.alertmanager or receiver.chat
+                check_url(target.url, allowed)
+        except UnsafeAddress as exc:
+            raise UnsafeAddress(f"receiver {receiver.name}: {exc}") from None

@@ -333,4 +333,5 @@ async def _tenant_id(conn: psycopg.AsyncConnection, name: str) -> int:
         raise click.ClickException(f"no tenant named {name!r} (see tierscope tenant list)")
     return int(row[0])
 
+from tierscope.cli import alerts as _alerts  # noqa: E402, F401 - registers `tierscope alerts` (cli/alerts.py)
 from tierscope.cli import slo as _slo  # noqa: E402, F401 - registers `tierscope slo` (cli/slo.py)
