@@ -96,7 +96,8 @@ async def test_a_silence_holds_the_notification_back_until_it_ends(estate: Estat
     estate.write_minutes(minute(-60), 80)
     with psycopg.connect(estate.dsn) as conn:
         conn.execute(
-            "INSERT INTO silences (tenant_id, kind, matchers, starts_at, ends_at) VALUES (%s, 'silence', %s, %s, %s)",
+            "INSERT INTO silences (tenant_id, kind, matchers, starts_at, ends_at) "
+            "VALUES (%s, 'silence', %s, %s, %s)",
             (estate.tenant_id, json.dumps({"tier": "db"}), minute(0), minute(12)),
         )
     async with Database(estate.dsn) as database:
