@@ -198,3 +198,16 @@ def test_priority_grows_with_severity_criticality_users_and_duration() -> None:
     assert priority("warning", "medium", 1000, 10) > base
     assert priority("warning", "medium", 10, 120) > base
     assert priority("info", "low", 0, 0) == 1.0
+
+
+def test_every_runbook_link_has_its_section() -> None:
+    from pathlib import Path
+
+    from tierscope.alerting.views import RUNBOOK_ANCHORS, runbook
+    from tierscope.collector.tiers import TIERS
+
+    text = (Path(__file__).parents[2] / "docs" / "runbook.md").read_text()
+    headings = {line[3:].strip() for line in text.splitlines() if line.startswith("## ")}
+    links = [runbook(kind, None) for kind in RUNBOOK_ANCHORS] + [runbook("baseline", t) for t in TIERS]
+    assert {link.split("#")[1] for link in links} <= headings
+    assert "alerts" in headings
