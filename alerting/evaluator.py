@@ -34,15 +34,14 @@ from tierscope.alerting.signals import (
     BaselineModel,
     Recent,
     Signal,
-    fit_baselines,
     judge_slos,
     judge_transactions,
     minute_window,
     read_recent,
+    refresh_baselines,
 )
 from tierscope.alerting.views import view
 from tierscope.config import Settings
-from tierscope.processing.query import HOUR
 from tierscope.slo import status
 from tierscope.slo.baselines import BaselineConfig
 from tierscope.slo.calendar import BusinessCalendar
@@ -155,13 +154,13 @@ class Evaluator:
         )
 
     async def _model(self, conn: AsyncConnection, tenant_id: int, end: datetime) -> BaselineModel:
-        cached = self._models.get(tenant_id)
-        hour = end - (end - datetime(2000, 1, 3, tzinfo=UTC)) % HOUR
-        if cached is None or cached.fitted_for != hour:
-            config = BaselineConfig(weeks=self.settings.baseline_weeks, widths=self.settings.baseline_bands)
-            cached = await fit_baselines(conn, tenant_id, end, await self._calendar(conn, tenant_id), config)
-            self._models[tenant_id] = cached
-        return cached
+        """The tenant's bands, fitted once and then brought up to date hour by hour."""
+        config = BaselineConfig(weeks=self.settings.baseline_weeks, widths=self.settings.baseline_bands)
+        model = await refresh_baselines(
+            conn, tenant_id, self._models.get(tenant_id), end, await self._calendar(conn, tenant_id), config
+        )
+        self._models[tenant_id] = model
+        return model
 
     async def evaluate_tenant(
         self, conn: AsyncConnection, tenant_id: int, end: datetime, report: CycleReport

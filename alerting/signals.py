@@ -12,6 +12,7 @@ hour, :class:`BaselineModel`), and per SLO the windows of its burn rates.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,24 +123,19 @@ class BaselineModel:
         return out
 
 
-async def fit_baselines(
-    conn: AsyncConnection, tenant_id: int, now: datetime, calendar: BusinessCalendar, config: BaselineConfig
-) -> BaselineModel:
-    """Fit bands for every transaction from the hour rollups of the last ``config.weeks``."""
-    end = floor(now, HOUR)
-    steps = config.weeks * 7 * 24
-    start = end - steps * HOUR
-    rows = await store.bt_window(conn, tenant_id, "hour", start, end)
-    keys: list[tuple[str, str]] = []
-    where: dict[tuple[str, str], int] = {}
-    for service, bt, *_ in rows:
-        if (service, bt) not in where:
-            where[(service, bt)] = len(keys)
-            keys.append((service, bt))
-    if not keys:
-        return BaselineModel([], None, end)
+def _keys_of(rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((row[0], row[1]) for row in rows))
+
+
+def _matrix(
+    rows: list[tuple[Any, ...]], keys: list[tuple[str, str]], start: datetime, steps: int
+) -> np.ndarray:
+    """Hour rollups as the baseline's series: (transactions x metrics) x steps, NaN where idle."""
+    where = {key: i for i, key in enumerate(keys)}
     n, metrics = len(keys), len(BASELINE_METRICS)
     values = np.full((n * metrics, steps), np.nan, dtype=np.float32)
+    if not rows:
+        return values
     bt_of_row = np.asarray([where[(r[0], r[1])] for r in rows])
     step_of_row = np.asarray([int((r[2] - start) / HOUR) for r in rows])
     calls = np.asarray([r[3] for r in rows], dtype=np.float64)
@@ -158,7 +154,54 @@ async def fit_baselines(
         merged = histogram.Merged(groups.tolist(), (rows[i][5] for i in chosen))
         p95 = merged.quantile_of_each(0.95)
         values[bt_of_row[chosen] * metrics, step_of_row[chosen]] = p95[groups] / 1000
-    return BaselineModel(keys, Baseline(values, start, HOUR, calendar, config), end)
+    return values
+
+
+async def fit_baselines(
+    conn: AsyncConnection, tenant_id: int, now: datetime, calendar: BusinessCalendar, config: BaselineConfig
+) -> BaselineModel:
+    """Fit bands for every transaction from the hour rollups of the last ``config.weeks``.
+
+    The arithmetic runs in a worker thread: the event loop of the collector
+    worker that hosts the evaluator keeps serving requests meanwhile."""
+    end = floor(now, HOUR)
+    steps = config.weeks * 7 * 24
+    start = end - steps * HOUR
+    rows = await store.bt_window(conn, tenant_id, "hour", start, end)
+    keys = _keys_of(rows)
+    if not keys:
+        return BaselineModel([], None, end)
+
+    def build() -> Baseline:
+        return Baseline(_matrix(rows, keys, start, steps), start, HOUR, calendar, config)
+
+    return BaselineModel(keys, await asyncio.to_thread(build), end)
+
+
+async def refresh_baselines(
+    conn: AsyncConnection,
+    tenant_id: int,
+    model: BaselineModel | None,
+    now: datetime,
+    calendar: BusinessCalendar,
+    config: BaselineConfig,
+) -> BaselineModel:
+    """The model brought up to the last whole hour: the new hours appended (the
+    slots they touch refitted), or a full fit when transactions appeared, the
+    model is missing or more than a day behind."""
+    end = floor(now, HOUR)
+    if model is not None and model.fitted_for == end:
+        return model
+    behind = None if model is None else end - model.fitted_for
+    if model is None or model.baseline is None or behind is None or not HOUR <= behind <= timedelta(days=1):
+        return await fit_baselines(conn, tenant_id, now, calendar, config)
+    rows = await store.bt_window(conn, tenant_id, "hour", model.fitted_for, end)
+    if any(key not in set(model.keys) for key in _keys_of(rows)):
+        return await fit_baselines(conn, tenant_id, now, calendar, config)
+    steps = int(behind / HOUR)
+    baseline, start = model.baseline, model.fitted_for
+    await asyncio.to_thread(lambda: baseline.update(_matrix(rows, model.keys, start, steps)))
+    return BaselineModel(model.keys, baseline, end)
 
 
 @dataclass

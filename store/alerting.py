@@ -7,6 +7,7 @@ in ``sql/alerting.sql`` (same format as ``sql/queries.sql``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from importlib import resources
@@ -212,15 +213,22 @@ async def list_notifications(conn: AsyncConnection, tenant_id: int, alert_id: in
 
 @wrap_errors
 async def bt_window(
-    conn: AsyncConnection, tenant_id: int, resolution: str, start: datetime, end: datetime
+    conn: AsyncConnection, tenant_id: int, resolution: str, start: datetime, end: datetime, chunk: int = 5000
 ) -> list[tuple[str, str, datetime, int, int, bytes, list[int]]]:
-    """Every business transaction's rollups at ``resolution`` in ``[start, end)``."""
-    async with conn.cursor(binary=True) as cur:
-        await cur.execute(
-            ALERT_QUERIES["bt_window"],
-            {"tenant_id": tenant_id, "resolution": resolution, "start": start, "end": end},
-        )
-        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6]) for r in await cur.fetchall()]
+    """Every business transaction's rollups at ``resolution`` in ``[start, end)``.
+
+    Read through a server-side cursor, ``chunk`` rows at a time: weeks of hours
+    of a thousand transactions are a million rows, and no single statement
+    should come near the statement timeout nor hold the event loop while rows
+    are decoded."""
+    found: list[tuple[str, str, datetime, int, int, bytes, list[int]]] = []
+    params = {"tenant_id": tenant_id, "resolution": resolution, "start": start, "end": end}
+    async with conn.transaction(), conn.cursor(name="alerting_bt_window", binary=True) as cur:
+        await cur.execute(ALERT_QUERIES["bt_window"], params)
+        while rows := await cur.fetchmany(chunk):
+            found += [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6]) for r in rows]
+            await asyncio.sleep(0)  # let requests of this worker through between chunks
+    return found
 
 
 def _keys(transactions: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

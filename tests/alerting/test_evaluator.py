@@ -231,3 +231,21 @@ async def test_a_failed_evaluation_or_missing_data_never_resolves_a_firing_alert
             report = await evaluator.cycle(minute(n))
             assert report.failed == []
         assert open_alerts(estate)[0]["state"] == "firing"
+
+
+async def test_baselines_brought_up_to_date_hour_by_hour_equal_a_full_fit(estate: Estate) -> None:
+    from tierscope.alerting.signals import BASELINE_METRICS, fit_baselines, refresh_baselines
+    from tierscope.slo.baselines import BaselineConfig
+    from tierscope.slo.calendar import BusinessCalendar
+
+    config, calendar = BaselineConfig(), BusinessCalendar()
+    async with Database(estate.dsn) as database, database.connection() as conn:
+        older = await fit_baselines(conn, estate.tenant_id, START - timedelta(hours=3), calendar, config)
+        updated = await refresh_baselines(conn, estate.tenant_id, older, START, calendar, config)
+        whole = await fit_baselines(conn, estate.tenant_id, START, calendar, config)
+    assert updated.fitted_for == whole.fitted_for == START
+    assert updated.keys == whole.keys
+    for at in (START - timedelta(hours=2), START + timedelta(minutes=5)):
+        a, b = updated.expected(at, [0, 1, 2]), whole.expected(at, [0, 1, 2])
+        for name in BASELINE_METRICS:
+            assert a[name] == pytest.approx(b[name], nan_ok=True), name
