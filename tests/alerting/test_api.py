@@ -197,3 +197,45 @@ def test_an_alert_end_to_end_through_the_api_the_webhook_and_the_cli(
     wrong = cli(running, "alerts", "ack", "999999")
     assert wrong.returncode != 0
     assert "no alert 999999" in wrong.stderr
+
+
+def test_restarting_tierscope_up_mid_incident_neither_pages_again_nor_drops_the_alert(
+    collector_factory: Callable[..., CollectorProcess], sink: Sink
+) -> None:
+    collector = collector_factory(
+        TIERSCOPE_PROCESSING="false",
+        TIERSCOPE_ALERT_DELAY="0s",
+        TIERSCOPE_ALERT_INTERVAL="1s",
+        TIERSCOPE_ALERT_ALLOWED_NETWORKS="127.0.0.1/32",
+    )
+    dsn = collector.database_url or ""
+    with psycopg.connect(dsn) as conn:
+        (tenant_id,) = conn.execute("SELECT id FROM tenants WHERE name = 'default'").fetchone()
+    token = collector.credentials()["api_token"]
+    applied = httpx.put(
+        f"{collector.url}/api/v1/alerting/config",
+        content=rules(sink),
+        headers={"Authorization": f"Bearer {token}", "content-type": "application/yaml"},
+        timeout=30,
+    )
+    assert applied.status_code == 200, applied.text
+    now = floor(datetime.now(UTC), MINUTE)
+    estate = Estate(
+        dsn, tenant_id, [Fault("db", "UPDATE orders", 900, now - timedelta(minutes=2), bts=(BTS[0],))]
+    )
+    estate.write_minutes(now - timedelta(minutes=70), 80)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not sink.requests:
+        time.sleep(0.2)
+    (before,) = call(collector, "GET", "/api/v1/alerts").json()["alerts"]
+    assert before["state"] == "firing"
+    collector.stop()
+    collector.start()
+    time.sleep(5)  # five evaluation cycles of the restarted collector
+    (after,) = call(collector, "GET", "/api/v1/alerts").json()["alerts"]
+    assert (after["id"], after["state"], after["started_at"]) == (
+        before["id"],
+        "firing",
+        before["started_at"],
+    )
+    assert [event for event, _ in sink.events()] == ["firing"]
