@@ -211,3 +211,24 @@ def test_every_runbook_link_has_its_section() -> None:
     links = [runbook(kind, None) for kind in RUNBOOK_ANCHORS] + [runbook("baseline", t) for t in TIERS]
     assert {link.split("#")[1] for link in links} <= headings
     assert "alerts" in headings
+
+
+def test_the_vectorised_quantile_of_every_group_equals_the_per_group_one() -> None:
+    import numpy as np
+
+    from tierscope.processing import histogram
+
+    rng = np.random.default_rng(3)
+    blobs, groups = [], []
+    for group in (0, 1, 1, 3, 5):
+        counts: histogram.Counts = {}
+        for value in rng.lognormal(11, 1, int(rng.integers(1, 300))):
+            histogram.add(counts, float(value))
+        blobs.append(histogram.encode(counts))
+        groups.append(group)
+    merged = histogram.Merged(groups, blobs)
+    for q in (0.5, 0.95, 0.99):
+        each = merged.quantile_of_each(q)
+        for group in range(6):
+            (one,) = merged.quantiles(group, (q,))
+            assert (np.isnan(each[group]) and one is None) or each[group] == pytest.approx(one)
