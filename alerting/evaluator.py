@@ -227,12 +227,10 @@ class Evaluator:
         return incidents
 
     def _maintenance(self, config: AlertingConfig) -> list[mute.Window]:
-        windows = []
-        for item in config.maintenance:
-            starts = datetime.fromisoformat(item.starts_at.replace("Z", "+00:00"))
-            ends = datetime.fromisoformat(item.ends_at.replace("Z", "+00:00"))
-            windows.append(mute.Window(starts, ends, dict(item.matchers), "maintenance"))
-        return windows
+        return [
+            mute.Window(item.starts_at, item.ends_at, dict(item.matchers), "maintenance")
+            for item in config.maintenance
+        ]
 
     async def _step(
         self,

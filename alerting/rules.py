@@ -20,7 +20,15 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from tierscope.config import parse_duration
 
@@ -126,8 +134,8 @@ class Route(_Strict):
 
 
 class Maintenance(_Strict):
-    starts_at: str
-    ends_at: str
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
     matchers: dict[str, str] = Field(default_factory=dict)
     comment: str = ""
 

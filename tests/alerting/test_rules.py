@@ -232,3 +232,13 @@ def test_the_vectorised_quantile_of_every_group_equals_the_per_group_one() -> No
         for group in range(6):
             (one,) = merged.quantiles(group, (q,))
             assert (np.isnan(each[group]) and one is None) or each[group] == pytest.approx(one)
+
+
+def test_maintenance_windows_of_the_document_are_checked_times() -> None:
+    config = parse(
+        "maintenance:\n  - {starts_at: '2026-12-24T18:00:00Z', ends_at: '2026-12-26T06:00:00Z', "
+        "matchers: {service: erp-web}}\n"
+    )
+    assert config.maintenance[0].starts_at == datetime(2026, 12, 24, 18, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="maintenance.0.starts_at"):
+        parse("maintenance:\n  - {starts_at: 'Christmas', ends_at: '2026-12-26T06:00:00Z'}\n")
