@@ -203,6 +203,7 @@ def test_restarting_tierscope_up_mid_incident_neither_pages_again_nor_drops_the_
     collector_factory: Callable[..., CollectorProcess], sink: Sink
 ) -> None:
     collector = collector_factory(
+        TIERSCOPE_WORKERS="2",  # two evaluators contend for the leader lock: still one page
         TIERSCOPE_PROCESSING="false",
         TIERSCOPE_ALERT_DELAY="0s",
         TIERSCOPE_ALERT_INTERVAL="1s",
@@ -238,4 +239,10 @@ def test_restarting_tierscope_up_mid_incident_neither_pages_again_nor_drops_the_
         "firing",
         before["started_at"],
     )
-    assert [event for event, _ in sink.events()] == ["firing"]
+    assert [event for event, _ in sink.events()] == ["firing"]  # no re-page, by either worker
+    with psycopg.connect(dsn) as conn:
+        (leaders,) = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'tierscope-alerting'"
+        ).fetchone()
+    assert leaders == 1
