@@ -240,5 +240,5 @@ def test_maintenance_windows_of_the_document_are_checked_times() -> None:
         "matchers: {service: erp-web}}\n"
     )
     assert config.maintenance[0].starts_at == datetime(2026, 12, 24, 18, tzinfo=UTC)
-    with pytest.raises(ConfigError, match="maintenance.0.starts_at"):
+    with pytest.raises(ConfigError, match=r"maintenance\.0\.starts_at"):
         parse("maintenance:\n  - {starts_at: 'Christmas', ends_at: '2026-12-26T06:00:00Z'}\n")
