@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     model_validator,
 )
@@ -34,7 +35,18 @@ from tierscope.config import parse_duration
 
 SEVERITIES = ("info", "warning", "critical")  # in increasing order
 Severity = Literal["info", "warning", "critical"]
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _written(value: timedelta) -> str:
+    """A duration as the document writes it (2m, 90s, 6h), for JSON answers."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(_written, when_used="json")]
 METRICS = ("p95_ms", "error_rate")
 # Below these, a deviation is noise whatever the band says (a band of a flat
 # series is narrow): latency 50 ms above normal, errors 5 points above.

@@ -127,6 +127,7 @@ def test_an_alert_end_to_end_through_the_api_the_webhook_and_the_cli(
     )
     assert applied.status_code == 200, applied.text
     assert [r["name"] for r in applied.json()["rules"]] == ["checkout-sla"]
+    assert applied.json()["rules"][0]["for"] == "0s"  # durations as written, not ISO 8601
     assert applied.json()["config"]["receivers"][0]["webhook"]["secret"] == "***"
 
     now = floor(datetime.now(UTC), MINUTE)
@@ -243,6 +244,7 @@ def test_restarting_tierscope_up_mid_incident_neither_pages_again_nor_drops_the_
     with psycopg.connect(dsn) as conn:
         (leaders,) = conn.execute(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'tierscope-alerting'"
+            "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'tierscope-alerting' "
+            "AND a.datname = current_database()"
         ).fetchone()
     assert leaders == 1
