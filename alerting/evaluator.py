@@ -170,7 +170,8 @@ class Evaluator:
         objectives = {o.name: o for o in await status.objectives(conn, tenant_id)}
         rules = effective_rules(config, sorted(objectives))
         recent_by_window: dict[timedelta, Recent] = {}
-        for window in {r.window for r in rules if r.kind != "slo_burn"}:
+        # At least one window is read, if only to tell "no data at all" from "all is well".
+        for window in {r.window for r in rules if r.kind != "slo_burn"} or {timedelta(minutes=5)}:
             start, stop = minute_window(end, window)
             recent_by_window[window] = await read_recent(conn, tenant_id, start, stop)
         model = await self._model(conn, tenant_id, end)
