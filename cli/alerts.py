@@ -48,7 +48,13 @@ def alerts_list(tenant: str, since: str, as_json: bool, data_dir: Path | None) -
     if not shown:
         console.print(f"no alerts for tenant {tenant!r} in the last {since}")
         return
-    table = Table("id", "severity", "state", "title", "where", "users", "priority", "started")
+    table = Table()
+    for name in ("id", "severity", "state"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("title", min_width=30, ratio=3)  # the long ones wrap; the short ones stay whole
+    table.add_column("where", min_width=12, ratio=1, overflow="fold")
+    for name in ("users", "priority", "started"):
+        table.add_column(name, no_wrap=True)
     for alert in shown:
         where = "/".join(part for part in (alert["tier"], alert["component"]) if part) or "-"
         table.add_row(
@@ -59,7 +65,7 @@ def alerts_list(tenant: str, since: str, as_json: bool, data_dir: Path | None) -
             where,
             str(alert["impact"].get("users", "-")),
             str(alert["impact"].get("priority", "-")),
-            alert["started_at"] or "-",
+            (alert["started_at"] or "-")[:16],  # to the minute
         )
     out.print(table)
 
