@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tierscope.alerting import api as alerting_api
+from tierscope.alerting import service as alerting_service
 from tierscope.collector import ingest, rum
 from tierscope.collector.api import traces
 from tierscope.collector.auth import KeyVerifier
@@ -99,12 +101,17 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
             # periodic round tries again (another worker may hold the lock now).
             _logger.warning("maintenance at start-up failed: %s", exc)
         maintenance = asyncio.create_task(_maintain_forever(database, settings))
+        background = [maintenance]
+        if settings.alerting:
+            background.append(asyncio.create_task(alerting_service.run(database, settings, dsn)))
         try:
             yield
         finally:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await database.close()
 
     app = FastAPI(
@@ -146,6 +153,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     app.include_router(console.router)
     app.mount("/console/static", console.static, name="console-static")
     app.include_router(experiences_api.router)
+    app.include_router(alerting_api.router)
     app.add_middleware(_InFlight, metrics=metrics)
     retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
 

@@ -11,6 +11,7 @@ variable, the value and what was expected (see :class:`SettingsError`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import zoneinfo
@@ -97,6 +98,8 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Widths = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_split), AfterValidator(_increasing)]
 Dates = Annotated[tuple[date, ...], NoDecode, BeforeValidator(_split)]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Networks = Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_split)]
 
 
 def default_data_dir() -> Path:
@@ -300,6 +303,44 @@ class Settings(BaseSettings):
     rum_apdex_t: Duration = Field(
         default=timedelta(seconds=1),
         description="Apdex threshold T of real-user experiences (satisfied up to T, tolerating up to 4T).",
+    )
+
+    # -- alerting (alerting/) ------------------------------------------------
+    alerting: bool = Field(
+        default=True,
+        description="Run the alert evaluator and notification sender inside tierscope up (one leader "
+        "per store).",
+    )
+    alert_interval: Duration = Field(
+        default=timedelta(seconds=30), description="How often alert rules are evaluated."
+    )
+    alert_delay: Duration = Field(
+        default=timedelta(minutes=1),
+        description="Minutes younger than this are not judged yet: processing may still be adding "
+        "traces to them.",
+    )
+    alert_allowed_networks: Networks = Field(
+        default=(),
+        description="Comma-separated addresses or networks (127.0.0.1/32) that receivers may point "
+        "at although loopback, private or link-local. Unset: none.",
+    )
+    alert_retry_initial: Duration = Field(
+        default=timedelta(seconds=10),
+        description="First wait before a failed notification is tried again; doubles on each failure.",
+    )
+    alert_retry_max: Duration = Field(
+        default=timedelta(minutes=5), description="Longest wait between attempts to deliver a notification."
+    )
+    alert_cost_per_user_minute: float = Field(
+        default=0.0,
+        ge=0,
+        description="Estimated cost of one user affected for one minute, for business services without "
+        "a cost of their own in the alerting document.",
+    )
+    alert_runbook_url: str = Field(
+        default="docs/runbook.md",
+        max_length=500,
+        description="Where alerts link their runbook sections (#anchors are appended).",
     )
 
     # -- keys --------------------------------------------------------------

@@ -157,6 +157,22 @@ class Merged:
         start = dimension * STRIDE
         return self._dense[:, start : min(start + last + 1, self._dense.shape[1])].sum(axis=1)
 
+    def quantile_of_each(self, q: float, dimension: int = 0) -> npt.NDArray[np.float64]:
+        """The ``q`` quantile (µs) of every group at once, NaN for empty groups: the
+        same rank rule as :meth:`quantiles`, vectorised (alerting judges thousands)."""
+        rows = self._dense[:, dimension * STRIDE : (dimension + 1) * STRIDE]
+        size = rows.sum(axis=1)
+        cumulative = np.cumsum(rows, axis=1)
+        rank = q * np.maximum(size - 1, 0)
+        low, high = np.floor(rank), np.ceil(rank)
+        values = np.asarray([value(i) for i in range(rows.shape[1])]) if rows.shape[1] else np.zeros(0)
+        if not len(values):
+            return np.full(rows.shape[0], np.nan)
+        low_index = np.minimum((cumulative < (low + 1)[:, None]).sum(axis=1), rows.shape[1] - 1)
+        high_index = np.minimum((cumulative < (high + 1)[:, None]).sum(axis=1), rows.shape[1] - 1)
+        result = values[low_index] + (values[high_index] - values[low_index]) * (rank - low)
+        return np.where(size > 0, result, np.nan)
+
     def quantiles(self, group: int, qs: Iterable[float], dimension: int = 0) -> list[float | None]:
         """Quantiles (µs), ``None`` when empty.
 

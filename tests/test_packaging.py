@@ -11,7 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-ARCHITECTURE = ["agent", "cli", "collector", "config", "dashboards", "processing", "slo", "store", "testing"]
+ARCHITECTURE = [
+    "agent", "alerting", "cli", "collector", "config", "dashboards", "processing", "slo", "store", "testing",
+]
 
 
 def package_folders() -> set[str]:

@@ -1,0 +1,194 @@
+"""Where to look: the suspected tier, then the component within it.
+
+For a latency signal, each tier's time per request now is compared with its
+baseline: the hour-of-week median of ``tier_ms.<tier>`` (``slo/baselines.py``)
+where the baseline has learnt, else the hour before the incident began (a new
+transaction, or a test store). The **excess** of a tier is how much more time
+per request it takes than normally; the suspected tier is the one whose excess
+explains the largest share of the total excess, and that share is the
+**confidence**. Within that tier, components (SQL statement, external peer,
+host, page...) are compared the same way, per request of the affected
+transactions, from the component rollups; the one with the largest excess is
+named.
+
+An error signal is localised by errors instead of time: the tier and then the
+component whose errors per request grew the most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from psycopg import AsyncConnection
+
+from tierscope.alerting.signals import BaselineModel, Recent, Signal
+from tierscope.collector.tiers import TIERS
+from tierscope.store import alerting as store
+from tierscope.store import slo as slo_store
+
+REFERENCE = timedelta(hours=1)  # the fallback baseline: the hour before the incident
+ERROR_METRICS = ("error_rate", "availability")
+
+
+@dataclass
+class Localisation:
+    tier: str | None = None
+    component: str | None = None
+    confidence: float = 0.0
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cause_key(self) -> str | None:
+        """The incident a signal belongs to, when the cause is clear enough to share."""
+        if self.tier and self.component and self.confidence >= 0.5:
+            return f"cause:{self.tier}:{self.component}"
+        return None
+
+
+def _round(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 3)
+
+
+async def localise(
+    conn: AsyncConnection,
+    tenant_id: int,
+    signal: Signal,
+    recent: Recent,
+    model: BaselineModel,
+    since: datetime,
+) -> Localisation:
+    """Localise ``signal`` judged on ``recent``; ``since`` is when its incident began
+    (the reference hour ends there)."""
+    where = recent.index()
+    rows = [where[key] for key in signal.bts if key in where]
+    calls = recent.calls[rows] if rows else np.zeros(0)
+    requests = float(calls.sum())
+    if requests <= 0:
+        return Localisation(evidence={"reason": "no requests in the judged window"})
+    reference_start = since - REFERENCE
+    reference = await slo_store.bt_buckets(conn, tenant_id, signal.bts, "minute", reference_start, since)
+    reference_requests = float(reference.calls.sum())
+    errors = signal.metric in ERROR_METRICS
+    if errors:
+        tiers_now, tiers_base, basis = await _tier_errors(
+            conn, tenant_id, signal, recent, reference_start, since, requests, reference_requests
+        )
+    else:
+        tiers_now = (np.nan_to_num(recent.tier_ms[rows]) * calls[:, None]).sum(axis=0) / requests
+        learnt = _learnt_tiers(model, signal, recent, rows, calls)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fallback = (
+                reference.tier_us.sum(axis=0) / reference_requests / 1000
+                if reference_requests
+                else np.full(len(TIERS), np.nan)
+            )
+        tiers_base = np.where(np.isfinite(learnt), learnt, fallback)
+        basis = "baseline" if np.isfinite(learnt).any() else "hour before"
+    excess = np.clip(np.nan_to_num(tiers_now - tiers_base), 0, None)
+    total = float(excess.sum())
+    unit = "errors per request" if errors else "ms per request"
+    evidence: dict[str, Any] = {
+        "unit": unit,
+        "baseline_from": basis,
+        "tiers": {
+            tier: {
+                "now": _round(tiers_now[t]),
+                "baseline": _round(tiers_base[t]),
+                "excess": _round(excess[t]),
+                "share": round(float(excess[t] / total), 3) if total > 0 else 0.0,
+            }
+            for t, tier in enumerate(TIERS)
+            if np.isfinite(tiers_now[t]) and (tiers_now[t] > 0 or np.nan_to_num(tiers_base[t]) > 0)
+        },
+    }
+    if total <= 0:
+        return Localisation(evidence=evidence)
+    top = int(np.argmax(excess))
+    tier = TIERS[top]
+    confidence = float(excess[top] / total)
+    component, component_evidence = await _component(
+        conn, tenant_id, signal, tier, recent, reference_start, since, requests, reference_requests, errors
+    )
+    evidence["component"] = component_evidence
+    return Localisation(tier, component, round(confidence, 3), evidence)
+
+
+def _learnt_tiers(
+    model: BaselineModel, signal: Signal, recent: Recent, rows: list[int], calls: np.ndarray
+) -> np.ndarray:
+    """The request-weighted hour-of-week median of each tier's time (NaN: not learnt)."""
+    model_rows = {key: i for i, key in enumerate(model.keys)}
+    known = [(j, model_rows[recent.keys[i]]) for j, i in enumerate(rows) if recent.keys[i] in model_rows]
+    if not known:
+        return np.full(len(TIERS), np.nan)
+    middle = recent.start + (recent.end - recent.start) / 2
+    expected = model.expected(middle, [m for _, m in known])
+    weights = calls[[j for j, _ in known]]
+    result = np.full(len(TIERS), np.nan)
+    for t, tier in enumerate(TIERS):
+        values = expected[f"tier_ms.{tier}"]
+        ok = np.isfinite(values)
+        if ok.any() and weights[ok].sum() > 0:
+            result[t] = float((values[ok] * weights[ok]).sum() / weights[ok].sum())
+    return result
+
+
+async def _tier_errors(
+    conn: AsyncConnection,
+    tenant_id: int,
+    signal: Signal,
+    recent: Recent,
+    reference_start: datetime,
+    since: datetime,
+    requests: float,
+    reference_requests: float,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    now = await slo_store.tier_buckets(conn, tenant_id, signal.bts, "minute", recent.start, recent.end)
+    before = await slo_store.tier_buckets(conn, tenant_id, signal.bts, "minute", reference_start, since)
+
+    def per_request(rows: list[tuple[datetime, str, int, int]], total: float) -> np.ndarray:
+        sums = np.zeros(len(TIERS))
+        for _, tier, _, errors in rows:
+            if tier in TIERS:
+                sums[TIERS.index(tier)] += errors
+        return sums / total if total > 0 else np.zeros(len(TIERS))
+
+    return per_request(now, requests), per_request(before, reference_requests), "hour before"
+
+
+async def _component(
+    conn: AsyncConnection,
+    tenant_id: int,
+    signal: Signal,
+    tier: str,
+    recent: Recent,
+    reference_start: datetime,
+    since: datetime,
+    requests: float,
+    reference_requests: float,
+    errors: bool,
+) -> tuple[str | None, dict[str, Any]]:
+    now = await store.component_window(conn, tenant_id, signal.bts, tier, recent.start, recent.end)
+    before = await store.component_window(conn, tenant_id, signal.bts, tier, reference_start, since)
+    best: tuple[float, str, float, float] | None = None
+    for name, (_, errs, self_us) in now.items():
+        if name == "_other":
+            continue
+        value = errs if errors else self_us / 1000
+        _, ref_errs, ref_us = before.get(name, (0, 0, 0))
+        ref_value = ref_errs if errors else ref_us / 1000
+        current = value / requests
+        usual = ref_value / reference_requests if reference_requests > 0 else 0.0
+        if best is None or current - usual > best[0]:
+            best = (current - usual, name, current, usual)
+    if best is None or best[0] <= 0:
+        return None, {}
+    return best[1], {
+        "name": best[1],
+        "now": round(best[2], 3),
+        "baseline": round(best[3], 3),
+        "excess": round(best[0], 3),
+    }

@@ -1,0 +1,92 @@
+"""The alerting service inside ``tierscope up``: one leader per store.
+
+Every collector worker runs :func:`run` as a background task of its app (next
+to partition maintenance). The task holds a dedicated connection and tries a
+session-level advisory lock on it: the one worker that gets it evaluates the
+rules every ``alert_interval`` and delivers the outbox every second; the
+others only retry the lock. If the leader's process dies, its session ends,
+the lock is released and another worker takes over within a tick; uvicorn's
+supervisor restarts the dead worker. Alert state lives in the store, so the
+new leader carries on where the old one stopped (the baseline cache is
+rebuilt, nothing else is lost).
+
+Why in the collector workers and not a process of its own: evaluation is a
+few queries a minute and delivery is I/O; the workers are already supervised,
+have the settings and a pool, and the advisory lock makes any number of
+collectors (and workers) of one store safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+import psycopg
+
+from tierscope.alerting.delivery import Backoff, deliver_due
+from tierscope.alerting.evaluator import Evaluator
+from tierscope.config import Settings
+from tierscope.store import Database
+
+_logger = logging.getLogger(__name__)
+LEADER_LOCK = 0x7473616C657274  # "tsalert": one alert evaluator per store
+TICK_SECONDS = 1.0
+
+
+async def _try_lead(dsn: str, conn: psycopg.AsyncConnection | None) -> psycopg.AsyncConnection | None:
+    """The lock's connection if this worker leads (keeps leading), else None."""
+    try:
+        if conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(
+                dsn, autocommit=True, application_name="tierscope-alerting", connect_timeout=5
+            )
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+        row = await cur.fetchone()
+        if row and row[0]:
+            return conn
+        await conn.close()
+    except psycopg.Error as exc:
+        _logger.info("alerting: the store is not reachable (%s); trying again", exc)
+        if conn is not None:
+            await conn.close()
+    return None
+
+
+async def run(database: Database, settings: Settings, dsn: str) -> None:
+    """Lead when possible; evaluate and deliver while leading. Runs until cancelled."""
+    evaluator = Evaluator(database, settings)
+    backoff = Backoff(settings.alert_retry_initial, settings.alert_retry_max)
+    allowed = list(settings.alert_allowed_networks)
+    lock: psycopg.AsyncConnection | None = None
+    next_evaluation = 0.0
+    try:
+        while True:
+            # Re-asking for a lock already held just stacks it; checking the
+            # connection is alive is what matters for a leader.
+            lock = await _try_lead(dsn, lock) if lock is None else await _still_leading(lock)
+            if lock is not None:
+                if time.monotonic() >= next_evaluation:
+                    next_evaluation = time.monotonic() + settings.alert_interval.total_seconds()
+                    try:
+                        await evaluator.cycle()
+                    except Exception as exc:  # the next cycle tries again; nothing was resolved
+                        _logger.warning("alert evaluation failed: %s", exc)
+                try:
+                    await deliver_due(database, datetime.now(UTC), backoff, allowed)
+                except Exception as exc:
+                    _logger.warning("notification delivery failed: %s", exc)
+            await asyncio.sleep(TICK_SECONDS)
+    finally:
+        if lock is not None:
+            await lock.close()
+
+
+async def _still_leading(conn: psycopg.AsyncConnection) -> psycopg.AsyncConnection | None:
+    try:
+        await conn.execute("SELECT 1")
+    except psycopg.Error:
+        await conn.close()
+        return None
+    return conn

@@ -1,0 +1,379 @@
+"""From rollups to signals: which rules hold now, for which transactions, how badly.
+
+A :class:`Signal` is one rule holding for one subject (a business transaction,
+or an SLO's transactions) at one evaluation, with its severity and the figures
+that made it hold. Signals are then localised, grouped into incidents and
+stepped through their lifecycle (:mod:`tierscope.alerting.evaluator`).
+
+Reads are few and wide: one query for every transaction's minutes of the
+judged window, one for the hour rollups baselines learn from (refitted once an
+hour, :class:`BaselineModel`), and per SLO the windows of its burn rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from psycopg import AsyncConnection
+
+from tierscope.alerting import burn
+from tierscope.alerting.rules import SEVERITIES, Rule
+from tierscope.collector.tiers import TIERS
+from tierscope.processing import histogram
+from tierscope.processing.query import HOUR, MINUTE, floor
+from tierscope.slo import budget
+from tierscope.slo.baselines import Baseline, BaselineConfig
+from tierscope.slo.calendar import BusinessCalendar
+from tierscope.slo.definitions import threshold_us
+from tierscope.slo.status import Objective, bad_events
+from tierscope.store import alerting as store
+from tierscope.store import slo as slo_store
+
+Array = npt.NDArray[np.float64]
+BASELINE_METRICS = ("p95_ms", "error_rate", *(f"tier_ms.{tier}" for tier in TIERS))
+CHUNK = 8  # transactions whose hourly histograms are merged at once (bounds memory)
+
+
+@dataclass
+class Recent:
+    """Every transaction's figures over the judged window ``[start, end)``."""
+
+    start: datetime
+    end: datetime
+    keys: list[tuple[str, str]]
+    calls: Array
+    errors: Array
+    p95_ms: Array
+    tier_ms: Array  # transactions x tiers, mean per request
+
+    def index(self) -> dict[tuple[str, str], int]:
+        return {key: i for i, key in enumerate(self.keys)}
+
+    def metric(self, name: str) -> Array:
+        if name == "p95_ms":
+            return self.p95_ms
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.calls > 0, self.errors / self.calls, np.nan)
+
+
+def summarise(
+    rows: list[tuple[str, str, datetime, int, int, bytes, list[int]]], start: datetime, end: datetime
+) -> Recent:
+    """Rows of ``bt_window`` summed per transaction."""
+    keys: list[tuple[str, str]] = []
+    where: dict[tuple[str, str], int] = {}
+    owners: list[int] = []
+    for service, bt, *_ in rows:
+        key = (service, bt)
+        if key not in where:
+            where[key] = len(keys)
+            keys.append(key)
+        owners.append(where[key])
+    n = len(keys)
+    calls, errors, tier_us = np.zeros(n), np.zeros(n), np.zeros((n, len(TIERS)))
+    if rows:
+        index = np.asarray(owners)
+        np.add.at(calls, index, [row[3] for row in rows])
+        np.add.at(errors, index, [row[4] for row in rows])
+        np.add.at(tier_us, index, np.asarray([row[6] for row in rows], dtype=np.float64))
+    merged = histogram.Merged(owners, (row[5] for row in rows))
+    p95 = merged.quantile_of_each(0.95)[:n] / 1000 if rows else np.zeros(0)
+    p95 = np.concatenate([p95, np.full(n - len(p95), np.nan)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tier_ms = np.where(calls[:, None] > 0, tier_us / calls[:, None] / 1000, np.nan)
+    return Recent(start, end, keys, calls, errors, p95, tier_ms)
+
+
+async def read_recent(conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime) -> Recent:
+    return summarise(await store.bt_window(conn, tenant_id, "minute", start, end), start, end)
+
+
+@dataclass
+class BaselineModel:
+    """Every transaction's hour-of-week bands for :data:`BASELINE_METRICS`."""
+
+    keys: list[tuple[str, str]]
+    baseline: Baseline | None
+    fitted_for: datetime  # the hour it was fitted at
+
+    def expected(self, at: datetime, key_rows: list[int]) -> dict[str, Array]:
+        """Baseline median (``metric``) and robust spread (``metric:spread``) of each
+        metric for the given transactions at ``at``; NaN where the baseline is still
+        learning or the day is excused (holiday, blackout)."""
+        rows = np.asarray(key_rows, dtype=np.int64)
+        if self.baseline is None or not len(rows):
+            nothing = np.full(len(rows), np.nan)
+            return {k: nothing for name in BASELINE_METRICS for k in (name, name + ":spread")}
+        total = len(self.keys) * len(BASELINE_METRICS)
+        # score() judges values; at 0 and 1 it gives the median and, from the
+        # difference of the z's, the spread of every series at that hour of the week.
+        at_zero = self.baseline.score(np.zeros(total, dtype=np.float32), at)
+        at_one = self.baseline.score(np.ones(total, dtype=np.float32), at)
+        out: dict[str, Array] = {}
+        for m, name in enumerate(BASELINE_METRICS):
+            series = rows * len(BASELINE_METRICS) + m
+            out[name] = np.asarray(at_zero.expected[series], dtype=np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[name + ":spread"] = 1.0 / (at_one.z[series] - at_zero.z[series]).astype(np.float64)
+        return out
+
+
+def _keys_of(rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((row[0], row[1]) for row in rows))
+
+
+def _matrix(
+    rows: list[tuple[Any, ...]], keys: list[tuple[str, str]], start: datetime, steps: int
+) -> np.ndarray:
+    """Hour rollups as the baseline's series: (transactions x metrics) x steps, NaN where idle."""
+    where = {key: i for i, key in enumerate(keys)}
+    n, metrics = len(keys), len(BASELINE_METRICS)
+    values = np.full((n * metrics, steps), np.nan, dtype=np.float32)
+    if not rows:
+        return values
+    bt_of_row = np.asarray([where[(r[0], r[1])] for r in rows])
+    step_of_row = np.asarray([int((r[2] - start) / HOUR) for r in rows])
+    calls = np.asarray([r[3] for r in rows], dtype=np.float64)
+    errors = np.asarray([r[4] for r in rows], dtype=np.float64)
+    tier_us = np.asarray([r[6] for r in rows], dtype=np.float64).reshape(len(rows), len(TIERS))
+    busy = calls > 0
+    values[bt_of_row[busy] * metrics + 1, step_of_row[busy]] = errors[busy] / calls[busy]
+    for t in range(len(TIERS)):
+        values[bt_of_row[busy] * metrics + 2 + t, step_of_row[busy]] = tier_us[busy, t] / calls[busy] / 1000
+    # p95 per transaction and hour, a few transactions at a time (dense histograms are wide).
+    for first in range(0, n, CHUNK):
+        chosen = np.flatnonzero((bt_of_row >= first) & (bt_of_row < first + CHUNK) & busy)
+        if not len(chosen):
+            continue
+        groups = (bt_of_row[chosen] - first) * steps + step_of_row[chosen]
+        merged = histogram.Merged(groups.tolist(), (rows[i][5] for i in chosen))
+        p95 = merged.quantile_of_each(0.95)
+        values[bt_of_row[chosen] * metrics, step_of_row[chosen]] = p95[groups] / 1000
+    return values
+
+
+async def fit_baselines(
+    conn: AsyncConnection, tenant_id: int, now: datetime, calendar: BusinessCalendar, config: BaselineConfig
+) -> BaselineModel:
+    """Fit bands for every transaction from the hour rollups of the last ``config.weeks``.
+
+    The arithmetic runs in a worker thread: the event loop of the collector
+    worker that hosts the evaluator keeps serving requests meanwhile."""
+    end = floor(now, HOUR)
+    steps = config.weeks * 7 * 24
+    start = end - steps * HOUR
+    rows = await store.bt_window(conn, tenant_id, "hour", start, end)
+    keys = _keys_of(rows)
+    if not keys:
+        return BaselineModel([], None, end)
+
+    def build() -> Baseline:
+        return Baseline(_matrix(rows, keys, start, steps), start, HOUR, calendar, config)
+
+    return BaselineModel(keys, await asyncio.to_thread(build), end)
+
+
+async def refresh_baselines(
+    conn: AsyncConnection,
+    tenant_id: int,
+    model: BaselineModel | None,
+    now: datetime,
+    calendar: BusinessCalendar,
+    config: BaselineConfig,
+) -> BaselineModel:
+    """The model brought up to the last whole hour: the new hours appended (the
+    slots they touch refitted), or a full fit when transactions appeared, the
+    model is missing or more than a day behind."""
+    end = floor(now, HOUR)
+    if model is not None and model.fitted_for == end:
+        return model
+    behind = None if model is None else end - model.fitted_for
+    if model is None or model.baseline is None or behind is None or not HOUR <= behind <= timedelta(days=1):
+        return await fit_baselines(conn, tenant_id, now, calendar, config)
+    rows = await store.bt_window(conn, tenant_id, "hour", model.fitted_for, end)
+    if any(key not in set(model.keys) for key in _keys_of(rows)):
+        return await fit_baselines(conn, tenant_id, now, calendar, config)
+    steps = int(behind / HOUR)
+    baseline, start = model.baseline, model.fitted_for
+    await asyncio.to_thread(lambda: baseline.update(_matrix(rows, model.keys, start, steps)))
+    return BaselineModel(model.keys, baseline, end)
+
+
+@dataclass
+class Signal:
+    """A rule holding for a subject at one evaluation."""
+
+    rule: Rule
+    severity: str
+    bts: list[tuple[str, str]]
+    metric: str  # p95_ms, error_rate, or the SLO's objective
+    value: float | None
+    expected: float | None
+    threshold_us: float  # a request slower than this counts as affected (inf: errors only)
+    detail: dict[str, Any] = field(default_factory=dict)
+    slo: str | None = None
+    business_service: str | None = None
+
+    @property
+    def subject_key(self) -> str:
+        if self.slo:
+            return f"slo:{self.slo}"
+        service, bt = self.bts[0]
+        return f"{self.rule.name}:{service}:{bt}"
+
+
+def _band_severity(z: float, bands: dict[str, float]) -> str | None:
+    held = [s for s in SEVERITIES if s in bands and z >= bands[s]]
+    return held[-1] if held else None
+
+
+def judge_transactions(
+    rules: list[Rule],
+    recent_by_window: dict[timedelta, Recent],
+    model: BaselineModel,
+    widths: tuple[float, ...],
+) -> list[Signal]:
+    """Baseline and threshold rules over every transaction's judged window."""
+    default_bands = dict(zip(SEVERITIES, widths, strict=False))
+    signals: list[Signal] = []
+    model_rows = {key: i for i, key in enumerate(model.keys)}
+    for rule in rules:
+        if rule.kind not in ("baseline", "threshold"):
+            continue
+        recent = recent_by_window[rule.window]
+        chosen = [i for i, (s, b) in enumerate(recent.keys) if rule.applies_to(s, b)]
+        if not chosen:
+            continue
+        values = recent.metric(rule.metric)
+        if rule.kind == "threshold":
+            for i in chosen:
+                value = values[i]
+                if recent.calls[i] >= rule.min_requests and np.isfinite(value) and value > (rule.above or 0):
+                    limit_us = (rule.above or 0) * 1000 if rule.metric == "p95_ms" else float("inf")
+                    signals.append(
+                        Signal(
+                            rule,
+                            rule.severity,
+                            [recent.keys[i]],
+                            rule.metric,
+                            float(value),
+                            rule.above,
+                            limit_us,
+                            {"above": rule.above},
+                        )
+                    )
+            continue
+        known = [i for i in chosen if recent.keys[i] in model_rows]
+        if not known:
+            continue
+        middle = recent.start + (recent.end - recent.start) / 2
+        expected = model.expected(middle, [model_rows[recent.keys[i]] for i in known])
+        bands = rule.bands or default_bands
+        for j, i in enumerate(known):
+            value, base = values[i], expected[rule.metric][j]
+            spread = expected[rule.metric + ":spread"][j]
+            if recent.calls[i] < rule.min_requests or not (np.isfinite(value) and np.isfinite(base)):
+                continue
+            if value - base < rule.excess_floor() or not np.isfinite(spread) or spread <= 0:
+                continue
+            z = (value - base) / spread
+            severity = _band_severity(float(z), bands)
+            if severity is None:
+                continue
+            lowest = min(bands.values())
+            edge_us = (base + lowest * spread) * 1000 if rule.metric == "p95_ms" else float("inf")
+            signals.append(
+                Signal(
+                    rule,
+                    severity,
+                    [recent.keys[i]],
+                    rule.metric,
+                    float(value),
+                    float(base),
+                    float(edge_us),
+                    {"z": round(float(z), 2), "bands": bands},
+                )
+            )
+    return signals
+
+
+async def judge_slos(
+    conn: AsyncConnection,
+    tenant_id: int,
+    rules: list[Rule],
+    objectives: dict[str, Objective],
+    end: datetime,
+) -> list[Signal]:
+    """``slo_burn`` rules: each SLO's burn rates over the window pairs of :mod:`burn`."""
+    signals: list[Signal] = []
+    short_limit = timedelta(hours=6)
+    for rule in rules:
+        objective = objectives.get(rule.slo or "") if rule.kind == "slo_burn" else None
+        if objective is None or not objective.transactions:
+            continue
+        spec = objective.document.spec
+        threshold = threshold_us(spec)
+        minutes = await slo_store.bt_buckets(
+            conn, tenant_id, objective.transactions, "minute", end - short_limit, end
+        )
+        hours = await slo_store.bt_buckets(
+            conn,
+            tenant_id,
+            objective.transactions,
+            "hour",
+            floor(end - timedelta(days=3), HOUR),
+            floor(end, HOUR),
+        )
+        minute_bad = bad_events(minutes, spec.objective, threshold)
+        hour_bad = bad_events(hours, spec.objective, threshold)
+        events: dict[timedelta, budget.Events] = {}
+        for window in burn.windows_needed():
+            if window <= short_limit:
+                keep = np.asarray([s >= end - window for s in minutes.starts], dtype=bool)
+                events[window] = budget.Events(
+                    float(minutes.calls[keep].sum()), float(minute_bad[keep].sum())
+                )
+            else:
+                # Hours up to the last whole one, plus the minutes of the hour in progress.
+                since = floor(end - window, HOUR)
+                keep = np.asarray([s >= since for s in hours.starts], dtype=bool)
+                current = np.asarray([s >= floor(end, HOUR) for s in minutes.starts], dtype=bool)
+                events[window] = budget.Events(
+                    float(hours.calls[keep].sum() + minutes.calls[current].sum()),
+                    float(hour_bad[keep].sum() + minute_bad[current].sum()),
+                )
+        result = burn.judge(events, spec.target, rule.min_requests)
+        if result.severity is None or result.pair is None:
+            continue
+        signals.append(
+            Signal(
+                rule,
+                result.severity,
+                list(objective.transactions),
+                spec.objective,
+                round(result.short_rate or 0, 3),
+                result.pair.factor,
+                float("inf") if threshold is None else threshold,
+                {
+                    "burn_rate_long": round(result.long_rate or 0, 3),
+                    "burn_rate_short": round(result.short_rate or 0, 3),
+                    "long_window": str(result.pair.long),
+                    "short_window": str(result.pair.short),
+                    "factor": round(result.pair.factor, 2),
+                    "target": spec.target,
+                },
+                slo=objective.name,
+                business_service=objective.business_service,
+            )
+        )
+    return signals
+
+
+def minute_window(end: datetime, length: timedelta) -> tuple[datetime, datetime]:
+    end = floor(end, MINUTE)
+    return end - length, end

@@ -1,0 +1,151 @@
+-- save_config --
+-- Store a tenant's alerting configuration, replacing the one it had.
+INSERT INTO alert_configs (tenant_id, document, source)
+VALUES (%(tenant_id)s, %(document)s, %(source)s)
+ON CONFLICT (tenant_id) DO UPDATE
+SET document = EXCLUDED.document, source = EXCLUDED.source, updated_at = now()
+
+-- get_config --
+-- A tenant's alerting configuration, if it has one.
+SELECT document FROM alert_configs WHERE tenant_id = %(tenant_id)s
+
+-- tenant_ids --
+-- Every tenant: the evaluator judges each one.
+SELECT id FROM tenants ORDER BY id
+
+-- open_alerts --
+-- A tenant's alerts that are not resolved: the state the evaluator carries on from.
+SELECT * FROM alerts WHERE tenant_id = %(tenant_id)s AND state <> 'resolved' ORDER BY id
+
+-- list_alerts --
+-- A tenant's open alerts and those resolved since a given instant.
+SELECT * FROM alerts
+WHERE tenant_id = %(tenant_id)s AND (state <> 'resolved' OR resolved_at >= %(since)s)
+ORDER BY id
+
+-- get_alert --
+-- One alert of a tenant.
+SELECT * FROM alerts WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+
+-- insert_alert --
+-- A new alert (pending or firing).
+INSERT INTO alerts (tenant_id, group_key, state, severity, kind, rule, title, service, bts, tier, component,
+                    confidence, evidence, impact, priority, pending_since, started_at, last_active_at)
+VALUES (%(tenant_id)s, %(group_key)s, %(state)s, %(severity)s, %(kind)s, %(rule)s, %(title)s, %(service)s,
+        %(bts)s, %(tier)s, %(component)s, %(confidence)s, %(evidence)s, %(impact)s, %(priority)s,
+        %(pending_since)s, %(started_at)s, %(last_active_at)s)
+RETURNING id
+
+-- update_alert --
+-- An alert's new state and figures after an evaluation.
+UPDATE alerts
+SET state = %(state)s, severity = %(severity)s, kind = %(kind)s, rule = %(rule)s, title = %(title)s,
+    service = %(service)s, bts = %(bts)s, tier = %(tier)s, component = %(component)s,
+    confidence = %(confidence)s, evidence = %(evidence)s, impact = %(impact)s, priority = %(priority)s,
+    started_at = %(started_at)s, last_active_at = %(last_active_at)s, resolved_at = %(resolved_at)s,
+    updated_at = now()
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+
+-- delete_alert --
+-- A pending alert whose condition went away before its for: it never was an incident.
+DELETE FROM alerts WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND state = 'pending'
+
+-- mark_notified --
+-- The firing notification of an alert was queued.
+UPDATE alerts SET notified = true WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+
+-- acknowledge --
+-- Someone took an alert in hand: firing becomes acknowledged.
+UPDATE alerts SET state = 'acknowledged', acknowledged_at = %(at)s, acknowledged_by = %(by)s, updated_at = now()
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND state = 'firing'
+RETURNING id
+
+-- create_silence --
+-- A silence or maintenance window of a tenant.
+INSERT INTO silences (tenant_id, kind, matchers, starts_at, ends_at, comment, created_by)
+VALUES (%(tenant_id)s, %(kind)s, %(matchers)s, %(starts_at)s, %(ends_at)s, %(comment)s, %(created_by)s)
+RETURNING id
+
+-- list_silences --
+-- A tenant's silences and maintenance windows that have not ended before a given instant.
+SELECT id, kind, matchers, starts_at, ends_at, comment, created_by, created_at FROM silences
+WHERE tenant_id = %(tenant_id)s AND ends_at > %(since)s ORDER BY starts_at, id
+
+-- get_silence --
+-- One silence of a tenant.
+SELECT id, kind, matchers, starts_at, ends_at, comment, created_by, created_at FROM silences
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+
+-- update_silence --
+-- Change a silence's matchers, times or comment.
+UPDATE silences SET matchers = %(matchers)s, starts_at = %(starts_at)s, ends_at = %(ends_at)s,
+    comment = %(comment)s
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+RETURNING id
+
+-- delete_silence --
+-- Remove a silence of a tenant.
+DELETE FROM silences WHERE tenant_id = %(tenant_id)s AND id = %(id)s RETURNING id
+
+-- enqueue --
+-- Queue a notification; the same alert, receiver and event is queued once.
+INSERT INTO notifications (tenant_id, alert_id, receiver, event, payload, next_attempt_at)
+VALUES (%(tenant_id)s, %(alert_id)s, %(receiver)s, %(event)s, %(payload)s, %(at)s)
+ON CONFLICT (alert_id, receiver, event) DO NOTHING
+
+-- refresh --
+-- Send a firing notification again (receivers that forget alerts not re-sent).
+UPDATE notifications SET delivered_at = NULL, next_attempt_at = %(at)s, payload = %(payload)s
+WHERE tenant_id = %(tenant_id)s AND alert_id = %(alert_id)s AND receiver = %(receiver)s
+  AND event = 'firing' AND delivered_at < %(before)s
+
+-- due_notifications --
+-- Notifications whose next attempt is due, oldest first, locked for this sender.
+SELECT id, tenant_id, alert_id, receiver, event, payload, attempts FROM notifications
+WHERE delivered_at IS NULL AND next_attempt_at <= %(now)s
+ORDER BY next_attempt_at, id LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- delivered --
+-- A receiver accepted a notification.
+UPDATE notifications SET delivered_at = %(at)s, attempts = attempts + 1, last_error = NULL WHERE id = %(id)s
+
+-- failed --
+-- A delivery attempt failed; try again later.
+UPDATE notifications SET attempts = attempts + 1, last_error = %(error)s, next_attempt_at = %(next_at)s
+WHERE id = %(id)s
+
+-- list_notifications --
+-- A tenant's notifications of one alert (for the API's evidence and tests).
+SELECT receiver, event, attempts, delivered_at, last_error FROM notifications
+WHERE tenant_id = %(tenant_id)s AND alert_id = %(alert_id)s ORDER BY id
+
+-- bt_window --
+-- Every business transaction's minute rollups in a window, per bucket: the
+-- input of baseline and threshold rules, and of localisation.
+SELECT service, bt, bucket, calls, errors, latency, tier_sum_us FROM bt_rollups
+WHERE tenant_id = %(tenant_id)s AND resolution = %(resolution)s
+  AND bucket >= %(start)s AND bucket < %(end)s
+ORDER BY service, bt, bucket
+
+-- component_window --
+-- Time per request of each component of a tier, summed over some business
+-- transactions and a window: where a tier's excess comes from.
+SELECT r.component, sum(r.calls)::int8, sum(r.errors)::int8, sum(r.self_us)::int8
+FROM component_rollups r
+JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON r.service = k.service AND r.bt = k.bt
+WHERE r.tenant_id = %(tenant_id)s AND r.resolution = 'minute' AND r.tier = %(tier)s
+  AND r.bucket >= %(start)s AND r.bucket < %(end)s
+GROUP BY r.component
+
+-- affected_users --
+-- Users and sessions whose requests to some business transactions failed or
+-- were slower than a threshold in a window, and user-minutes (a user affected
+-- in a minute).
+SELECT count(DISTINCT t.user_hash)::int8, count(DISTINCT t.session_id)::int8, count(*)::int8,
+       count(DISTINCT (t.user_hash, date_trunc('minute', t.start_time)))
+           FILTER (WHERE t.user_hash IS NOT NULL)::int8
+FROM trace_summaries t
+JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON t.service = k.service AND t.bt = k.bt
+WHERE t.tenant_id = %(tenant_id)s AND t.start_time >= %(start)s AND t.start_time < %(end)s
+  AND (t.error OR t.duration_us > %(threshold_us)s)
