@@ -12,7 +12,16 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 ARCHITECTURE = [
-    "agent", "alerting", "cli", "collector", "config", "dashboards", "processing", "slo", "store", "testing",
+    "agent",
+    "alerting",
+    "cli",
+    "collector",
+    "config",
+    "dashboards",
+    "processing",
+    "slo",
+    "store",
+    "testing",
 ]
 
 
