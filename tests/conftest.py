@@ -90,12 +90,14 @@ def database_url(database_factory: Callable[..., str]) -> str:
     return database_factory()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def collector_factory(
     database_factory: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., CollectorProcess]]:
     """Start a ``tierscope up`` with a database of its own and extra ``TIERSCOPE_*``
-    settings; every collector started is stopped at the end of the session."""
+    settings; every collector started is stopped at the end of the module (each
+    holds a dozen store connections: kept for the whole session they would
+    exhaust the store's max_connections)."""
     started: list[CollectorProcess] = []
 
     def start(**settings: str) -> CollectorProcess:
