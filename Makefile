@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench lint check soak clean
+.PHONY: run test bench bench-agent lint check soak clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,15 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-## bench: the ingest, processing and baseline benchmarks (see docs/benchmarks.md)
+## bench: the ingest, processing, baseline and agent benchmarks (see docs/benchmarks.md)
 bench: $(INSTALLED)
 	$(BIN)/python bench/ingest.py; ingest=$$?; $(BIN)/python bench/processing.py; processing=$$?; \
-	$(BIN)/python bench/baselines.py; exit $$((ingest || processing || $$?))
+	$(BIN)/python bench/baselines.py; baselines=$$?; $(BIN)/python bench/agent.py; \
+	exit $$((ingest || processing || baselines || $$?))
+
+## bench-agent: only the agent benchmark
+bench-agent: $(INSTALLED)
+	$(BIN)/python bench/agent.py
 
 ## lint: ruff
 lint: $(INSTALLED)

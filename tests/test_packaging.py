@@ -66,3 +66,4 @@ def test_the_wheel_carries_the_sql_files_and_no_top_level_generic_names(tmp_path
     assert "tierscope/store/sql/migrations/0002_spans.timescale.sql" in names
     assert "tierscope/store/sql/migrations/0004_trace_summaries.timescale.sql" in names
     assert "tierscope/collector/ingest.py" in names
+    assert "tierscope/agent/autostart/sitecustomize.py" in names  # what `tierscope-agent run` relies on

@@ -1,0 +1,1 @@
+"""Put on ``PYTHONPATH`` by ``tierscope-agent run``: its ``sitecustomize`` starts the agent."""

@@ -1,0 +1,129 @@
+"""Opt-in RUM snippet injection: the tag lands right after ``<head>`` in HTML
+responses of real servers — whole, streamed and gzip-compressed — with a correct
+length, and nothing else is touched."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tierscope.agent.rum import SEARCH_LIMIT, Injector, snippet
+from tierscope.testing.apps import AppProcess
+from tierscope.testing.collector import CollectorProcess, free_port
+
+TAG = snippet("https://rum.example.com/", 'pub"key')
+
+
+def test_the_tag_is_escaped() -> None:
+    assert TAG == (
+        b'<script async src="https://rum.example.com/rum.js" '
+        b'data-tierscope-endpoint="https://rum.example.com" data-tierscope-key="pub&quot;key"></script>'
+    )
+
+
+INJECTION_CASES = {
+    "after the head tag": (
+        [b"<html><head><title>x</title></head></html>"],
+        b"<html><head>TAG<title>x</title></head></html>",
+    ),
+    "a head tag split across chunks": (
+        [b"<html><he", b'ad class="a"', b"><title>"],
+        b'<html><head class="a">TAG<title>',
+    ),
+    "a header element is not the head": (
+        [b"<body><header>h</header></body>"],
+        b"TAG<body><header>h</header></body>",
+    ),
+    "no head: before the body": ([b"<html>", b"<body>hi</body>"], b"<html>TAG<body>hi</body>"),
+    "a document without head and body: at the end": ([b"<!DOCTYPE html><p>hi"], b"<!DOCTYPE html><p>hiTAG"),
+    "text that is no document: untouched": ([b"just text"], b"just text"),
+    "no head within the search limit: at the end": (
+        [b"<html>" + b"x" * SEARCH_LIMIT, b"<head>"],
+        b"<html>" + b"x" * SEARCH_LIMIT + b"<head>TAG",
+    ),
+}
+
+
+@pytest.mark.parametrize(("chunks", "expected"), INJECTION_CASES.values(), ids=INJECTION_CASES.keys())
+def test_injection(chunks: list[bytes], expected: bytes) -> None:
+    injector = Injector(b"TAG")
+    out = b"".join(injector.feed(chunk) for chunk in chunks) + injector.finish()
+    assert out == expected
+
+
+def test_a_gzip_stream_is_reencoded() -> None:
+    body = gzip.compress(b"<html><head></head><body>" + b"y" * 5000 + b"</body></html>")
+    injector = Injector(b"TAG", gzipped=True)
+    out = b"".join(injector.feed(body[i : i + 100]) for i in range(0, len(body), 100)) + injector.finish()
+    assert gzip.decompress(out) == b"<html><head>TAG</head><body>" + b"y" * 5000 + b"</body></html>"
+
+
+RUM_ENV = {
+    "TIERSCOPE_RUM_INJECT": "true",
+    "TIERSCOPE_RUM_KEY": "pub_test",
+    "TIERSCOPE_RUM_URL": "https://rum.example.com",
+}
+EXPECTED_TAG = snippet("https://rum.example.com", "pub_test").decode()
+
+
+def test_fastapi_pages_get_the_snippet_whole_streamed_and_compressed(
+    collector: CollectorProcess, run_app: Callable[..., AppProcess]
+) -> None:
+    port = free_port()
+    app = run_app(
+        ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "fastapi_app:app"],
+        collector,
+        service="erp-rum",
+        port=port,
+        env={**RUM_ENV, "TIERSCOPE_TIMING_ALLOW_ORIGIN": "https://crm.example.com"},
+    )
+    plain = httpx.get(f"{app.url}/page", headers={"Accept-Encoding": "identity"})
+    assert plain.headers["timing-allow-origin"] == "https://crm.example.com"
+    assert plain.headers["access-control-expose-headers"] == "Server-Timing"
+    assert plain.text.startswith("<!doctype html><html><head>" + EXPECTED_TAG + "<title>Orders</title>")
+    assert "content-length" not in plain.headers  # sent chunked: its growth is known only at the end
+    assert "server-timing" in plain.headers
+
+    compressed = httpx.get(f"{app.url}/page", headers={"Accept-Encoding": "gzip"})
+    assert compressed.headers["content-encoding"] == "gzip"
+    assert compressed.text.count(EXPECTED_TAG) == 1
+    assert "<head>" + EXPECTED_TAG in compressed.text
+
+    streamed = httpx.get(f"{app.url}/page/streamed", headers={"Accept-Encoding": "identity"})
+    assert streamed.text == (
+        "<!doctype html><html><head>" + EXPECTED_TAG + "<title>Orders</title></head><body></body></html>"
+    )
+    json_answer = httpx.get(f"{app.url}/health")
+    assert json_answer.json() == {"ok": True}
+
+
+def test_flask_pages_get_the_snippet(collector: CollectorProcess, run_app: Callable[..., AppProcess]) -> None:
+    port = free_port()
+    app = run_app(
+        ["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "flask_app:app"],
+        collector,
+        service="crm-rum",
+        port=port,
+        env=RUM_ENV,
+    )
+    page = httpx.get(f"{app.url}/page/streamed")
+    assert page.text == (
+        "<!doctype html><html><HEAD lang=en>" + EXPECTED_TAG + "<title>Leads</title></head><body>Leads</body>"
+    )
+    assert httpx.get(f"{app.url}/health").text == "ok"
+
+
+def test_without_opting_in_nothing_is_injected(
+    collector: CollectorProcess, run_app: Callable[..., AppProcess]
+) -> None:
+    port = free_port()
+    app = run_app(
+        ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "fastapi_app:app"],
+        collector,
+        service="erp-rum",
+        port=port,
+    )
+    assert "<script" not in httpx.get(f"{app.url}/page").text
