@@ -333,4 +333,5 @@ async def _tenant_id(conn: psycopg.AsyncConnection, name: str) -> int:
         raise click.ClickException(f"no tenant named {name!r} (see tierscope tenant list)")
     return int(row[0])
 
+from tierscope.cli import demo as _demo  # noqa: E402, F401 - registers `tierscope demo` (cli/demo.py)
 from tierscope.cli import slo as _slo  # noqa: E402, F401 - registers `tierscope slo` (cli/slo.py)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-ARCHITECTURE = ["agent", "cli", "collector", "config", "processing", "slo", "store", "testing"]
+ARCHITECTURE = ["agent", "cli", "collector", "config", "demo", "processing", "slo", "store", "testing"]
 
 
 def package_folders() -> set[str]:

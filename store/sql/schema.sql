@@ -217,6 +217,23 @@ CREATE TABLE business_calendars (
 );
 COMMENT ON TABLE business_calendars IS 'A tenant''s business week for baselines: time zone, holidays country, month-end, blackout days.';
 
+CREATE TABLE demo_faults (
+    id bigserial PRIMARY KEY,
+    tenant_id integer NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    fault text NOT NULL,
+    tier text NOT NULL,
+    service text NOT NULL,
+    component text NOT NULL,
+    site text,
+    affected_bts text[] NOT NULL,
+    started_at timestamptz NOT NULL,
+    ended_at timestamptz NOT NULL,
+    CONSTRAINT demo_faults_window CHECK (ended_at >= started_at)
+);
+CREATE INDEX demo_faults_time ON demo_faults (tenant_id, started_at);
+COMMENT ON TABLE demo_faults IS 'Faults switched on in the demo estate: which tier, component and business transactions, from when to when.';
+COMMENT ON COLUMN demo_faults.ended_at IS 'When the fault ends (or ended: set to the stop time when the demo stops first).';
+
 CREATE TABLE schema_migrations (
     version integer PRIMARY KEY,
     name text NOT NULL,
