@@ -124,7 +124,8 @@ def serve(settings: Settings, console: Console, companion: Companion | None = No
             _announce(console, settings, store, credentials, created)
             _worker_environment(settings, dsn)
             beside = companion(dsn, credentials) if companion is not None else contextlib.nullcontext()
-            with ProcessorProcesses(enabled=settings.processing, shards=settings.processing_shards), beside:
+            # The companion stops last: the processors are not restarted while it stops.
+            with beside, ProcessorProcesses(enabled=settings.processing, shards=settings.processing_shards):
                 _serve_workers(settings)
             console.print("tierscope stopped.")
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ running estate from the same ``--data-dir``.
 
     GET  /faults                 the catalog, with what is on and until when
     POST /faults/<name>?for=300  switch one on for that many seconds
-    GET  /stats?since=<unix s>   what the simulated users saw, per site and action
+    GET  /stats?since=&until=    what the simulated users saw, per site and action (unix seconds)
 """
 
 from __future__ import annotations
@@ -177,10 +177,12 @@ def _handler(board: FaultBoard, observations: Observations) -> type[BaseHTTPRequ
             elif url.path == "/stats":
                 try:
                     since = float(query.get("since", ["0"])[0])
+                    until = float(query.get("until", ["inf"])[0])
                 except ValueError:
-                    self._reply(400, {"error": "since must be unix seconds"})
+                    self._reply(400, {"error": "since and until must be unix seconds"})
                     return
-                self._reply(200, {"requests": observations.requests, "sites": observations.summary(since)})
+                summary = observations.summary(since, until)
+                self._reply(200, {"requests": observations.requests, "sites": summary})
             else:
                 self._reply(404, {"error": "not found"})
 

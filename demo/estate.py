@@ -82,10 +82,11 @@ class App:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # ext-services stands for a partner's system: not ours, so not instrumented;
+        # the CRM's calls to it are its external tier.
+        command = self.command if self.service == "ext-services" else [_agent(), "run", "--", *self.command]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [_agent(), "run", "--", *self.command], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, deadline: float) -> None:
         assert self.process is not None

@@ -95,11 +95,13 @@ class Observations:
             self._rows.append((time.time(), site, action, seconds, ok))
             self.requests += 1
 
-    def summary(self, since: float = 0.0) -> dict[str, dict[str, dict[str, float]]]:
-        """{site: {action: {count, errors, mean_ms}}} of requests after ``since``."""
+    def summary(
+        self, since: float = 0.0, until: float = float("inf")
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        """{site: {action: {count, errors, mean_ms}}} of requests made in ``[since, until)``."""
         table: dict[str, dict[str, list[float]]] = {}
         with self._lock:
-            rows = [row for row in self._rows if row[0] >= since]
+            rows = [row for row in self._rows if since <= row[0] < until]
         for _, site, action, seconds, ok in rows:
             cell = table.setdefault(site, {}).setdefault(action, [0, 0, 0.0])
             cell[0] += 1

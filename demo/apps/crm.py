@@ -146,9 +146,11 @@ def contact_detail(contact_id: int):  # type: ignore[no-untyped-def]
         ).fetchall()
     try:
         credit = http.get(f"{EXT_URL}/credit-check", params={"company": contact[1]}, timeout=EXT_TIMEOUT)
-        rating = credit.json().get("rating", "?") if credit.status_code == 200 else "unavailable"
+        credit.raise_for_status()
+        rating = credit.json().get("rating", "?")
     except requests.RequestException:
-        rating = "unavailable"
+        # Without a credit rating the account page is not shown: the user sees an error.
+        return page("Credit check unavailable", "<p>Please try again later.</p>"), 502
     body = f"<p>{_escape(contact[1])}, {_escape(contact[2])} · credit: {_escape(rating)}</p>" + table(deals)
     return page(contact[0], body)
 

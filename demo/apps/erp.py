@@ -20,6 +20,7 @@ from tierscope.demo.apps.common import die_with_parent, faults, pool, tag_reques
 
 app = FastAPI(title="erp-api", openapi_url=None, docs_url=None, redoc_url=None)
 db = pool(size=8)
+tracer = trace.get_tracer("erp-api")
 die_with_parent()
 
 

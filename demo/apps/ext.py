@@ -28,10 +28,12 @@ async def health() -> str:
 
 
 @app.get("/credit-check")
-async def credit_check(company: str = "") -> dict[str, str]:
+async def credit_check(company: str = ""):  # type: ignore[no-untyped-def]
     await asyncio.sleep(0.02 + random.random() * 0.03)
-    if faults.active("external_slow"):
-        await asyncio.sleep(1.2)
+    if faults.active("external_down"):
+        if random.random() < 0.5:
+            return JSONResponse({"error": "service unavailable"}, status_code=503)
+        await asyncio.sleep(3.0)  # longer than the CRM waits: a timeout on its side
     grade = hashlib.sha256(company.encode()).digest()[0] % 4
     return {"rating": "ABCD"[grade]}
 
@@ -39,9 +41,7 @@ async def credit_check(company: str = "") -> dict[str, str]:
 @app.post("/verify-address")
 async def verify_address(request: Request):  # type: ignore[no-untyped-def]
     await asyncio.sleep(0.01 + random.random() * 0.02)
-    if faults.active("external_down"):
-        if random.random() < 0.5:
-            return JSONResponse({"error": "service unavailable"}, status_code=503)
-        await asyncio.sleep(3.0)  # longer than the CRM waits: a timeout on its side
+    if faults.active("external_slow"):
+        await asyncio.sleep(1.2)
     body = await request.json()
     return {"city": str(body.get("city", ""))[:80], "verified": True}
