@@ -68,10 +68,19 @@ def enqueue(cur: Any, kind: str, payload: dict[str, Any]) -> None:
     )
 
 
+def validate(order: Order) -> None:
+    """The order's business rules; with the error_spike fault, a bug that raises.
+    A span of the app's own (as ERP code adds around its rule engine), so the
+    error's origin is the app's code, not the HTTP layer that reports the 500."""
+    with tracer.start_as_current_span("orders.validate"):
+        if faults.active("error_spike") and random.random() < 0.5:
+            raise OrderRejected("order validation failed")
+
+
 @app.post("/api/orders", status_code=201)
 def create_order(order: Order) -> dict[str, Any]:
-    if faults.active("error_spike") and random.random() < 0.5:
-        raise OrderRejected("order validation failed")
+    with tracer.start_as_current_span("orders.check"):  # the rule engine calls each rule in turn
+        validate(order)
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO sales_orders (customer_id) VALUES (%s) RETURNING id", (order.customer_id,))
         row = cur.fetchone()
