@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,8 +129,11 @@ class DemoProcess:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
-    process = DemoProcess(tmp_path_factory.mktemp("demo") / "data").start()
+def demo() -> Iterator[DemoProcess]:
+    # Not under pytest's basetemp: a concurrent pytest session resets that tree
+    # to mode 0700, which would lock the embedded PostgreSQL's user out mid-run.
+    root = Path(tempfile.mkdtemp(prefix="tierscope-demo-test-"))
+    process = DemoProcess(root / "data").start()
     try:
         yield process
     finally:
@@ -139,3 +144,4 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
             from tierscope.store.embedded import EmbeddedPostgres
 
             EmbeddedPostgres(data).stop(force=True)
+        shutil.rmtree(root, ignore_errors=True)
