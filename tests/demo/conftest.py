@@ -30,6 +30,7 @@ class DemoProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / "demo.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.ready_after = 0.0  # seconds from the command to the URLs printed and the collector up
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -68,7 +69,8 @@ class DemoProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 120
+        began = time.monotonic()
+        deadline = began + 120
         while not (self.data_dir / "demo" / "estate.json").exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"tierscope demo did not start:\n{self.log()}")
@@ -76,6 +78,7 @@ class DemoProcess:
         while True:  # the collector starts once the estate is up
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    self.ready_after = time.monotonic() - began
                     return self
             except httpx.HTTPError:
                 pass

@@ -42,6 +42,9 @@ SETTLE = 12.0  # settle delay (5 s) + a processing cycle + export batching, with
 
 
 def test_every_business_transaction_of_both_apps_appears(demo: DemoProcess) -> None:
+    # What the README promises after installing: the URLs within about 20 s (here on a busy machine).
+    assert demo.ready_after < 45, demo.ready_after
+    assert "crm-web: http://127.0.0.1:" in demo.log()
     deadline = time.monotonic() + 120
     seen: set[tuple[str, str]] = set()
     while time.monotonic() < deadline:
