@@ -323,7 +323,7 @@ def tree_cpu(pid: int) -> float:
 
 
 def run_gunicorn(
-    workdir: Path, env: dict[str, str], instrumented: bool
+    workdir: Path, env: dict[str, str], instrumented: bool, cpu: int | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
@@ -336,6 +336,8 @@ def run_gunicorn(
     ]
     if instrumented:
         command = [str(Path(sys.executable).with_name("tierscope-agent")), "run", "--", *command]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
     process = subprocess.Popen(
         command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -353,7 +355,14 @@ def run_gunicorn(
     raise RuntimeError("gunicorn did not start")
 
 
-def part_two(seconds: float, rounds: int, clients: int, export_to: str, render: str) -> dict[str, float]:
+def part_two(
+    seconds: float, rounds: int, clients: int, export_to: str, render: str, pin: bool
+) -> dict[str, float]:
+    last = max(os.sched_getaffinity(0))
+    if pin:
+        # The app alone on the last core; this process and all it starts (PostgreSQL,
+        # collector, sink, load) on the others: the app's own CPU sets the pace.
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {last})
     with tempfile.TemporaryDirectory(prefix="tierscope-bench-agent-") as temp:
         workdir = Path(temp)
         (workdir / "app.py").write_text(APP)
@@ -385,7 +394,7 @@ def part_two(seconds: float, rounds: int, clients: int, export_to: str, render: 
             app_ms: dict[bool, list[float]] = {False: [], True: []}
             for _ in range(rounds):
                 for instrumented in (False, True):
-                    process, url = run_gunicorn(workdir, env, instrumented)
+                    process, url = run_gunicorn(workdir, env, instrumented, last if pin else None)
                     try:
                         load(url, 1.0, clients)  # warm-up
                         collector_cpu = collector.cpu_seconds()
@@ -437,6 +446,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of part 2")
     parser.add_argument("--skip-endpoint", action="store_true", help="part 1 only")
     parser.add_argument(
+        "--pin", action="store_true", help="part 2: the app on a core of its own, the rest on the others"
+    )
+    parser.add_argument(
         "--render",
         choices=("json", "html"),
         default="json",
@@ -457,7 +469,9 @@ def main() -> int:
         file=sys.stderr,
     )
     if not args.skip_endpoint:
-        figures.update(part_two(args.duration, args.load_rounds, args.clients, args.export_to, args.render))
+        figures.update(
+            part_two(args.duration, args.load_rounds, args.clients, args.export_to, args.render, args.pin)
+        )
         print(
             f"gunicorn endpoint: {figures['plain_requests_per_s']} req/s plain, "
             f"{figures['agent_requests_per_s']} req/s with the agent, ratio {figures['throughput_ratio']} "
