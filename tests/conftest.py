@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,13 +34,17 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+def postgres() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's basetemp: another pytest session starting meanwhile
+    # resets that tree to mode 0700, and the server runs as another user.
+    directory = Path(tempfile.mkdtemp(prefix="tierscope-test-postgres-"))
+    server = EmbeddedPostgres(directory)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _dsn_for(postgres: EmbeddedPostgres, database: str) -> str:
