@@ -244,8 +244,9 @@ def test_ctrl_c_stops_everything(demo: DemoProcess) -> None:
     assert any("gunicorn" in c for c in services)
     postgres = int((demo.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
     assert demo.interrupt() == 0, demo.log()
-    time.sleep(1)
-    left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # Children end with their parent or just after it (multiprocessing's resource tracker).
+    _, left = psutil.wait_procs(tree, timeout=15)
+    left = [p for p in left if not _gone(p.pid)]
     assert not left, [p.cmdline() for p in left]
     assert _gone(postgres)
     assert not (demo.data_dir / "demo" / "estate.json").exists()
