@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench bench-agent lint check soak clean dashboards
+.PHONY: run test bench bench-agent bench-demo lint check soak clean dashboards
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,9 +15,10 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-## run: start tierscope (collector + embedded PostgreSQL) on http://127.0.0.1:4318
+## run: the demo estate (tierscope demo): collector + embedded PostgreSQL on
+## http://127.0.0.1:4318, a CRM and an ERP under simulated users; Ctrl-C stops it
 run: $(INSTALLED)
-	$(BIN)/tierscope up
+	$(BIN)/tierscope demo
 
 ## test: the whole test suite (what CI runs)
 test: $(INSTALLED)
@@ -36,6 +37,10 @@ dashboards: $(INSTALLED)
 ## bench-agent: only the agent benchmark
 bench-agent: $(INSTALLED)
 	$(BIN)/python bench/agent.py
+
+## bench-demo: the demo estate's own CPU, memory and spans/s at its default load
+bench-demo: $(INSTALLED)
+	$(BIN)/python bench/demo.py
 
 ## lint: ruff
 lint: $(INSTALLED)

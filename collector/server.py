@@ -22,7 +22,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -103,8 +103,16 @@ async def ensure_default_tenant(dsn: str, data_dir: Path) -> tuple[Path, bool]:
     return path, True
 
 
-def serve(settings: Settings, console: Console) -> None:
-    """Run the collector in the foreground until Ctrl-C or SIGTERM."""
+Companion = Callable[[str, Path], contextlib.AbstractContextManager[object]]
+
+
+def serve(settings: Settings, console: Console, companion: Companion | None = None) -> None:
+    """Run the collector in the foreground until Ctrl-C or SIGTERM.
+
+    ``companion(dsn, credentials path)``, when given, is entered once the store
+    is ready and left after the collector has stopped and before the store
+    stops: ``tierscope demo`` runs its estate that way, in the same process tree.
+    """
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         with store_dsn(settings, console) as dsn:
@@ -115,7 +123,9 @@ def serve(settings: Settings, console: Console) -> None:
             credentials, created = asyncio.run(ensure_default_tenant(dsn, settings.data_dir))
             _announce(console, settings, store, credentials, created)
             _worker_environment(settings, dsn)
-            with ProcessorProcesses(enabled=settings.processing, shards=settings.processing_shards):
+            beside = companion(dsn, credentials) if companion is not None else contextlib.nullcontext()
+            # The companion stops last: the processors are not restarted while it stops.
+            with beside, ProcessorProcesses(enabled=settings.processing, shards=settings.processing_shards):
                 _serve_workers(settings)
             console.print("tierscope stopped.")
     except KeyboardInterrupt:

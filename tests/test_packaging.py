@@ -18,6 +18,7 @@ ARCHITECTURE = [
     "collector",
     "config",
     "dashboards",
+    "demo",
     "processing",
     "slo",
     "store",

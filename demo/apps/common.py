@@ -1,0 +1,65 @@
+"""What every demo application shares: its database pool, the fault switch,
+the user and site of a request, and dying with the estate that started it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from psycopg_pool import ConnectionPool
+
+from tierscope.demo.faults import FaultSwitch
+
+SITE_HEADER = "x-demo-site"
+USER_HEADER = "x-demo-user"
+SESSION_HEADER = "x-demo-session"
+
+faults = FaultSwitch()
+
+
+def pool(size: int = 4) -> ConnectionPool:
+    """A small pool on the app's own database (``TIERSCOPE_DEMO_DATABASE_URL``)."""
+    return ConnectionPool(
+        os.environ["TIERSCOPE_DEMO_DATABASE_URL"], min_size=1, max_size=size, open=True, timeout=10
+    )
+
+
+def tag_request(headers: Mapping[str, str]) -> None:
+    """Put who made the request, and from which site, on its server span: what a
+    real app knows from its session and its users' office network."""
+    span = trace.get_current_span()
+    site = headers.get(SITE_HEADER)
+    if site:
+        span.set_attribute("tierscope.site", site[:32])
+    user = headers.get(USER_HEADER)
+    if user:
+        span.set_attribute("enduser.id", user[:64])
+    session = headers.get(SESSION_HEADER)
+    if session:
+        span.set_attribute("session.id", session[:64])
+
+
+def burn_cpu(seconds: float) -> None:
+    """Busy work (the ``app_cpu`` fault): pure-Python arithmetic, no sleeping."""
+    deadline = time.process_time() + seconds
+    total = 0
+    while time.process_time() < deadline:
+        for number in range(2000):
+            total += number * number % 7
+
+
+def die_with_parent() -> None:
+    """End this process when the estate that started it is gone, even after a
+    ``kill -9`` of the estate: nothing of the demo is left running."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="demo-parent-watch", daemon=True).start()

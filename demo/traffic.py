@@ -1,0 +1,233 @@
+"""Simulated users: N virtual users in three sites doing the CRM's and the ERP's
+daily work with think times, following a business day and week.
+
+Sales staff use the CRM, back-office staff the ERP. ``hq`` reaches the apps
+directly; each branch office goes through its own WAN link (``wan.py``). The
+pace follows :func:`load_factor` of a simulated clock that runs ``compress``
+times faster than the real one (24: a business day per hour); ``compress=0``
+keeps the load flat (tests, benchmarks). Every user draws from its own
+``random.Random(seed, user)``, so a run is reproducible with ``--seed``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import collections
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+SITES = ("hq", "branch-east", "branch-west")
+SITE_SHARE = (0.5, 0.25, 0.25)
+
+# Hour-of-day shape of an office day: busy mornings, a lunch dip, a quieter
+# afternoon, and a trickle at night (batch users, other time zones).
+_HOURS = (
+    0.1,
+    0.1,
+    0.1,
+    0.1,
+    0.1,
+    0.15,
+    0.3,
+    0.6,
+    1.0,
+    1.3,
+    1.4,
+    1.2,
+    0.7,
+    0.9,
+    1.1,
+    1.0,
+    0.9,
+    0.7,
+    0.4,
+    0.25,
+    0.2,
+    0.15,
+    0.1,
+    0.1,
+)
+
+
+def load_factor(moment: datetime) -> float:
+    """How busy the business is at ``moment`` (1.0: an ordinary busy hour)."""
+    factor = _HOURS[moment.hour]
+    if moment.weekday() >= 5:
+        factor *= 0.2
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    if moment.day >= days - 1:  # month-end close: everyone posts invoices
+        factor *= 1.6
+    return factor
+
+
+@dataclass
+class Clock:
+    """The simulated business time: starts now, runs ``compress`` times faster."""
+
+    compress: float = 24.0
+    started: float = field(default_factory=time.time)
+
+    def now(self) -> datetime:
+        elapsed = (time.time() - self.started) * self.compress
+        return datetime.fromtimestamp(self.started + elapsed, UTC)
+
+    def factor(self) -> float:
+        return 1.0 if self.compress == 0 else load_factor(self.now())
+
+
+class Observations:
+    """What the users saw (site, action, seconds, ok), newest kept: the
+    customer's-eye ground truth, e.g. for the WAN fault that no server sees."""
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self._rows: collections.deque[tuple[float, str, str, float, bool]] = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def add(self, site: str, action: str, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self._rows.append((time.time(), site, action, seconds, ok))
+            self.requests += 1
+
+    def summary(
+        self, since: float = 0.0, until: float = float("inf")
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        """{site: {action: {count, errors, mean_ms}}} of requests made in ``[since, until)``."""
+        table: dict[str, dict[str, list[float]]] = {}
+        with self._lock:
+            rows = [row for row in self._rows if since <= row[0] < until]
+        for _, site, action, seconds, ok in rows:
+            cell = table.setdefault(site, {}).setdefault(action, [0, 0, 0.0])
+            cell[0] += 1
+            cell[1] += 0 if ok else 1
+            cell[2] += seconds
+        return {
+            site: {
+                a: {"count": c[0], "errors": c[1], "mean_ms": 1000 * c[2] / c[0]} for a, c in actions.items()
+            }
+            for site, actions in table.items()
+        }
+
+
+class VirtualUser(threading.Thread):
+    """One user: a session at a site, a job (sales or back office), a pace."""
+
+    def __init__(self, number: int, site: str, urls: dict[str, str], traffic: Traffic) -> None:
+        super().__init__(name=f"demo-user-{number}", daemon=True)
+        self.rng = random.Random(f"{traffic.seed}:{number}")
+        self.site = site
+        self.role = "sales" if number % 2 == 0 else "backoffice"
+        self.login = f"user{number % 60 + 1:02d}"
+        self.traffic = traffic
+        self.urls = urls
+        self.http = httpx.Client(timeout=10.0, headers={"X-Demo-Site": site, "X-Demo-User": self.login})
+        self.orders: list[int] = []
+
+    def run(self) -> None:
+        stop = self.traffic.stopping
+        stop.wait(self.rng.random() * self.traffic.think)  # users do not all start at once
+        while not stop.is_set():
+            self.http.headers["X-Demo-Session"] = uuid.UUID(int=self.rng.getrandbits(128)).hex
+            if self.role == "sales":
+                self._do("login", "POST", "crm", "/login", data={"login": self.login, "password": "demo"})
+            for _ in range(self.rng.randint(10, 30)):
+                if stop.is_set():
+                    break
+                self._act()
+                pause = self.rng.expovariate(1.0 / self.traffic.think) / max(
+                    self.traffic.clock.factor(), 0.05
+                )
+                stop.wait(min(pause, 60.0))
+        self.http.close()
+
+    def _act(self) -> None:
+        rng = self.rng
+        if self.role == "sales":
+            choice = rng.choices(("leads", "search", "create", "contact", "pipeline"), (3, 4, 2, 3, 2))[0]
+            if choice == "leads":
+                self._do("leads", "GET", "crm", "/leads")
+            elif choice == "search":
+                self._do("search", "GET", "crm", "/api/leads", params={"q": rng.choice("ABGHINOQUVZ")})
+            elif choice == "create":
+                lead = {"name": f"Lead {rng.randint(1, 10**6)}", "company": "Prospect", "city": "Lyon"}
+                self._do("create_lead", "POST", "crm", "/api/leads", json=lead)
+            elif choice == "contact":
+                self._do("contact", "GET", "crm", f"/contacts/{rng.randint(1, 500)}")
+            else:
+                self._do("pipeline", "GET", "crm", "/pipeline")
+            return
+        choice = rng.choices(
+            ("order", "inventory", "view", "invoice", "import", "rpc"), (3, 4, 2, 2, 0.4, 3)
+        )[0]
+        if choice == "order" or (choice in ("view", "invoice") and not self.orders):
+            lines = [
+                {"sku": f"SKU-{rng.randint(0, 199):04d}", "quantity": rng.randint(1, 9)} for _ in range(3)
+            ]
+            response = self._do(
+                "order",
+                "POST",
+                "erp",
+                "/api/orders",
+                json={"customer_id": rng.randint(1, 300), "lines": lines},
+            )
+            if response is not None and response.status_code == 201:
+                self.orders.append(int(response.json()["id"]))
+                del self.orders[:-20]
+        elif choice == "inventory":
+            self._do("inventory", "GET", "erp", f"/api/inventory/SKU-{rng.randint(0, 199):04d}")
+        elif choice == "view":
+            self._do("view_order", "GET", "erp", f"/api/orders/{rng.choice(self.orders)}")
+        elif choice == "invoice":
+            self._do("post_invoice", "POST", "erp", f"/api/invoices/{self.orders.pop()}/post")
+        elif choice == "import":
+            self._do("import", "POST", "erp", "/api/imports", json={"rows": rng.randint(20, 200)})
+        else:
+            method = rng.choice(("partner.search", "product.read"))
+            call = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {"term": rng.choice("ACEGIKMO")}}
+            self._do("rpc", "POST", "erp", "/rpc", json=call)
+
+    def _do(self, action: str, method: str, app: str, path: str, **kwargs: object) -> httpx.Response | None:
+        started = time.perf_counter()
+        try:
+            response = self.http.request(method, self.urls[app] + path, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError:
+            self.traffic.observations.add(self.site, action, time.perf_counter() - started, False)
+            return None
+        ok = response.status_code < 500
+        self.traffic.observations.add(self.site, action, time.perf_counter() - started, ok)
+        return response
+
+
+class Traffic:
+    """The virtual users of the estate. ``urls[site][app]`` is where a site reaches an app."""
+
+    def __init__(
+        self, urls: dict[str, dict[str, str]], users: int, seed: int, clock: Clock, think: float = 2.0
+    ) -> None:
+        self.seed = seed
+        self.clock = clock
+        self.think = think
+        self.stopping = threading.Event()
+        self.observations = Observations()
+        sites = random.Random(seed).choices(SITES, SITE_SHARE, k=users)
+        # Every site has users of both kinds, however few users there are.
+        sites[: min(users, 6)] = ["hq", "hq", "branch-east", "branch-east", "branch-west", "branch-west"][
+            :users
+        ]
+        self.users = [VirtualUser(n, site, urls[site], self) for n, site in enumerate(sites)]
+
+    def start(self) -> Traffic:
+        for user in self.users:
+            user.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for user in self.users:
+            user.join(15)

@@ -1,0 +1,150 @@
+"""One real ``tierscope demo`` for the module: its own data directory and embedded
+PostgreSQL, the collector on a free port, the four apps, the users; flat load
+(``--compress 0``) so that before/after comparisons are fair."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from tierscope.testing.collector import free_port, tierscope_command
+
+
+class DemoProcess:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / "demo.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready_after = 0.0  # seconds from the command to the URLs printed and the collector up
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*tierscope_command(), "demo", *args, "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self) -> DemoProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSCOPE_")}
+        env.update(TIERSCOPE_WORKERS="1", TIERSCOPE_LOG_LEVEL="warning", TIERSCOPE_SETTLE_DELAY="5s")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    *tierscope_command(),
+                    "demo",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                    "--users",
+                    "12",
+                    "--think",
+                    "0.6",
+                    "--compress",
+                    "0",
+                    "--seed",
+                    "7",
+                    "--minutes",
+                    "15",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        began = time.monotonic()
+        deadline = began + 120
+        while not (self.data_dir / "demo" / "estate.json").exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tierscope demo did not start:\n{self.log()}")
+            time.sleep(0.3)
+        while True:  # the collector starts once the estate is up
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    self.ready_after = time.monotonic() - began
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tierscope demo's collector did not start:\n{self.log()}")
+            time.sleep(0.3)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads((self.data_dir / "demo" / "estate.json").read_text()))
+
+    def api(self, path: str, **params: Any) -> Any:
+        token = json.loads((self.data_dir / "credentials.json").read_text())["api_token"]
+        response = httpx.get(
+            f"{self.url}{path}", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=20
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def store(self) -> psycopg.Connection:
+        access = json.loads((self.data_dir / "postgres.json").read_text())
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=access["port"],
+            user=access["user"],
+            password=access["password"],
+            dbname="tierscope",
+            autocommit=True,
+        )
+
+    def tree(self) -> list[psutil.Process]:
+        assert self.process is not None
+        return [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
+
+    def interrupt(self, timeout: float = 90) -> int:
+        """Ctrl-C, as a terminal sends it: SIGINT to the whole process group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            for process in self.tree():
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[DemoProcess]:
+    # Not under pytest's basetemp: a concurrent pytest session resets that tree
+    # to mode 0700, which would lock the embedded PostgreSQL's user out mid-run.
+    root = Path(tempfile.mkdtemp(prefix="tierscope-demo-test-"))
+    process = DemoProcess(root / "data").start()
+    try:
+        yield process
+    finally:
+        process.kill()
+        data = process.data_dir
+        # The embedded PostgreSQL outlives a killed estate: stop it like tierscope would.
+        if (data / "postgres").exists():
+            from tierscope.store.embedded import EmbeddedPostgres
+
+            EmbeddedPostgres(data).stop(force=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,253 @@
+"""``tierscope demo`` end to end: the estate starts, every business transaction of
+both apps is in ``/api/v1/transactions``, worker jobs join the traces that enqueued
+them, each fault leaves its signature where it should and not elsewhere, and
+Ctrl-C stops everything. One estate serves the module; tests run in file order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import httpx
+import psutil
+import pytest
+
+from tierscope.collector.tiers import TIERS
+from tierscope.demo.faults import CATALOG
+
+from .conftest import DemoProcess
+
+pytestmark = pytest.mark.timeout(600)
+
+CRM = [
+    "CRM / Login",
+    "CRM / Lead list",
+    "CRM / Search leads",
+    "CRM / Create lead",
+    "CRM / Contact detail",
+    "CRM / Opportunity pipeline",
+]
+ERP = [
+    "ERP / Create sales order",
+    "ERP / View sales order",
+    "ERP / Check inventory",
+    "ERP / Post invoice",
+    "ERP / Import customers",
+    "ERP / partner.search",
+    "ERP / product.read",
+]
+SETTLE = 12.0  # settle delay (5 s) + a processing cycle + export batching, with room
+
+
+def test_every_business_transaction_of_both_apps_appears(demo: DemoProcess) -> None:
+    # What the README promises after installing: the URLs within about 20 s (here on a busy machine).
+    assert demo.ready_after < 45, demo.ready_after
+    assert "crm-web: http://127.0.0.1:" in demo.log()
+    deadline = time.monotonic() + 120
+    seen: set[tuple[str, str]] = set()
+    while time.monotonic() < deadline:
+        rows = demo.api("/api/v1/transactions", **{"from": "15m"})["transactions"]
+        seen = {(row["service"], row["bt"]) for row in rows}
+        if {("crm-web", bt) for bt in CRM} | {("erp-api", bt) for bt in ERP} <= seen:
+            break
+        time.sleep(2)
+    assert {("crm-web", bt) for bt in CRM} <= seen, demo.log()
+    assert {("erp-api", bt) for bt in ERP} <= seen
+    assert not {bt for _, bt in seen if bt == "_other" or bt.startswith(("GET ", "POST "))}, seen
+
+
+def test_worker_jobs_appear_in_the_trace_of_the_request_that_enqueued_them(demo: DemoProcess) -> None:
+    traces = demo.api("/api/v1/traces", service="erp-worker", since="15m", limit=50)["traces"]
+    assert traces, "no trace touches erp-worker"
+    checked = 0
+    for summary in traces[:10]:
+        spans = demo.api(f"/api/v1/traces/{summary['trace_id']}")["spans"]
+        by_id = {span["span_id"]: span for span in spans}
+        jobs = [span for span in spans if span["service"] == "erp-worker" and span["kind"] == "consumer"]
+        roots = [span for span in spans if span["parent_span_id"] is None]
+        if not jobs or len(roots) != 1:
+            continue  # the request's spans may still be on their way
+        root = roots[0]
+        assert root["service"] == "erp-api", root
+        assert root["kind"] == "server", root
+        assert root["attributes"].get("http.route") in ("/api/invoices/{order_id}/post", "/api/imports"), root
+        for job in jobs:
+            assert job["tier"] == "platform", job
+            assert job["name"] in ("invoice_workflow", "import_customers"), job
+            assert job["parent_span_id"] in by_id, job  # the job's parent is a span of the request
+            assert any(s["tier"] == "db" and s["parent_span_id"] == job["span_id"] for s in spans), spans
+        checked += 1
+    assert checked >= 3, traces
+
+
+def test_faults_are_listed_with_tier_and_component(demo: DemoProcess) -> None:
+    listing = demo.cli("faults")
+    assert listing.returncode == 0, listing.stderr
+    for name in (
+        "db_slow",
+        "db_lock",
+        "external_slow",
+        "external_down",
+        "app_cpu",
+        "worker_backlog",
+        "wan_latency",
+        "browser_slow",
+        "error_spike",
+    ):
+        assert name in listing.stdout
+    refused = demo.cli("fault", "disk_full", "--for", "1m")
+    assert refused.returncode != 0
+    assert "no fault 'disk_full'" in refused.stderr
+
+
+def _summaries(demo: DemoProcess, since: float, until: float) -> dict[str, list[tuple[list[int], bool, str]]]:
+    """Trace summaries by BT: (time per tier in µs, error, error tier)."""
+    found: dict[str, list[tuple[list[int], bool, str]]] = {}
+    with demo.store() as conn:
+        rows = conn.execute(
+            "SELECT bt, tier_us, error, coalesce(error_tier, '') FROM trace_summaries"
+            " WHERE start_time >= %s AND start_time < %s",
+            (datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(until, UTC)),
+        ).fetchall()
+    for bt, tier_us, error, error_tier in rows:
+        found.setdefault(bt, []).append((list(tier_us), bool(error), error_tier))
+    return found
+
+
+def _tier_ms(rows: Iterable[tuple[list[int], bool, str]], tier: str) -> float:
+    values = [row[0][TIERS.index(tier)] / 1000 for row in rows]
+    return sum(values) / len(values) if values else 0.0
+
+
+def _error_rate(rows: list[tuple[list[int], bool, str]], tier: str | None = None) -> float:
+    if not rows:
+        return 0.0
+    return sum(1 for row in rows if row[1] and (tier is None or row[2] == tier)) / len(rows)
+
+
+def _switch(demo: DemoProcess, names: list[str], seconds: int) -> None:
+    for name in names[:1]:  # the CLI, as a user would...
+        done = demo.cli("fault", name, "--for", f"{seconds}s")
+        assert done.returncode == 0, done.stderr
+    for name in names[1:]:  # ...and the HTTP endpoint
+        response = httpx.post(
+            f"{demo.state()['control_url']}/faults/{name}", params={"for": seconds}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+
+
+# What each fault must raise, in its targeted BT: (bt, tier, "time" in ms or "errors" as a rate).
+SIGNATURES = {
+    "db_slow": ("ERP / Check inventory", "db", "time", 200.0),
+    "db_lock": ("CRM / Create lead", "db", "time", 150.0),
+    "external_down": ("CRM / Contact detail", "external", "errors", 0.5),
+    # Jobs run a second longer; jobs run after their trace was processed (late spans) count for nothing.
+    "worker_backlog": ("ERP / Post invoice", "platform", "time", 400.0),
+    "external_slow": ("CRM / Create lead", "external", "time", 800.0),
+    "app_cpu": ("CRM / Opportunity pipeline", "app", "time", 80.0),
+    "error_spike": ("ERP / Create sales order", "app", "errors", 0.25),
+}
+PHASES = [
+    ["db_slow", "db_lock", "external_down", "worker_backlog", "wan_latency"],
+    ["external_slow", "app_cpu", "error_spike"],
+]
+FAULT_SECONDS = 40
+
+
+def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: DemoProcess) -> None:
+    baseline_end = time.time()
+    baseline = _summaries(demo, baseline_end - 600, baseline_end)
+    control = demo.state()["control_url"]
+    windows = []
+    for phase in PHASES:
+        start = time.time()
+        _switch(demo, phase, FAULT_SECONDS)
+        time.sleep(FAULT_SECONDS)
+        windows.append((phase, start + 3, start + FAULT_SECONDS - 1))
+    time.sleep(SETTLE)
+    problems = []
+    for phase, since, until in windows:
+        during = _summaries(demo, since, until)
+        targets = {bt for name in phase for bt in CATALOG[name].bts}
+        for name in phase:
+            if name not in SIGNATURES:
+                continue
+            bt, tier, kind, rise = SIGNATURES[name]
+            if len(during.get(bt, [])) < 3:
+                problems.append(f"{name}: too few {bt} traces during the fault: {len(during.get(bt, []))}")
+                continue
+            if kind == "time":
+                before, now = _tier_ms(baseline[bt], tier), _tier_ms(during[bt], tier)
+                if now < before + rise:
+                    problems.append(
+                        f"{name}: {bt} {tier} {before:.0f} ms -> {now:.0f} ms, expected +{rise:.0f}"
+                    )
+            elif _error_rate(during[bt], tier) < rise:
+                origins = sorted({row[2] for row in during[bt] if row[1]})
+                problems.append(
+                    f"{name}: {bt} errors in {tier} {_error_rate(during[bt], tier):.2f} < {rise}"
+                    f" (all errors {_error_rate(during[bt]):.2f}, from {origins})"
+                )
+        # Unrelated business transactions: no tier rose beyond noise, no errors appeared.
+        for bt, rows in during.items():
+            if bt in targets or bt not in baseline or len(rows) < 3:
+                continue
+            for tier in ("db", "external", "platform"):
+                before, now = _tier_ms(baseline[bt], tier), _tier_ms(rows, tier)
+                if now > 2 * before + 60:
+                    problems.append(f"{phase}: unrelated {bt} {tier} {before:.0f} ms -> {now:.0f} ms")
+            if _error_rate(rows) > _error_rate(baseline[bt]) + 0.1:
+                problems.append(f"{phase}: unrelated {bt} errors {_error_rate(rows):.2f}")
+
+    # The WAN fault is seen by users of one site only (no server span sees the network).
+    def site_ms(site: str, since: float, until: float) -> float:
+        sites = httpx.get(f"{control}/stats", params={"since": since, "until": until}, timeout=10).json()[
+            "sites"
+        ]
+        # Actions no other fault of the phase touches: only the network differs.
+        actions = [a for name, a in sites[site].items() if name in ("search", "leads", "rpc", "view_order")]
+        return sum(a["mean_ms"] * a["count"] for a in actions) / sum(a["count"] for a in actions)
+
+    for site, rise in (("branch-east", 400), ("hq", 0), ("branch-west", 0)):
+        before, now = site_ms(site, 0, baseline_end), site_ms(site, windows[0][1], windows[0][2])
+        if (rise and now < before + rise) or (not rise and now > 2 * before + 100):
+            problems.append(f"wan_latency: users at {site} saw {before:.0f} ms -> {now:.0f} ms")
+    assert not problems, "\n".join(problems)
+    # Every activation is recorded, with its tier, component, BTs and window.
+    with demo.store() as conn:
+        rows = conn.execute(
+            "SELECT fault, tier, component, affected_bts, started_at, ended_at FROM demo_faults ORDER BY id"
+        ).fetchall()
+    assert [row[0] for row in rows] == [name for phase in PHASES for name in phase]
+    for fault, tier, component, bts, started, ended in rows:
+        assert tier, fault
+        assert component, fault
+        assert (ended - started).total_seconds() == pytest.approx(FAULT_SECONDS, abs=1)
+        if fault in SIGNATURES:
+            assert SIGNATURES[fault][0] in bts
+            assert SIGNATURES[fault][1] == tier
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # ended, not yet reaped by init
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_ctrl_c_stops_everything(demo: DemoProcess) -> None:
+    tree = demo.tree()
+    services = {" ".join(p.cmdline()) for p in tree}
+    assert any("tierscope.demo.apps.erp" in c for c in services)
+    assert any("gunicorn" in c for c in services)
+    postgres = int((demo.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    assert demo.interrupt() == 0, demo.log()
+    # Children end with their parent or just after it (multiprocessing's resource tracker).
+    _, left = psutil.wait_procs(tree, timeout=15)
+    left = [p for p in left if not _gone(p.pid)]
+    assert not left, [p.cmdline() for p in left]
+    assert _gone(postgres)
+    assert not (demo.data_dir / "demo" / "estate.json").exists()
+    assert "tierscope stopped." in demo.log()
