@@ -11,15 +11,8 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 
 from tierscope.collector.tiers import TIERS
+from tierscope.dashboards.console.svg import TIER_COLOURS  # one palette: console and reports agree
 from tierscope.dashboards.report import Report
-
-TIER_COLOURS = dict(
-    zip(
-        TIERS,
-        ("#8e6bbf", "#4e79a7", "#59a14f", "#f28e2b", "#edc948", "#e15759", "#ff9da7", "#9c755f", "#76b7b2"),
-        strict=True,
-    )
-)
 
 
 def _render(figure: plt.Figure, kind: str) -> bytes:
