@@ -15,6 +15,7 @@ holds the two equal on random traces.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,9 +26,11 @@ from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 from tierscope.processing.rollup import MINUTE_US, BtFigures, ComponentFigures, EdgeFigures, Rollup
 from tierscope.store.processing import SpanRow
+from tierscope.store.span_columns import SpanColumns
 
 TIER_CODES = {tier: index for index, tier in enumerate(TIERS)}
 _APP = TIER_CODES["app"]
+_TIER_CODE_OR_APP = defaultdict(lambda: _APP, TIER_CODES)  # an unknown tier counts as app
 _EDGE_KINDS = ("service", "db", "cache", "queue", "external")
 _EDGE_KIND_OF_TIER = np.array(
     [
@@ -40,6 +43,7 @@ _DB_TIERS = np.array([tier in ("db", "cache") for tier in TIERS])
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 
 I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
 
 
 def buckets(micros: npt.NDArray[np.float64]) -> I64:
@@ -67,9 +71,11 @@ class _Strings:
 
 @dataclass
 class Window:
-    """Every ready trace of a window, as columns over all their spans."""
+    """Every ready trace of a window, as columns over all their spans. The spans
+    of trace *t* are ``columns[offsets[t]:offsets[t + 1]]``."""
 
-    traces: list[list[SpanRow]]
+    columns: SpanColumns
+    offsets: I64  # per trace, where its spans begin; one more at the end
     trace_of: I64  # per span: which trace
     start: I64
     duration: I64
@@ -77,78 +83,93 @@ class Window:
     self_us: I64
     tier_us: I64  # per trace and tier: self time
     entry: I64  # per trace: the entry span (an index into spans)
-    spans: list[SpanRow]
     strings: _Strings
     component_code: I64  # per span; 0 for none
     tier_code: I64
+    service_code: I64
     edge_source: I64  # per edge (service code), edges only for spans that make one
     edge_target: I64
     edge_kind: I64
     edge_span: I64  # which span each edge is
 
+    @property
+    def trace_count(self) -> int:
+        return len(self.offsets) - 1
+
+    def span(self, index: int) -> SpanRow:
+        return self.columns.row(index)
+
+    def trace_spans(self, trace: int) -> list[SpanRow]:
+        return [self.columns.row(i) for i in range(int(self.offsets[trace]), int(self.offsets[trace + 1]))]
+
+    def span_count(self, trace: int) -> int:
+        return int(self.offsets[trace + 1] - self.offsets[trace])
+
     @classmethod
     def of(cls, traces: list[list[SpanRow]], component_of: Callable[[SpanRow], str | None]) -> Window:
+        """The window of these traces, given as rows (the reference path, tests)."""
         spans = [span for trace in traces for span in trace]
-        count = len(spans)
-        trace_of = np.repeat(np.arange(len(traces), dtype=np.int64), [len(t) for t in traces])
-        # One transpose (in C) instead of a Python pass per column.
-        (
-            tenants,
-            _,
-            span_ids,
-            parent_ids,
-            starts,
-            durations,
-            services,
-            names,
-            kinds,
-            tiers,
-            components,
-            peers,
-            statuses,
-            resources,
-            _,
-            _,
-        ) = zip(*spans, strict=True) if spans else ((),) * 16
-        start = np.array(starts, dtype=np.int64)
-        duration = np.array(durations, dtype=np.int64)
-        kind = np.array(kinds, dtype=np.int64)
-        failed_ = (np.array(statuses, dtype=np.int64) == 2).astype(np.int64)
-        tier_code = np.array([TIER_CODES.get(t, _APP) for t in tiers], dtype=np.int64)
+        sizes = np.array([len(t) for t in traces], dtype=np.int64)
+        return cls.of_columns(SpanColumns.of_rows(spans), sizes, component_of)
 
-        # Each span's parent, within its own trace.
-        owners = trace_of.tolist()
-        position = {key: index for index, key in enumerate(zip(owners, span_ids, strict=True))}
-        parent = np.array(
-            [position.get(key, -1) for key in zip(owners, parent_ids, strict=True)], dtype=np.int64
-        )
+    @classmethod
+    def of_columns(
+        cls, columns: SpanColumns, sizes: I64, component_of: Callable[[SpanRow], str | None]
+    ) -> Window:
+        """The window of spans given as columns, ordered by trace: the first
+        ``sizes[0]`` spans are trace 0, and so on."""
+        count = len(columns)
+        traces = len(sizes)
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        trace_of = np.repeat(np.arange(traces, dtype=np.int64), sizes)
+        start, duration, kind = columns.start, columns.duration, columns.kind
+        failed_ = (columns.status == 2).astype(np.int64)
+        strings = _Strings()
+        code = strings.code
+        tier_names = columns.tier.tolist()
+        tier_code = np.fromiter(map(_TIER_CODE_OR_APP.__getitem__, tier_names), np.int64, count)
+
+        # Each span's parent, within its own trace: find (trace, parent id)
+        # among the sorted (trace, span id) pairs.
+        by_id = np.lexsort((columns.span, trace_of))
+        sorted_trace, sorted_id = trace_of[by_id], columns.span[by_id]
+        where = _find_pairs(sorted_trace, sorted_id, trace_of, columns.parent)
+        has_parent = columns.parent != 0
+        found = has_parent & (where >= 0)
+        parent = np.where(found, by_id[np.maximum(where, 0)], -1)
         self_us = _self_times(start, duration, parent)
         tier_us = (
-            np.bincount(
-                trace_of * len(TIERS) + tier_code, weights=self_us, minlength=len(traces) * len(TIERS)
-            )
+            np.bincount(trace_of * len(TIERS) + tier_code, weights=self_us, minlength=traces * len(TIERS))
             .astype(np.int64)
-            .reshape(len(traces), len(TIERS))
+            .reshape(traces, len(TIERS))
         )
 
         # The entry: the first server span, else the first consumer, else the first root.
-        is_root = np.array([not p for p in parent_ids], dtype=bool)
-        rank = np.where(kind == SERVER, 0, np.where(kind == CONSUMER, 1, np.where(is_root, 2, 3)))
-        id_numbers = np.frombuffer(b"".join(span_ids), dtype=">u8").astype(np.uint64)
-        order = np.lexsort((id_numbers, start, rank, trace_of))
+        rank = np.where(kind == SERVER, 0, np.where(kind == CONSUMER, 1, np.where(~has_parent, 2, 3)))
+        order = np.lexsort((columns.span, start, rank, trace_of))
         _, first = np.unique(trace_of[order], return_index=True)
         entry = order[first]
 
-        strings = _Strings()
-        code = strings.code
         # A component depends on these fields only, and a window repeats few
         # combinations: decide each once (the keys are built by zip, in C).
-        keys = list(zip(tiers, kinds, components, names, peers, tenants, resources, services, strict=True))
-        some_span = dict(zip(keys, spans, strict=True))
-        component_of_key = {key: code(component_of(span)) for key, span in some_span.items()}
+        keys = list(
+            zip(
+                tier_names,
+                kind.tolist(),
+                columns.component.tolist(),
+                columns.name.tolist(),
+                columns.peer.tolist(),
+                columns.tenant.tolist(),
+                columns.resource.tolist(),
+                columns.service.tolist(),
+                strict=True,
+            )
+        )
+        first_of_key = dict(zip(reversed(keys), range(count - 1, -1, -1), strict=True))
+        component_of_key = {key: code(component_of(columns.row(i))) for key, i in first_of_key.items()}
         component_code = np.fromiter(map(component_of_key.__getitem__, keys), np.int64, count)
-        service_code = np.fromiter(map(code, services), np.int64, count)
-        peer_code = np.fromiter(map(code, peers), np.int64, count)
+        service_code = np.fromiter(map(code, columns.service.tolist()), np.int64, count)
+        peer_code = np.fromiter(map(code, columns.peer.tolist()), np.int64, count)
 
         # Service-map edges: a call answered by another traced service points at
         # that service; any other call, or a database span, at its peer.
@@ -162,7 +183,8 @@ class Window:
         edge_kind = np.where(via_service, 0, _EDGE_KIND_OF_TIER[tier_code[makes_edge]])
         keep = target != 0
         return cls(
-            traces=traces,
+            columns=columns,
+            offsets=offsets,
             trace_of=trace_of,
             start=start,
             duration=duration,
@@ -170,10 +192,10 @@ class Window:
             self_us=self_us,
             tier_us=tier_us,
             entry=entry,
-            spans=spans,
             strings=strings,
             component_code=component_code,
             tier_code=tier_code,
+            service_code=service_code,
             edge_source=service_code[makes_edge][keep],
             edge_target=target[keep],
             edge_kind=edge_kind[keep],
@@ -181,7 +203,33 @@ class Window:
         )
 
 
-def _unique_rows(rows: I64) -> tuple[I64, I64]:
+def _find_pairs(sorted_major: I64, sorted_minor: U64, major: I64, minor: U64) -> I64:
+    """For each (major, minor) pair, its position among the lexicographically
+    sorted pairs ``(sorted_major, sorted_minor)``, or -1 where it is absent."""
+    if len(sorted_major) == 0:
+        return np.full(len(major), -1, dtype=np.int64)
+    # Within one major value the minors are sorted: search there.
+    low = np.searchsorted(sorted_major, major, side="left")
+    high = np.searchsorted(sorted_major, major, side="right")
+    where = np.full(len(major), -1, dtype=np.int64)
+    # Vectorized binary search over each row's own [low, high) range.
+    lo, hi = low.copy(), high.copy()
+    while True:
+        active = lo < hi
+        if not active.any():
+            break
+        mid = (lo + hi) // 2
+        value = sorted_minor[np.minimum(mid, len(sorted_minor) - 1)]
+        go_right = active & (value < minor)
+        go_left = active & ~go_right
+        lo = np.where(go_right, mid + 1, lo)
+        hi = np.where(go_left, mid, hi)
+    match = (lo < high) & (sorted_minor[np.minimum(lo, len(sorted_minor) - 1)] == minor)
+    where[match] = lo[match]
+    return where
+
+
+def unique_rows(rows: I64) -> tuple[I64, I64]:
     """``np.unique(rows, axis=0, return_inverse=True)``, by one lexsort: numpy's
     row-unique views rows as opaque records and was most of a rollup's time."""
     order = np.lexsort(rows.T[::-1])
@@ -238,7 +286,8 @@ def rollup(window: Window, outcomes: Sequence[TraceOutcome]) -> Rollup:
     if len(traces) == 0:
         return result
     entry = window.entry[traces]
-    spans = window.spans
+    tenants = window.columns.tenant[entry].tolist()
+    services = window.columns.service[entry].tolist()
     starts = window.start[entry]
     durations = window.duration[entry]
     minutes = starts - starts % MINUTE_US
@@ -246,9 +295,10 @@ def rollup(window: Window, outcomes: Sequence[TraceOutcome]) -> Rollup:
     # Business transactions: one group per (tenant, service, bt, minute).
     keys: dict[tuple[int, str, str, int], int] = {}
     group_of_trace = np.full(len(outcomes), -1, dtype=np.int64)
-    for trace, minute in zip(traces.tolist(), minutes.tolist(), strict=True):
-        head = spans[int(window.entry[trace])]
-        key = (head.tenant_id, head.service, outcomes[trace].bt, minute)
+    for trace, tenant, service, minute in zip(
+        traces.tolist(), tenants, services, minutes.tolist(), strict=True
+    ):
+        key = (tenant, service, outcomes[trace].bt, minute)
         group_of_trace[trace] = keys.setdefault(key, len(keys))
     groups = group_of_trace[traces]
     size = len(keys)
@@ -356,7 +406,7 @@ def _edges(
         ],
         axis=1,
     )
-    unique, inverse = _unique_rows(identity)
+    unique, inverse = unique_rows(identity)
     durations = window.duration[span_index]
     calls = np.bincount(inverse)
     errors = np.bincount(inverse, weights=window.failed[span_index])

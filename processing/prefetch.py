@@ -19,7 +19,8 @@ from datetime import datetime
 import psycopg
 
 from tierscope.store import StoreError
-from tierscope.store.processing import PROCESSOR_APPLICATION, WHOLE, Shard, SpanRow, window_spans_blocking
+from tierscope.store.processing import PROCESSOR_APPLICATION, WHOLE, Shard
+from tierscope.store.span_columns import SpanColumns, window_columns_blocking
 
 _logger = logging.getLogger(__name__)
 
@@ -30,14 +31,14 @@ class WindowPrefetcher:
         self._shard = shard
         self._connection: psycopg.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tierscope-prefetch")
-        self._pending: tuple[datetime, datetime, Future[list[SpanRow]]] | None = None
+        self._pending: tuple[datetime, datetime, Future[SpanColumns]] | None = None
 
     def start(self, since: datetime, until: datetime) -> None:
         """Begin reading the spans received in ``[since, until)``."""
         self.discard()
         self._pending = (since, until, self._executor.submit(self._read, since, until))
 
-    async def take(self, since: datetime) -> tuple[datetime, list[SpanRow]] | None:
+    async def take(self, since: datetime) -> tuple[datetime, SpanColumns] | None:
         """The prefetched window if it starts at ``since``: (its end, its spans)."""
         if self._pending is None:
             return None
@@ -61,13 +62,13 @@ class WindowPrefetcher:
         if self._connection is not None:
             self._connection.close()
 
-    def _read(self, since: datetime, until: datetime) -> list[SpanRow]:
+    def _read(self, since: datetime, until: datetime) -> SpanColumns:
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(
                 self._dsn, autocommit=True, application_name=PROCESSOR_APPLICATION
             )
         try:
-            return window_spans_blocking(self._connection, since, until, self._shard)
+            return window_columns_blocking(self._connection, since, until, self._shard)
         except StoreError:
             self._connection.close()  # a fresh one next time
             raise

@@ -35,22 +35,24 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from operator import itemgetter
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 
 from tierscope.config import Settings
 from tierscope.processing import columnar
 from tierscope.processing.assemble import entry_attributes, error_origin, failed, user_fields
-from tierscope.processing.columnar import TraceOutcome, Window
+from tierscope.processing.columnar import TraceOutcome, Window, unique_rows
 from tierscope.processing.metrics import ProcessorMetrics
 from tierscope.processing.naming import OTHER, EntrySpan, Rules
 from tierscope.processing.prefetch import WindowPrefetcher
 from tierscope.processing.sqlnorm import Normalizer
 from tierscope.processing.writer import write_rollup
-from tierscope.store import Database, StoreError
+from tierscope.store import Database, StoreError, span_columns
 from tierscope.store import processing as store
 from tierscope.store.processing import Shard, SpanRow, SummaryRow, utc
+from tierscope.store.span_columns import SpanColumns
 
 _logger = logging.getLogger(__name__)
 
@@ -62,9 +64,6 @@ MAX_TRACE_SPANS = 20_000
 # this size (bounded memory, a stop request answered within a cycle), not one
 # huge window.
 TARGET_CYCLE_SPANS = 60_000
-# (tenant, trace) and (tenant, resource) of a span, read in C.
-_TRACE_KEY = itemgetter(SpanRow._fields.index("tenant_id"), SpanRow._fields.index("trace_id"))
-_RESOURCE_KEY = itemgetter(SpanRow._fields.index("tenant_id"), SpanRow._fields.index("resource_id"))
 
 
 @dataclass
@@ -181,52 +180,57 @@ class Processor:
         since: datetime,
         until: datetime,
         report: CycleReport,
-        prefetched: list[SpanRow] | None = None,
+        prefetched: SpanColumns | None = None,
     ) -> int:
         """Process the traces whose last span arrived in ``[since, until)``; returns
         how many spans arrived in it."""
         clock = time.perf_counter()
         arrived = (
-            prefetched if prefetched is not None else await store.window_spans(conn, since, until, self.shard)
+            prefetched
+            if prefetched is not None
+            else await span_columns.window_columns(conn, since, until, self.shard)
         )
         clock = report.lap("fetch", clock)
-        if not arrived:
+        if not len(arrived):
             return 0
-        traces: dict[tuple[int, bytes], list[SpanRow]] = defaultdict(list)
-        for key, span in zip(map(_TRACE_KEY, arrived), arrived, strict=True):
-            traces[key].append(span)
         await self._learn_hosts(conn, arrived)
-        starts = [span.start_us for span in arrived]
-        earliest, latest = utc(min(starts)) - TRACE_EXTENT, utc(max(starts)) + TRACE_EXTENT
+        earliest = utc(int(arrived.start.min())) - TRACE_EXTENT
+        latest = utc(int(arrived.start.max())) + TRACE_EXTENT
+        first_traces = _Traces(arrived)
         clock = report.lap("group", clock)
-        for span in await store.sibling_spans(conn, list(traces), since, until, earliest, latest):
-            traces[span.tenant_id, span.trace_id].append(span)
+        siblings = await span_columns.sibling_columns(
+            conn, first_traces.keys(), since, until, earliest, latest
+        )
+        spans = arrived.concat(siblings)
+        traces = _Traces(spans) if len(siblings) else first_traces
         clock = report.lap("siblings", clock)
 
         until_us = int(until.timestamp() * 1e6)
         since_us = int(since.timestamp() * 1e6)
         patience_us = int(MAX_WAIT.total_seconds() * 1e6)
-        ready: dict[tuple[int, bytes], list[SpanRow]] = {}
-        seen_before: list[tuple[int, bytes]] = []
-        for key, spans in traces.items():
-            received = [s.received_us for s in spans]
-            if max(received) >= until_us and min(received) > until_us - patience_us:
-                report.deferred += 1  # still receiving: its last window will take it
-                continue
-            if min(received) < since_us:
-                seen_before.append(key)
-            ready[key] = spans
-        for key in await store.already_summarized(conn, seen_before, earliest, latest):
-            spans = ready.pop(key)
-            report.late_spans += sum(since_us <= s.received_us < until_us for s in spans)
-
+        last_received = np.maximum.reduceat(spans.received[traces.order], traces.starts)
+        first_received = np.minimum.reduceat(spans.received[traces.order], traces.starts)
+        # Still receiving: its last window will take it (unless it waited too long).
+        deferred = (last_received >= until_us) & (first_received > until_us - patience_us)
+        report.deferred += int(deferred.sum())
+        seen_before = np.flatnonzero(~deferred & (first_received < since_us))
+        ready = ~deferred
+        if len(seen_before):
+            keys = traces.keys(seen_before)
+            done = await store.already_summarized(conn, keys, earliest, latest)
+            if done:
+                late = seen_before[[key in done for key in keys]]
+                ready[late] = False
+                in_window = (spans.received >= since_us) & (spans.received < until_us)
+                report.late_spans += int(np.isin(traces.of_span, late)[in_window].sum())
         clock = report.lap("settled", clock)
-        window = Window.of([_unique(spans)[:MAX_TRACE_SPANS] for spans in ready.values()], self._component)
+        chosen, sizes = traces.spans_of(ready, spans.span)
+        window = Window.of_columns(spans.take(chosen), sizes, self._component)
         clock = report.lap("columns", clock)
         named: list[tuple[int, str, float]] = []  # (trace, bt, apdex T) of the traces not excluded
         details = []
-        for trace, spans in enumerate(window.traces):
-            entry = window.spans[int(window.entry[trace])]
+        for trace in range(window.trace_count):
+            entry = window.span(int(window.entry[trace]))
             attrs = entry_attributes(entry)
             naming = self._rules_for(entry.tenant_id).name(
                 EntrySpan(entry.service, entry.name or "", entry.kind, attrs)
@@ -235,14 +239,14 @@ class Processor:
                 report.excluded += 1
                 continue
             error = failed(entry, attrs)
-            origin = error_origin(spans, entry) if error else (None, None)
+            origin = error_origin(window.trace_spans(trace), entry) if error else (None, None)
             named.append((trace, naming.bt, naming.apdex_t_ms))
-            details.append((entry, error, origin, user_fields(attrs), len(spans)))
+            details.append((entry, error, origin, user_fields(attrs), window.span_count(trace)))
         clock = report.lap("naming", clock)
         await store.take_write_turn(conn)
         clock = report.lap("turn", clock)
         names, overflow = await self._bound_names(
-            conn, [(window.spans[int(window.entry[t])], bt) for t, bt, _ in named]
+            conn, [(details[i][0], bt) for i, (_, bt, _) in enumerate(named)]
         )
         rows = [
             SummaryRow(
@@ -267,7 +271,7 @@ class Processor:
         clock = report.lap("registry", clock)
         inserted = await store.insert_summaries(conn, rows)
         clock = report.lap("summaries", clock)
-        outcomes = [TraceOutcome("", 0.0, False, False)] * len(window.traces)
+        outcomes = [TraceOutcome("", 0.0, False, False)] * window.trace_count
         for (trace, _, apdex), name, (entry, error, _, _, span_count) in zip(
             named, names, details, strict=True
         ):
@@ -294,9 +298,10 @@ class Processor:
             return self._hosts.get((span.tenant_id, span.resource_id), span.service)
         return span.component or span.peer
 
-    async def _learn_hosts(self, conn: psycopg.AsyncConnection, spans: list[SpanRow]) -> None:
+    async def _learn_hosts(self, conn: psycopg.AsyncConnection, spans: SpanColumns) -> None:
         """Which host or instance each new resource is (for app-tier components)."""
-        missing = set(map(_RESOURCE_KEY, spans)) - self._hosts.keys()
+        pairs, _ = unique_rows(np.stack([spans.tenant, spans.resource], axis=1))
+        missing = set(map(tuple, pairs.tolist())) - self._hosts.keys()
         if not missing:
             return
         if len(self._hosts) > 100_000:
@@ -396,14 +401,55 @@ class Processor:
             await leader.execute("SELECT 1")  # still holding the lock (raises if the session is gone)
 
 
-def _unique(spans: list[SpanRow]) -> list[SpanRow]:
-    seen: set[bytes] = set()
-    unique = []
-    for span in spans:
-        if span.span_id not in seen:
-            seen.add(span.span_id)
-            unique.append(span)
-    return unique
+class _Traces:
+    """The spans of a window grouped by trace: ``order`` lists the spans trace by
+    trace (each trace's in their original order), ``starts`` where each trace
+    begins in it."""
+
+    def __init__(self, spans: SpanColumns) -> None:
+        ids = spans.trace.view(">u8").reshape(-1, 2)
+        high, low = ids[:, 0], ids[:, 1]
+        self.order = np.lexsort((low, high, spans.tenant))  # stable: original order within a trace
+        tenant, high, low = spans.tenant[self.order], high[self.order], low[self.order]
+        new = np.ones(len(self.order), dtype=bool)
+        new[1:] = (tenant[1:] != tenant[:-1]) | (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+        self.starts = np.flatnonzero(new)
+        self.trace_of_ordered = np.cumsum(new) - 1
+        self.of_span = np.empty(len(self.order), dtype=np.int64)
+        self.of_span[self.order] = self.trace_of_ordered
+        self._spans = spans
+
+    def keys(self, traces: npt.NDArray[np.int64] | None = None) -> list[tuple[int, bytes]]:
+        """(tenant, trace id) of these traces (of all, by default)."""
+        first = self.order[self.starts if traces is None else self.starts[traces]]
+        trace_ids = self._spans.trace[first]
+        return [
+            (tenant, trace_ids[i].tobytes()) for i, tenant in enumerate(self._spans.tenant[first].tolist())
+        ]
+
+    def spans_of(
+        self, chosen: npt.NDArray[np.bool_], span_ids: npt.NDArray[np.uint64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The spans of the chosen traces, trace by trace — each span id once (the
+        first copy) and at most MAX_TRACE_SPANS per trace — and each trace's count."""
+        keep = chosen[self.trace_of_ordered]
+        spans, trace = self.order[keep], self.trace_of_ordered[keep]
+        position = np.arange(len(spans))
+        by_id = np.lexsort((position, span_ids[spans], trace))
+        repeated = np.zeros(len(spans), dtype=bool)
+        same = (trace[by_id][1:] == trace[by_id][:-1]) & (
+            span_ids[spans][by_id][1:] == span_ids[spans][by_id][:-1]
+        )
+        repeated[by_id[1:][same]] = True
+        spans, trace = spans[~repeated], trace[~repeated]
+        new = np.ones(len(trace), dtype=bool)
+        new[1:] = trace[1:] != trace[:-1]
+        first = np.flatnonzero(new)
+        rank = np.arange(len(trace)) - first[np.cumsum(new) - 1]
+        within = rank < MAX_TRACE_SPANS
+        spans, new = spans[within], new[within]
+        sizes = np.diff(np.append(np.flatnonzero(new), len(spans))).astype(np.int64)
+        return spans, sizes
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -17,25 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-import psycopg
 from psycopg import AsyncConnection
 
-from tierscope.store.errors import StoreUnavailable, translate, wrap_errors
+from tierscope.store.errors import StoreUnavailable, wrap_errors
 
 # Collector connections are named so (store.database.APPLICATION_NAME); the
 # processor names its own differently so it never waits for itself.
 COLLECTOR_APPLICATION = "tierscope"
 PROCESSOR_APPLICATION = "tierscope-processor"
 WRITE_TURN_LOCK = 0x7473777274726E  # advisory lock: one shard writes rollups at a time
-
-# A span's name is read only where processing uses it: entries (named after
-# it) and spans without a component (named by it); the rest stay in the store.
-_SPAN_COLUMNS = """s.tenant_id, s.trace_id, s.span_id, s.parent_span_id,
-       (date_part('epoch', s.start_time) * 1000000)::int8, s.duration_us, s.service,
-       CASE WHEN s.kind IN (2, 5) OR s.parent_span_id IS NULL OR s.component IS NULL THEN s.name END,
-       s.kind, s.tier, s.component, s.peer, s.status_code, s.resource_id,
-       (date_part('epoch', s.received_at) * 1000000)::int8,
-       CASE WHEN s.kind IN (2, 5) OR s.parent_span_id IS NULL THEN s.span_pb END"""
 
 
 class SpanRow(NamedTuple):
@@ -76,10 +66,6 @@ class SummaryRow(NamedTuple):
     user_hash: str | None
     session_id: str | None
     site: str | None
-
-
-def _span_rows(cursor: Any) -> Any:
-    return SpanRow._make
 
 
 @dataclass
@@ -210,89 +196,22 @@ async def take_write_turn(conn: AsyncConnection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_TURN_LOCK,))
 
 
-# (Shard.owns, in SQL)
-_WINDOW = f"""SELECT {_SPAN_COLUMNS} FROM spans s
-              WHERE s.received_at >= %(since)s AND s.received_at < %(until)s
-                AND (get_byte(s.trace_id, 14) * 256 + get_byte(s.trace_id, 15)) %% %(count)s = %(index)s"""  # noqa: S608
-
-
-def _window(since: datetime, until: datetime, shard: Shard) -> dict[str, Any]:
-    return {"since": since, "until": until, "count": shard.count, "index": shard.index}
-
-
-@wrap_errors
-async def window_spans(
-    conn: AsyncConnection, since: datetime, until: datetime, shard: Shard = WHOLE
-) -> list[SpanRow]:
-    """Every span of the shard's traces received in ``[since, until)``."""
-    async with conn.cursor(row_factory=_span_rows, binary=True) as cur:
-        await cur.execute(_WINDOW, _window(since, until, shard))
-        return await cur.fetchall()
-
-
-def window_spans_blocking(
-    conn: psycopg.Connection, since: datetime, until: datetime, shard: Shard = WHOLE
-) -> list[SpanRow]:
-    """The same, on a blocking connection (the processor prefetches in a thread)."""
-    try:
-        with conn.cursor(row_factory=_span_rows, binary=True) as cur:
-            cur.execute(_WINDOW, _window(since, until, shard))
-            return cur.fetchall()
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
-
-
 # Thousands of (tenant, trace) keys go to PostgreSQL as two packed byte strings
 # and are unpacked there: psycopg dumps a Python list as an array element by
 # element, which cost a fifth of a processing cycle. Trace ids are always 16
 # bytes (ingest rejects any other length).
-_UNPACK_TRACES = """SELECT ((((get_byte(%(tenants)s, 4 * k) << 8) | get_byte(%(tenants)s, 4 * k + 1)) << 8
+UNPACK_TRACES = """SELECT ((((get_byte(%(tenants)s, 4 * k) << 8) | get_byte(%(tenants)s, 4 * k + 1)) << 8
                        | get_byte(%(tenants)s, 4 * k + 2)) << 8 | get_byte(%(tenants)s, 4 * k + 3))
                    AS tenant_id,
                    substring(%(traces)s FROM 16 * k + 1 FOR 16) AS trace_id
             FROM generate_series(0, %(count)s - 1) AS k"""
 
 
-def _packed(traces: Sequence[tuple[int, bytes]]) -> dict[str, object]:
+def packed_traces(traces: Sequence[tuple[int, bytes]]) -> dict[str, object]:
     tenants = array("i", (tenant for tenant, _ in traces))
     if sys.byteorder == "little":
         tenants.byteswap()  # get_byte reads big-endian
     return {"tenants": tenants.tobytes(), "traces": b"".join(t for _, t in traces), "count": len(traces)}
-
-
-@wrap_errors
-async def sibling_spans(
-    conn: AsyncConnection,
-    traces: Sequence[tuple[int, bytes]],
-    since: datetime,
-    until: datetime,
-    earliest: datetime,
-    latest: datetime,
-) -> list[SpanRow]:
-    """Spans of these traces received outside ``[since, until)`` (earlier, or after:
-    the trace is still receiving), starting in ``[earliest, latest)``. One index
-    probe per trace."""
-    if not traces:
-        return []
-    async with conn.cursor(row_factory=_span_rows, binary=True) as cur:
-        await cur.execute(
-            f"""SELECT {_SPAN_COLUMNS}
-                FROM ({_UNPACK_TRACES}) AS c
-                CROSS JOIN LATERAL (
-                    SELECT * FROM spans x
-                    WHERE x.tenant_id = c.tenant_id AND x.trace_id = c.trace_id
-                      AND x.start_time >= %(earliest)s AND x.start_time < %(latest)s
-                      AND (x.received_at < %(since)s OR x.received_at >= %(until)s)
-                ) s""",  # noqa: S608 - columns are a constant
-            {
-                **_packed(traces),
-                "since": since,
-                "until": until,
-                "earliest": earliest,
-                "latest": latest,
-            },
-        )
-        return await cur.fetchall()
 
 
 @wrap_errors
@@ -304,12 +223,12 @@ async def already_summarized(
         return set()
     cur = await conn.execute(
         f"""SELECT c.tenant_id, c.trace_id
-           FROM ({_UNPACK_TRACES}) AS c
+           FROM ({UNPACK_TRACES}) AS c
            WHERE EXISTS (SELECT 1 FROM trace_summaries t
                          WHERE t.tenant_id = c.tenant_id AND t.trace_id = c.trace_id
                            AND t.start_time >= %(earliest)s AND t.start_time < %(latest)s)""",  # noqa: S608
         {
-            **_packed(traces),
+            **packed_traces(traces),
             "earliest": earliest,
             "latest": latest,
         },

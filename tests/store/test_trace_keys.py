@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tierscope.collector.convert import Limits, convert
-from tierscope.store import processing
+from tierscope.store import processing, span_columns
 from tierscope.store.spans import write_spans
 from tierscope.testing import otlp
 
@@ -30,8 +30,8 @@ async def test_packed_keys_unpack_to_the_same_tenant_and_trace(database_url: str
     keys = [(tenant, os.urandom(16)) for tenant in tenants]
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute(
-            f"SELECT tenant_id, trace_id FROM ({processing._UNPACK_TRACES}) AS c",  # noqa: S608
-            processing._packed(keys),
+            f"SELECT tenant_id, trace_id FROM ({processing.UNPACK_TRACES}) AS c",  # noqa: S608
+            processing.packed_traces(keys),
         )
         assert [(tenant, bytes(trace)) for tenant, trace in await cur.fetchall()] == keys
 
@@ -47,8 +47,65 @@ async def test_each_span_is_read_by_exactly_the_shard_that_owns_its_trace(databa
         read: list[bytes] = []
         for index in range(3):
             shard = processing.Shard(index, 3)
-            mine = [s.trace_id for s in await processing.window_spans(conn, since, until, shard)]
+            columns = await span_columns.window_columns(conn, since, until, shard)
+            mine = [columns.row(i).trace_id for i in range(len(columns))]
             assert mine, "every shard of three gets some of 300 random traces"
             assert all(shard.owns(trace) for trace in mine)
             read += mine
         assert sorted(read) == sorted(s.trace_id for s in spans)
+
+
+async def test_spans_read_as_columns_are_the_stored_spans(database_url: str) -> None:
+    """Processing reads a window as packed columns; each position must be one
+    stored span, every field of it, with and without a parent."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        row = await (await conn.execute("INSERT INTO tenants (name) VALUES ('c') RETURNING id")).fetchone()
+        assert row is not None
+        trace = os.urandom(16)
+        root = otlp.span(trace_id=trace, name="GET /leads", kind=2)
+        spans = [root] + [
+            otlp.span(trace_id=trace, parent_span_id=root.span_id, name=f"SELECT {i}", kind=3 if i % 2 else 1)
+            for i in range(40)
+        ]
+        conversion = convert(otlp.request(spans), row[0], Limits(), time.time_ns())
+        assert (await write_spans(conn, conversion.rows, conversion.resources)).stored == 41
+        since, until = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1)
+        columns = await span_columns.window_columns(conn, since, until)
+        cur = await conn.execute(
+            """SELECT span_id, parent_span_id, duration_us, service, kind, tier, component, peer,
+                      status_code, resource_id, (date_part('epoch', start_time) * 1000000)::int8
+               FROM spans WHERE tenant_id = %s""",
+            (row[0],),
+        )
+        stored = {bytes(r[0]): r for r in await cur.fetchall()}
+        read = [columns.row(i) for i in range(len(columns))]
+        mine = [r for r in read if r.tenant_id == row[0]]
+        assert len(mine) == 41
+        for span in mine:
+            expected = stored[span.span_id]
+            assert span.trace_id == trace
+            assert span.parent_span_id == (bytes(expected[1]) if expected[1] else None)
+            assert (span.duration_us, span.service, span.kind, span.tier, span.component, span.peer) == tuple(
+                expected[2:8]
+            )
+            assert (span.status_code, span.resource_id, span.start_us) == tuple(expected[8:11])
+            # Names and the OTLP bytes are read only for spans that may be an entry.
+            assert (span.span_pb is not None) == (span.kind == 2 or span.parent_span_id is None)
+        entry = next(r for r in mine if r.parent_span_id is None)
+        assert entry.name == "GET /leads"
+
+
+async def test_text_holding_the_separators_is_read_exactly(database_url: str) -> None:
+    """Text fields travel joined by control characters; a value holding one of
+    them must still come back whole (the window is then read with arrays)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        row = await (await conn.execute("INSERT INTO tenants (name) VALUES ('sep') RETURNING id")).fetchone()
+        assert row is not None
+        odd = "GET /a\x1fb\x1ec"
+        spans = [otlp.span(trace_id=os.urandom(16), name=odd), otlp.span(trace_id=os.urandom(16))]
+        conversion = convert(otlp.request(spans), row[0], Limits(), time.time_ns())
+        assert (await write_spans(conn, conversion.rows, conversion.resources)).stored == 2
+        since, until = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1)
+        columns = await span_columns.window_columns(conn, since, until)
+        names = [columns.row(i).name for i in range(len(columns)) if columns.row(i).tenant_id == row[0]]
+        assert sorted(names) == sorted([odd, "GET /leads"])
