@@ -252,7 +252,7 @@ class Processor:
             SummaryRow(
                 entry.tenant_id,
                 entry.trace_id,
-                utc(entry.start_us),
+                entry.start_us,
                 entry.duration_us,
                 entry.service,
                 name,

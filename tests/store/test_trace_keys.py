@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tierscope.collector.convert import Limits, convert
-from tierscope.store import processing, span_columns
+from tierscope.store import partitions, processing, span_columns
 from tierscope.store.spans import write_spans
 from tierscope.testing import otlp
 
@@ -109,3 +109,76 @@ async def test_text_holding_the_separators_is_read_exactly(database_url: str) ->
         columns = await span_columns.window_columns(conn, since, until)
         names = [columns.row(i).name for i in range(len(columns)) if columns.row(i).tenant_id == row[0]]
         assert sorted(names) == sorted([odd, "GET /leads"])
+
+
+async def test_summaries_with_any_text_are_stored_exactly(database_url: str) -> None:
+    """Summaries go to the store as hand-written COPY text: names holding tabs,
+    newlines and backslashes, and absent fields, must come back unchanged."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        row = await (await conn.execute("INSERT INTO tenants (name) VALUES ('copy') RETURNING id")).fetchone()
+        assert row is not None
+        start_us = int(time.time() * 1e6) // 1000 * 1000 + 123
+        odd = "POST /a\tb\nc\\d\r \\N"
+        summaries = [
+            processing.SummaryRow(
+                row[0],
+                os.urandom(16),
+                start_us,
+                1500,
+                "crm\\web",
+                odd,
+                True,
+                "db",
+                "SELECT\t?",
+                "{0,0,0,1200,0,300,0,0,0}",
+                4,
+                None,
+                "s\n1",
+                "branch\\b",
+            ),
+            processing.SummaryRow(
+                row[0],
+                os.urandom(16),
+                start_us + 1,
+                10,
+                "crm",
+                "GET /",
+                False,
+                None,
+                None,
+                "{0,0,0,10,0,0,0,0,0}",
+                1,
+                "u",
+                None,
+                None,
+            ),
+        ]
+        async with conn.transaction():
+            await partitions.ensure_days(conn, {datetime.now(UTC).date()}, "trace_summaries")
+            inserted = await processing.insert_summaries(conn, summaries)
+            again = await processing.insert_summaries(conn, summaries)
+        assert inserted == {(s.tenant_id, s.trace_id) for s in summaries}
+        assert again == set(), "a trace stored before is skipped"
+        cur = await conn.execute(
+            """SELECT trace_id, (date_part('epoch', start_time) * 1000000)::int8, duration_us, service, bt,
+                      error, error_tier, error_component, tier_us, span_count, user_hash, session_id, site
+               FROM trace_summaries WHERE tenant_id = %s""",
+            (row[0],),
+        )
+        stored = {bytes(r[0]): r[1:] for r in await cur.fetchall()}
+        for s in summaries:
+            tier_us = [int(x) for x in s.tier_us.strip("{}").split(",")]
+            assert stored[s.trace_id] == (
+                s.start_us,
+                s.duration_us,
+                s.service,
+                s.bt,
+                s.error,
+                s.error_tier,
+                s.error_component,
+                tier_us,
+                s.span_count,
+                s.user_hash,
+                s.session_id,
+                s.site,
+            )
