@@ -14,8 +14,13 @@ median per pipeline is taken. Target: ratio <= 1.0.
 Part 2, a realistic endpoint (one server span, three PostgreSQL queries, one
 outbound HTTP call) of a Flask app under gunicorn, plain and under
 ``tierscope-agent run`` exporting to a real ``tierscope up``, each loaded by
-the same closed-loop client for ``--duration`` seconds, alternating. Target:
-throughput ratio >= 0.95; the added p50 and p99 latency are reported.
+the same closed-loop client for ``--duration`` seconds; each round runs both
+back to back, the order swapped every round, and the throughput ratio is the
+median of the rounds' ratios. With two or more cores the app is pinned to a
+core of its own (``--no-pin`` turns it off). Target: throughput ratio >= 0.95;
+the added p50 and p99 latency, the app's CPU per request with and without the
+agent and the ratio they predict when the app's core is the bottleneck are
+reported.
 
 The last line printed is one JSON object with the figures.
 """
