@@ -281,15 +281,21 @@ class SpanEncoder:
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """An ``ExportTraceServiceRequest``: spans grouped by resource, then scope."""
-        groups: dict[Any, dict[Any, list[bytes]]] = {}
+        # Grouped by the resource's identity: the SDK's Resource hashes by dumping its
+        # attributes to JSON, which per span cost more than encoding the span. Equal
+        # resources that are distinct objects become separate groups, which OTLP allows.
+        groups: dict[int, dict[Any, list[bytes]]] = {}
+        resources: dict[int, Any] = {}
         for number, span in enumerate(spans):
             if number % _YIELD_EVERY == _YIELD_EVERY - 1:
                 # Let the application's threads have the GIL: a thread returning from
                 # I/O would otherwise wait out the interpreter's switch interval (5 ms).
                 time.sleep(0)
-            by_scope = groups.get(span.resource)
+            resource = span.resource
+            by_scope = groups.get(id(resource))
             if by_scope is None:
-                by_scope = groups[span.resource] = {}
+                by_scope = groups[id(resource)] = {}
+                resources[id(resource)] = resource  # (held: its id stays its own)
             scope = span.instrumentation_scope or None
             encoded = self.span(span)
             bucket = by_scope.get(scope)
@@ -297,7 +303,8 @@ class SpanEncoder:
                 by_scope[scope] = bucket = []
             bucket.append(b"\x12" + varint(len(encoded)) + encoded)
         out: list[bytes] = []
-        for resource, by_scope in groups.items():
+        for identity, by_scope in groups.items():
+            resource = resources[identity]
             body = [self._resource(resource)]
             for scope, encoded_spans in by_scope.items():
                 scope_body = self._scope(scope) + b"".join(encoded_spans)

@@ -29,6 +29,7 @@ from typing import Any
 
 import wrapt
 
+from tierscope.agent import lean
 from tierscope.agent.guard import swallowed
 
 logger = logging.getLogger("tierscope.agent")
@@ -86,7 +87,9 @@ def _instrument(integration: Integration, tracer_provider: Any) -> None:
     try:
         instrumentor = _instrumentor(integration)
         if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(tracer_provider=tracer_provider, **integration.options)
+            options = {**lean.options(integration.name), **integration.options}
+            instrumentor.instrument(tracer_provider=tracer_provider, **options)
+            lean.after_instrument(integration.name)
             logger.debug("tierscope agent: instrumented %s", integration.name)
     except Exception as error:
         logger.warning("tierscope agent: could not instrument %s: %s", integration.name, error)

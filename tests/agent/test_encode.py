@@ -104,3 +104,26 @@ def test_background_roots_are_marked_and_requests_are_not() -> None:
         for span in message.resource_spans[0].scope_spans[0].spans
     }
     assert marked == {"mail": True, "GET /": False, "child": False, "job": False}
+
+
+def test_spans_of_equal_resources_from_two_providers_all_arrive() -> None:
+    # Groups are keyed by the resource object, not by its (costly) hash: two equal
+    # resources become two groups, and no span is lost or filed under the wrong one.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans = []
+    for service in ("crm", "crm", "erp"):
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": service}), shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        provider.get_tracer("scope.a").start_span(f"work of {service}").end()
+        spans += memory.get_finished_spans()
+    request = ExportTraceServiceRequest.FromString(SpanEncoder(None).encode(spans))
+    found = []
+    for resource_spans in request.resource_spans:
+        service = next(
+            a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"
+        )
+        for scope_spans in resource_spans.scope_spans:
+            found += [(service, span.name) for span in scope_spans.spans]
+    assert sorted(found) == [("crm", "work of crm"), ("crm", "work of crm"), ("erp", "work of erp")]
