@@ -17,7 +17,14 @@ $(INSTALLED): pyproject.toml
 
 ## run: the demo estate (tierscope demo): collector + embedded PostgreSQL on
 ## http://127.0.0.1:4318, a CRM and an ERP under simulated users; Ctrl-C stops it
+## (its browser users need Debian's chromium: installed here when missing and
+## make runs as root, as the browser tests do; without it the demo runs without them)
 run: $(INSTALLED)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "installing Debian's chromium for the demo's browser users ..." && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  echo "chromium is missing (apt-get install chromium): the demo runs without browser users"
 	$(BIN)/tierscope demo
 
 ## test: the whole test suite (what CI runs)
