@@ -205,6 +205,9 @@ FAULT_SECONDS = 40
 
 
 def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: DemoProcess) -> None:
+    # Every fault of the catalog is switched on, and has its signature checked below.
+    assert sorted(name for phase in PHASES for name in phase) == sorted(CATALOG)
+    assert set(CATALOG) - set(SIGNATURES) == {"wan_latency", "browser_slow"}  # checked from the users' side
     baseline_end = time.time()
     baseline = _summaries(demo, baseline_end - 600, baseline_end)
     control = demo.state()["control_url"]
