@@ -50,14 +50,19 @@ def estate(root: psutil.Process) -> tuple[list[psutil.Process], list[psutil.Proc
     return found, browsers
 
 
-def rss_mib(processes: list[psutil.Process]) -> float:
-    total = 0
+def memory_mib(processes: list[psutil.Process]) -> tuple[float, float]:
+    """(resident, proportional) memory in MiB. Chromium's processes share most of
+    their pages (zygote, libraries): their RSS summed counts those many times, PSS
+    (each shared page split among its users) once."""
+    rss = pss = 0
     for process in processes:
         try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 2**20
+            info = process.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss / 2**20, pss / 2**20
 
 
 def cpu(processes: list[psutil.Process]) -> float:
@@ -110,7 +115,7 @@ def main() -> None:
         time.sleep(args.seconds)
         cpu_after, browser_after, ended = cpu(processes), cpu(browsers), time.time()
         requests_after = httpx.get(f"{control}/stats", params={"since": 1e12}).json()["requests"]
-        rss, browser_rss = rss_mib(processes), rss_mib(browsers)
+        (rss, pss), (browser_rss, browser_pss) = memory_mib(processes), memory_mib(browsers)
         time.sleep(20)  # the window's traces settle and are processed
         access = json.loads((data / "postgres.json").read_text())
         with psycopg.connect(
@@ -141,11 +146,14 @@ def main() -> None:
             "seconds": round(seconds, 1),
             "estate_cpu_percent_of_one_core": round(base_cpu + browser_cpu, 1),
             "estate_rss_mib": round(rss + browser_rss, 1),
+            "estate_pss_mib": round(pss + browser_pss, 1),
             "estate_processes": len(processes) + len(browsers),
             "without_browsers_cpu_percent_of_one_core": round(base_cpu, 1),
             "without_browsers_rss_mib": round(rss, 1),
+            "without_browsers_pss_mib": round(pss, 1),
             "browsers_cpu_percent_of_one_core": round(browser_cpu, 1),
             "browsers_rss_mib": round(browser_rss, 1),
+            "browsers_pss_mib": round(browser_pss, 1),
             "cpu_ratio_to_estate_without_browsers": round((base_cpu + browser_cpu) / base_cpu, 2)
             if base_cpu
             else None,
