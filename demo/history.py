@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -184,6 +185,7 @@ def backfill(dsn: str, tenant_id: int, options: Any, console: Console) -> int:
     chunk = 6 * 60  # minutes per transaction: a few seconds of work, a visible step
     total_minutes = int((end - start).total_seconds() // 60)
     requests = 0
+    began = time.monotonic()
 
     async def write(rollup: Rollup) -> None:
         async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
@@ -211,6 +213,6 @@ def backfill(dsn: str, tenant_id: int, options: Any, console: Console) -> int:
             progress.update(task, completed=done, requests=requests)
     console.print(
         f"  history: {days:g} day(s) of business backfilled ({requests:,} requests, "
-        f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC)"
+        f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC, in {time.monotonic() - began:.0f} s)"
     )
     return requests
