@@ -20,11 +20,7 @@ $(INSTALLED): pyproject.toml
 ## (its browser users need Debian's chromium: installed here when missing and
 ## make runs as root, as the browser tests do; without it the demo runs without them)
 run: $(INSTALLED)
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  echo "installing Debian's chromium for the demo's browser users ..." && \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
-	  echo "chromium is missing (apt-get install chromium): the demo runs without browser users"
+	@$(BIN)/python -m tierscope.testing.chromium >/dev/null || true
 	$(BIN)/tierscope demo
 
 ## test: the whole test suite (what CI runs)
