@@ -169,6 +169,10 @@ def _tier_ms(rows: Iterable[tuple[list[int], bool, str]], tier: str) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def _tier_median(rows: Iterable[tuple[list[int], bool, str]], tier: str) -> float:
+    return _median([row[0][TIERS.index(tier)] / 1000 for row in rows])
+
+
 def _error_rate(rows: list[tuple[list[int], bool, str]], tier: str | None = None) -> float:
     if not rows:
         return 0.0
@@ -215,8 +219,10 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
     for phase in PHASES:
         start = time.time()
         _switch(demo, phase, FAULT_SECONDS)
-        time.sleep(FAULT_SECONDS)
-        windows.append((phase, start + 3, start + FAULT_SECONDS - 1))
+        switched = time.time()  # the CLI takes seconds on a busy machine: the last fault is on from here
+        time.sleep(FAULT_SECONDS)  # until every fault of the phase is off again
+        # Judged while every fault of the phase is on: from the last switch to the first's end.
+        windows.append((phase, switched + 3, start + FAULT_SECONDS - 1))
     time.sleep(SETTLE)
     problems = []
     for phase, since, until in windows:
@@ -247,7 +253,10 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
             if bt in targets or bt not in baseline or len(rows) < 5:
                 continue
             for tier in ("db", "external", "platform"):
-                before, now = _tier_ms(baseline[bt], tier), _tier_ms(rows, tier)
+                # Medians: on a loaded 2-core machine (the browsers' own CPU included) a few
+                # calls stall for a while, which moves a mean of a few dozen calls but not
+                # what most users saw; a fault moves the median too.
+                before, now = _tier_median(baseline[bt], tier), _tier_median(rows, tier)
                 if now > 2 * before + 60:
                     problems.append(f"{phase}: unrelated {bt} {tier} {before:.0f} ms -> {now:.0f} ms")
             if _error_rate(rows) > _error_rate(baseline[bt]) + 0.1:
@@ -262,9 +271,7 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
         actions = [a for name, a in sites[site].items() if name in ("search", "leads", "rpc", "view_order")]
         return sum(a["mean_ms"] * a["count"] for a in actions) / sum(a["count"] for a in actions)
 
-    # +250 ms each way is +500 ms per request; slowed users also load the apps less, so
-    # on a busy machine part of that is offset by shorter queues at the server.
-    for site, rise in (("branch-east", 300), ("hq", 0), ("branch-west", 0)):
+    for site, rise in (("branch-east", 400), ("hq", 0), ("branch-west", 0)):  # +250 ms each way
         before, now = site_ms(site, 0, baseline_end), site_ms(site, windows[0][1], windows[0][2])
         if (rise and now < before + rise) or (not rise and now > 2 * before + 100):
             problems.append(f"wan_latency: users at {site} saw {before:.0f} ms -> {now:.0f} ms")
