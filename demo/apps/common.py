@@ -3,6 +3,7 @@ the user and site of a request, and dying with the estate that started it."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import threading
@@ -68,13 +69,19 @@ def rum_tag(site: str | None) -> str:
     return f"<script async {text}></script>"
 
 
+_BURN_BLOCK = bytes(range(256)) * 4096  # 1 MiB to hash over and over
+
+
 def burn_cpu(seconds: float) -> None:
-    """Busy work (the ``app_cpu`` fault): pure-Python arithmetic, no sleeping."""
-    deadline = time.process_time() + seconds
-    total = 0
-    while time.process_time() < deadline:
-        for number in range(2000):
-            total += number * number % 7
+    """Busy work (the ``app_cpu`` fault): ``seconds`` of this thread's CPU time,
+    no sleeping. Hashing, as a checksum- or crypto-heavy handler would: hashlib
+    releases the GIL for large buffers, so the burn costs this request CPU and
+    does not also stall the process's other threads on the GIL (which would
+    move their database and external calls, and the fault would not stay in
+    the app tier of its own transaction)."""
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        hashlib.sha256(_BURN_BLOCK).digest()
 
 
 def die_with_parent() -> None:
