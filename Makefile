@@ -17,7 +17,10 @@ $(INSTALLED): pyproject.toml
 
 ## run: the demo estate (tierscope demo): collector + embedded PostgreSQL on
 ## http://127.0.0.1:4318, a CRM and an ERP under simulated users; Ctrl-C stops it
+## (its browser users need Debian's chromium: installed here when missing and
+## make runs as root, as the browser tests do; without it the demo runs without them)
 run: $(INSTALLED)
+	@$(BIN)/python -m tierscope.testing.chromium >/dev/null || true
 	$(BIN)/tierscope demo
 
 ## test: the whole test suite (what CI runs)

@@ -54,6 +54,21 @@ port_option = click.option("--port", type=int, default=None, help="The collector
     show_default=True,
     help="A user's mean think time between actions, in seconds, at an ordinary busy hour.",
 )
+@click.option(
+    "--browsers",
+    type=click.IntRange(0, 4),
+    default=2,
+    show_default=True,
+    help="Users who are real headless Chromium sessions (Debian's chromium; 0: none).",
+)
+@click.option(
+    "--history",
+    type=click.FloatRange(0, 90),
+    default=0,
+    show_default=True,
+    metavar="DAYS",
+    help="First backfill this many days of past business (rollups), so baselines and SLOs have data.",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -65,6 +80,8 @@ def demo(
     minutes: float | None,
     compress: float,
     think: float,
+    browsers: int,
+    history: float,
 ) -> None:
     """Run the demo estate: a CRM and an ERP under simulated users, monitored by
     tierscope (the collector and its embedded database included)."""
@@ -79,7 +96,15 @@ def demo(
     from tierscope.demo.estate import DemoError, Options, run
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
-    options = Options(users=users, seed=seed, minutes=minutes, compress=compress, think=think)
+    options = Options(
+        users=users,
+        seed=seed,
+        minutes=minutes,
+        compress=compress,
+        think=think,
+        browsers=browsers,
+        history=history,
+    )
     with _store_errors():
         try:
             run(settings, options, console)

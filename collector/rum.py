@@ -32,6 +32,7 @@ from importlib import resources
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from tierscope.collector.auth import AuthError, KeyVerifier
 from tierscope.collector.beacon import Beacon, parse_beacon, rows_of
@@ -249,6 +250,9 @@ async def _read(ctx: RumContext, request: Request, reader: BodyReader) -> Beacon
         raise _Refusal(400, str(exc), "body") from None
     except Saturated:
         raise _Refusal(503, "the collector is saturated; retry later") from None
+    except ClientDisconnect:
+        # A page closed while its last beacon was on the way: nobody waits for the answer.
+        raise _Refusal(400, "the client went away before the beacon arrived", "body") from None
     try:
         return parse_beacon(body)
     except ValidationError as exc:  # before ValueError: it is one

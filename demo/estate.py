@@ -31,7 +31,7 @@ from rich.console import Console
 
 from tierscope.config import Settings
 from tierscope.config.settings import ENV_PREFIX
-from tierscope.demo import seed
+from tierscope.demo import browsers, seed
 from tierscope.demo.control import ControlServer, FaultBoard
 from tierscope.demo.faults import read_faults
 from tierscope.demo.traffic import Clock, Traffic
@@ -48,6 +48,8 @@ class Options:
     minutes: float | None = None
     compress: float = 24.0
     think: float = 2.0
+    browsers: int = 2  # real headless Chromium users (each costs a share of a core)
+    history: float = 0.0  # days of history backfilled before the users start
 
 
 class DemoError(Exception):
@@ -131,6 +133,10 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
         self.links: list[WanLink] = []
         self._stack = contextlib.ExitStack()
         self._timer: threading.Timer | None = None
+        self.browser_problem: str | None = None
+        self.browser_users = browsers.BrowserUsers(
+            {}, 0, options.seed, (options.think, Clock()), threading.Event()
+        )
 
     # -- start -------------------------------------------------------------
     def __enter__(self) -> Estate:
@@ -149,6 +155,10 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
             raise DemoError(f"cannot read the tenant's keys from {self.credentials_path}: {exc}") from None
         urls = seed.create(self.dsn)
         tenant_id = asyncio.run(_apply_definitions(self.dsn))
+        if self.options.history:
+            from tierscope.demo.history import backfill
+
+            backfill(self.dsn, tenant_id, self.options, self.console)
         faults_file = self.directory / "faults.json"
         board = FaultBoard(faults_file, self.dsn, tenant_id, urls["crm"]).start()
         self._stack.callback(board.stop)
@@ -160,6 +170,9 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
             TIERSCOPE_SHUTDOWN_TIMEOUT="3",
             TIERSCOPE_DEMO_FAULTS=str(faults_file),
             OTEL_RESOURCE_ATTRIBUTES="deployment.environment=demo",
+            # The pages' RUM snippet: the tenant's public, write-only RUM key.
+            TIERSCOPE_DEMO_RUM_URL=self.collector_url,
+            TIERSCOPE_DEMO_RUM_KEY=str(keys.get("rum_key") or ""),
         )
         logs = self.directory
         ext_port, crm_port, erp_port = free_port(), free_port(), free_port()
@@ -246,6 +259,10 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
                 self._stack.callback(link.stop)
                 site_urls[site][app] = f"http://127.0.0.1:{link.port}"
 
+        # The pages' origins (one per site: each reaches the apps on its own port).
+        origins = [url for site in site_urls.values() for url in site.values()]
+        asyncio.run(_allow_origins(self.dsn, tenant_id, origins))
+
         traffic = Traffic(
             site_urls,
             self.options.users,
@@ -253,6 +270,12 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
             Clock(compress=self.options.compress),
             think=self.options.think,
         )
+        self.browser_problem = browsers.unavailable() if self.options.browsers else None
+        count = 0 if self.browser_problem else self.options.browsers
+        self.browser_users = browsers.BrowserUsers(
+            site_urls, count, self.options.seed, (self.options.think, traffic.clock), traffic.stopping
+        )
+        self._stack.callback(self.browser_users.join)  # after traffic.stop (callbacks run last first)
         control = ControlServer(board, traffic.observations).start()
         self._stack.callback(control.stop)
         state = self.directory / "estate.json"
@@ -291,6 +314,7 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
             time.sleep(0.2)
         if not traffic.stopping.is_set():
             traffic.start()
+            self.browser_users.start()
 
     def _announce(self, control_url: str, sites: dict[str, dict[str, str]]) -> None:
         c = self.console
@@ -298,9 +322,20 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
             f"[bold]tierscope demo[/]: {self.options.users} simulated users in hq, branch-east, branch-west"
         )
         c.print(
+            f"  console: [bold cyan]{self.collector_url}/[/] (sign in with the api_token of the tenant keys)"
+        )
+        c.print(
             f"  API: [cyan]{self.collector_url}/api/v1/transactions[/] (Authorization: Bearer <api_token>)"
         )
-        c.print(f"  tenant keys: [cyan]{self.credentials_path}[/]")
+        c.print(f"  tenant keys (credentials): [cyan]{self.credentials_path}[/]")
+        if self.browser_problem:
+            c.print(f"  [yellow]no browser users[/]: {self.browser_problem}; the HTTP users run without them")
+        elif self.browser_users.users:
+            where = ", ".join(user.site for user in self.browser_users.users)
+            c.print(
+                f"  {len(self.browser_users.users)} browser user(s) (headless Chromium) at {where}: "
+                f"[cyan]{self.collector_url}/api/v1/experiences[/]"
+            )
         for app in self.apps:
             if app.url:
                 c.print(f"  {app.service}: [cyan]{app.url}[/]")
@@ -328,6 +363,15 @@ def _cached(read: object, ttl: float = 0.5) -> object:
         return state["value"]
 
     return value
+
+
+async def _allow_origins(dsn: str, tenant_id: int, origins: list[str]) -> None:
+    """Let the estate's pages send beacons with the tenant's RUM key (replacing
+    the origins of an earlier run: their ports are gone)."""
+    from tierscope.store import rum as rum_store
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await rum_store.set_origins(conn, tenant_id, origins)
 
 
 async def _apply_definitions(dsn: str) -> int:

@@ -24,6 +24,16 @@ import httpx
 
 SITES = ("hq", "branch-east", "branch-west")
 SITE_SHARE = (0.5, 0.25, 0.25)
+# How often each kind of user does what (relative weights); --history uses the same mix.
+SALES_MIX = (("leads", 3.0), ("search", 4.0), ("create", 2.0), ("contact", 3.0), ("pipeline", 2.0))
+BACKOFFICE_MIX = (
+    ("order", 3.0),
+    ("inventory", 4.0),
+    ("view", 2.0),
+    ("invoice", 2.0),
+    ("import", 0.4),
+    ("rpc", 3.0),
+)
 
 # Hour-of-day shape of an office day: busy mornings, a lunch dip, a quieter
 # afternoon, and a trickle at night (batch users, other time zones).
@@ -149,7 +159,7 @@ class VirtualUser(threading.Thread):
     def _act(self) -> None:
         rng = self.rng
         if self.role == "sales":
-            choice = rng.choices(("leads", "search", "create", "contact", "pipeline"), (3, 4, 2, 3, 2))[0]
+            choice = rng.choices(*zip(*SALES_MIX, strict=True))[0]
             if choice == "leads":
                 self._do("leads", "GET", "crm", "/leads")
             elif choice == "search":
@@ -162,9 +172,7 @@ class VirtualUser(threading.Thread):
             else:
                 self._do("pipeline", "GET", "crm", "/pipeline")
             return
-        choice = rng.choices(
-            ("order", "inventory", "view", "invoice", "import", "rpc"), (3, 4, 2, 2, 0.4, 3)
-        )[0]
+        choice = rng.choices(*zip(*BACKOFFICE_MIX, strict=True))[0]
         if choice == "order" or (choice in ("view", "invoice") and not self.orders):
             lines = [
                 {"sku": f"SKU-{rng.randint(0, 199):04d}", "quantity": rng.randint(1, 9)} for _ in range(3)

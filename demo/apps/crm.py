@@ -12,7 +12,7 @@ import secrets
 import requests
 from flask import Flask, abort, jsonify, make_response, render_template_string, request
 
-from tierscope.demo.apps.common import burn_cpu, faults, pool, tag_request
+from tierscope.demo.apps.common import burn_cpu, faults, pool, rum_tag, site_of, tag_request
 
 EXT_URL = os.environ.get("TIERSCOPE_DEMO_EXT_URL", "http://127.0.0.1:9")
 EXT_TIMEOUT = 1.5  # seconds: a hung ext-services costs a user this, then an error
@@ -23,19 +23,28 @@ http = requests.Session()
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{{ title }} · Demo CRM</title>
-<link rel="stylesheet" href="/static/crm.css"></head>
+{{ rum|safe }}<link rel="stylesheet" href="/static/crm.css"></head>
 <body><header><a href="/leads">Leads</a> · <a href="/pipeline">Pipeline</a></header>
 <main><h1>{{ title }}</h1>{{ body|safe }}</main>
+{% if search %}<script src="/static/search.js"></script>{% endif %}
 {% if heavy %}<script src="/static/heavy.js"></script>{% endif %}
 </body></html>"""
 
 # The browser_slow fault: a script that holds the main thread for about a second.
 _HEAVY_JS = "(function(){var end=Date.now()+1200;var x=0;while(Date.now()<end){x+=Math.sqrt(x+1);}})();"
+# The lead list's search box asks the JSON API from the page (an in-page fetch).
+_SEARCH_JS = """document.getElementById('search').addEventListener('submit', function (e) {
+  e.preventDefault();
+  var q = document.getElementById('q').value, out = document.getElementById('found');
+  fetch('/api/leads?q=' + encodeURIComponent(q)).then(function (r) { return r.json(); })
+    .then(function (rows) { out.textContent = rows.length + ' leads'; out.dataset.done = '1'; });
+});"""
 _CSS = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td{padding:2px 8px}"
 
 
-def page(title: str, body: str, heavy: bool = False) -> str:
-    return render_template_string(_PAGE, title=title, body=body, heavy=heavy)
+def page(title: str, body: str, heavy: bool = False, search: bool = False) -> str:
+    rum = rum_tag(site_of(request.headers, request.cookies))
+    return render_template_string(_PAGE, title=title, body=body, heavy=heavy, search=search, rum=rum)
 
 
 def table(rows: list[tuple[object, ...]]) -> str:
@@ -49,7 +58,7 @@ def _escape(value: object) -> str:
 
 @app.before_request
 def _tag() -> None:
-    tag_request(request.headers)
+    tag_request(request.headers, request.cookies)
 
 
 @app.get("/health")
@@ -69,6 +78,14 @@ def css():  # type: ignore[no-untyped-def]
 def heavy_js():  # type: ignore[no-untyped-def]
     response = make_response(_HEAVY_JS)
     response.headers["Content-Type"] = "application/javascript"
+    return response
+
+
+@app.get("/static/search.js")
+def search_js():  # type: ignore[no-untyped-def]
+    response = make_response(_SEARCH_JS)
+    response.headers["Content-Type"] = "application/javascript"
+    response.headers["Cache-Control"] = "max-age=3600"
     return response
 
 
@@ -99,7 +116,11 @@ def leads_page() -> str:
         rows = conn.execute(
             "SELECT id, name, company, city, status FROM leads ORDER BY created_at DESC, id DESC LIMIT 50"
         ).fetchall()
-    return page("Leads", table(rows))
+    search = (
+        '<form id="search"><input id="q" name="q">'
+        '<button data-tierscope-action="Search leads">Search</button> <span id="found"></span></form>'
+    )
+    return page("Leads", search + table(rows), search=True)
 
 
 @app.get("/api/leads")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import random
+from html import escape
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
 from opentelemetry import trace
 from pydantic import BaseModel, Field
 
 import tierscope.agent
-from tierscope.demo.apps.common import die_with_parent, faults, pool, tag_request
+from tierscope.demo.apps.common import die_with_parent, faults, pool, rum_tag, site_of, tag_request
 
 app = FastAPI(title="erp-api", openapi_url=None, docs_url=None, redoc_url=None)
 db = pool(size=8)
@@ -51,13 +53,54 @@ class OrderRejected(Exception):
 
 @app.middleware("http")
 async def _tag(request: Request, call_next):  # type: ignore[no-untyped-def]
-    tag_request(request.headers)
+    tag_request(request.headers, request.cookies)
     return await call_next(request)
 
 
 @app.get("/health")
 def health() -> str:
     return "ok"
+
+
+# The order desk: back-office staff check stock and post invoices from the page,
+# which calls the JSON API (in-page fetches, each joined to its own trace).
+_DESK_JS = """document.addEventListener('click', function (e) {
+  var b = e.target.closest('button[data-call]');
+  if (!b) return;
+  var out = document.getElementById('result');
+  fetch(b.dataset.call, {method: b.dataset.method}).then(function (r) {
+    out.textContent = b.textContent + ': ' + r.status; out.dataset.done = b.dataset.call;
+  });
+});"""
+
+
+@app.get("/orders", response_class=HTMLResponse)
+def order_desk(request: Request) -> str:
+    with db.connection() as conn:
+        orders = conn.execute(
+            "SELECT o.id, o.status, o.total, min(l.sku) FROM sales_orders o"
+            " JOIN order_lines l ON l.order_id = o.id"
+            " GROUP BY o.id ORDER BY o.id DESC LIMIT 15"
+        ).fetchall()
+    rows = "".join(
+        f"<tr><td>{number}</td><td>{escape(status)}</td><td>{total}</td>"
+        f'<td><button data-call="/api/inventory/{escape(sku)}" data-method="GET"'
+        f' data-tierscope-action="Check stock">Check stock</button>'
+        + (
+            f' <button data-call="/api/invoices/{number}/post" data-method="POST"'
+            f' data-tierscope-action="Post invoice">Post invoice</button>'
+            if status == "open"
+            else ""
+        )
+        + "</td></tr>"
+        for number, status, total, sku in orders
+    )
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Order desk · Demo ERP</title>'
+        + rum_tag(site_of(request.headers, request.cookies))
+        + f'</head><body><h1>Order desk</h1><p id="result"></p><table>{rows}</table>'
+        + f"<script>{_DESK_JS}</script></body></html>"
+    )
 
 
 def enqueue(cur: Any, kind: str, payload: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ import psutil
 import psycopg
 import pytest
 
+from tierscope.testing.chromium import ChromiumMissing, ensure_chromium
 from tierscope.testing.collector import free_port, tierscope_command
 
 
@@ -131,8 +132,17 @@ class DemoProcess:
             self.process.wait()
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The demo's browser users need Debian's chromium (installed when missing, as root)."""
+    try:
+        return ensure_chromium()
+    except ChromiumMissing as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture(scope="module")
-def demo() -> Iterator[DemoProcess]:
+def demo(chromium: str) -> Iterator[DemoProcess]:
     # Not under pytest's basetemp: a concurrent pytest session resets that tree
     # to mode 0700, which would lock the embedded PostgreSQL's user out mid-run.
     root = Path(tempfile.mkdtemp(prefix="tierscope-demo-test-"))

