@@ -119,7 +119,7 @@ async def set_site(conn: AsyncConnection, tenant_id: int, network: str, site: st
 
 _EXPERIENCE_COLUMNS = (
     "tenant_id, id, kind, start_time, page, url, method, status, site, session_id, user_hash, browser, "
-    "trace_id, timing, vitals, duration_ms, outcome"
+    "trace_id, timing, vitals, duration_ms, outcome, vitals_final"
 )
 
 
@@ -134,7 +134,7 @@ async def write_beacon(
             # arriving after it must not take them back.
             await cur.executemany(
                 f"""INSERT INTO rum_experiences ({_EXPERIENCE_COLUMNS})
-                    VALUES ({", ".join(["%s"] * 17)})
+                    VALUES ({", ".join(["%s"] * 18)})
                     ON CONFLICT (tenant_id, id) DO UPDATE SET
                       vitals = CASE WHEN %s THEN rum_experiences.vitals || EXCLUDED.vitals
                                     ELSE EXCLUDED.vitals || rum_experiences.vitals END,
@@ -160,6 +160,7 @@ async def write_beacon(
                         json.dumps(e.vitals),
                         e.duration_ms,
                         e.outcome,
+                        e.final,
                         e.final,
                         e.final,
                     )
