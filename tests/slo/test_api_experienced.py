@@ -192,7 +192,7 @@ def seed(dsn: str, rollups: ModuleType) -> None:
 
 
 @pytest.fixture(scope="module")
-def slos(
+def estate(
     collector_factory: Callable[..., CollectorProcess],
     tmp_path_factory: pytest.TempPathFactory,
     rollups: ModuleType,
@@ -211,10 +211,15 @@ def slos(
     assert applied.returncode == 0, applied.stderr
     assert collector.database_url
     seed(collector.database_url, rollups)
+    return collector
+
+
+@pytest.fixture(scope="module")
+def slos(estate: CollectorProcess) -> dict[str, dict]:
     response = httpx.get(
-        f"{collector.url}/api/v1/slos",
+        f"{estate.url}/api/v1/slos",
         params={"at": AT.isoformat()},
-        headers={"Authorization": f"Bearer {collector.credentials()['api_token']}"},
+        headers={"Authorization": f"Bearer {estate.credentials()['api_token']}"},
         timeout=60,
     )
     assert response.status_code == 200, response.text
@@ -272,3 +277,16 @@ def test_a_business_service_partly_seen_by_users_counts_actions_and_requests(slo
     ]
     assert slo["events"] == {"total": USER_ACTIONS + DAYS * 24 * 500, "bad": 5}
     assert slo["attribution"] == {"network": 0.6, "db": 0.4}
+
+
+def test_the_status_command_says_what_it_counts_and_who_owns_the_bad_events(estate: CollectorProcess) -> None:
+    env = {**os.environ, "TIERSCOPE_DATABASE_URL": estate.database_url or "", "COLUMNS": "300"}
+    shown = subprocess.run(
+        [*tierscope_command(), "slo", "status"], env=env, capture_output=True, text=True, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    invoice = next(line for line in shown.stdout.splitlines() if "invoice-latency" in line)
+    assert "user actions" in invoice
+    assert "the network to branch-b" in invoice
+    order = next(line for line in shown.stdout.splitlines() if "order-latency" in line)
+    assert "requests" in order
