@@ -20,7 +20,7 @@ from tierscope.processing import histogram
 from tierscope.processing.experiences import ExperienceJoiner
 from tierscope.processing.experiences_api import summarize
 from tierscope.processing.rum_rollup import THRESHOLDS
-from tierscope.store import Database, rum_rollups
+from tierscope.store import Database, partitions, rum_rollups
 from tierscope.store.rum import ExperienceRow, write_beacon
 
 pytestmark = pytest.mark.anyio
@@ -51,7 +51,7 @@ def experience(
 ) -> ExperienceRow:
     # Untraced: browser after the response, the rest network and server.
     timing = {
-        "requestStart": 0.0,
+        "requestStart": 1.0,
         "responseStart": duration / 4,
         "responseEnd": duration / 2,
         "end": duration,
@@ -280,3 +280,29 @@ async def test_a_page_load_waits_for_its_final_vitals_unless_they_came(store: tu
     while await join.round():
         pass
     assert set(await groups(database, tenant, "minute")) == {("Final", None)}
+
+
+async def test_a_joined_experience_is_counted_under_its_traces_transaction_and_failing_tier(
+    store: tuple[Database, int],
+) -> None:
+    database, tenant = store
+    trace_id = random.randbytes(16)
+    tier_us = [0] * 9
+    tier_us[3], tier_us[5] = 20_000, 180_000  # app 20 ms, db 180 ms
+    async with database.connection() as conn:
+        await partitions.ensure_days(conn, {NOW.date()}, "trace_summaries")
+        await conn.execute(
+            "INSERT INTO trace_summaries (tenant_id, trace_id, start_time, duration_us, service, bt, error, "
+            "error_tier, tier_us, span_count) VALUES (%s, %s, %s, 200000, 'erp-web', 'ERP / Post invoice', "
+            "true, 'db', %s, 2)",
+            (tenant, trace_id, NOW, tier_us),
+        )
+    failed = experience(NOW, "Post invoice", "branch-b", 300.0, status=500)
+    failed = ExperienceRow(**{**failed.__dict__, "kind": "request", "trace_id": trace_id})
+    await store_and_roll_up(database, tenant, [failed])
+    (group,) = (await groups(database, tenant, "minute")).values()
+    assert (group["service"], group["bt"], group["site"]) == ("erp-web", "ERP / Post invoice", "branch-b")
+    assert group["errors_by_tier"] == {"db": 1}  # the trace says where it failed
+    # 300 ms: 150 ms browser after the response (end - responseEnd), the 200 ms server
+    # time capped at what the browser waited (149 ms), split 10 % app / 90 % db.
+    assert group["tier_ms"] == pytest.approx({"browser": 150.0, "network": 1.0, "app": 14.9, "db": 134.1})
