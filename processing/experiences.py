@@ -117,6 +117,7 @@ class ExperienceJoiner:
         self.settings = settings
         self.interval = interval
         self._rounds = 0
+        self._names = rum_rollup.NameBudget()
 
     async def round(self) -> int:
         """Join what can be joined now, and roll up what is final; returns how many
@@ -164,10 +165,16 @@ class ExperienceJoiner:
             ready = await store.ready_to_roll_up(conn, self.settings.rum_rollup_wait)
             if not ready:
                 return 0
-            figures = rum_rollup.roll_up(ready, apdex_t_ms)
             await rum_rollups.take_write_turn(conn)
-            await rum_rollup.write(conn, figures)
-            await store.mark_rolled_up(conn, [(row["tenant_id"], row["id"]) for row in ready])
+            for tenant in {int(row["tenant_id"]) for row in ready} - self._names.known.keys():
+                self._names.known[tenant] = await rum_rollups.known_names(conn, tenant)
+            figures = rum_rollup.roll_up(ready, apdex_t_ms, self._names)
+            try:
+                await rum_rollup.write(conn, figures)
+                await store.mark_rolled_up(conn, [(row["tenant_id"], row["id"]) for row in ready])
+            except BaseException:
+                self._names.known.clear()  # may hold names that are rolled back: load them again
+                raise
         return len(ready)
 
     @staticmethod

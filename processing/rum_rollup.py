@@ -39,6 +39,9 @@ RUM_TIERS = (*TIERS, SERVER)
 UNATTRIBUTED = "unattributed"
 ERROR_OWNERS = (*RUM_TIERS, UNATTRIBUTED)
 MINUTE_US = 60_000_000
+OTHER = "_other"  # the page or site that new names beyond the budget are counted under
+MAX_PAGES = 1000  # untraced page names per tenant in the rollups
+MAX_SITES = 200  # sites per tenant in the rollups
 
 RumKey = tuple[int, str, str, str, int]  # tenant, service ('' untraced), name, site ('' unknown), minute µs
 
@@ -119,11 +122,45 @@ def key_of(tenant_id: int, experience: Mapping[str, Any]) -> RumKey:
     return (tenant_id, service, name, experience.get("site") or "", minute_of(experience["start_time"]))
 
 
-def roll_up(experiences: list[Mapping[str, Any]], apdex_t_ms: float) -> dict[RumKey, RumFigures]:
+class NameBudget:
+    """Bounds the rollup keys a page can make up.
+
+    Page names (of untraced experiences) and sites come from beacons, which
+    anyone holding the public RUM key can send: past ``pages`` names or
+    ``sites`` sites per tenant, new ones are counted as ``_other``. (Business
+    transactions are bounded by trace processing already.) ``known`` holds the
+    names each tenant's rollups have; the joiner loads it from the store.
+    """
+
+    def __init__(self, pages: int = MAX_PAGES, sites: int = MAX_SITES) -> None:
+        self.pages, self.sites = pages, sites
+        self.known: dict[int, tuple[set[str], set[str]]] = {}
+
+    def bound(self, key: RumKey) -> RumKey:
+        tenant, service, name, site, minute = key
+        names, sites = self.known.setdefault(tenant, (set(), set()))
+        if not service and name not in names:
+            if len(names) < self.pages:
+                names.add(name)
+            else:
+                name = OTHER
+        if site and site not in sites:
+            if len(sites) < self.sites:
+                sites.add(site)
+            else:
+                site = OTHER
+        return tenant, service, name, site, minute
+
+
+def roll_up(
+    experiences: list[Mapping[str, Any]], apdex_t_ms: float, budget: NameBudget | None = None
+) -> dict[RumKey, RumFigures]:
     """Figures per (tenant, service, name, site, minute) of finished experiences."""
     figures: dict[RumKey, RumFigures] = {}
     for experience in experiences:
         key = key_of(int(experience["tenant_id"]), experience)
+        if budget is not None:
+            key = budget.bound(key)
         figures.setdefault(key, RumFigures()).count_experience(experience, apdex_t_ms)
     return figures
 

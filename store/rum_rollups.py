@@ -115,3 +115,12 @@ async def transaction_rows(
             },
         )
         return await cur.fetchall()
+
+
+@wrap_errors
+async def known_names(conn: AsyncConnection, tenant_id: int) -> tuple[set[str], set[str]]:
+    """The page names (of untraced experiences) and sites a tenant's rollups hold."""
+    cur = await conn.execute(RUM_QUERIES["known_names"], {"tenant_id": tenant_id})
+    row = await cur.fetchone()
+    pages, sites = (row[0], row[1]) if row else (None, None)
+    return set(pages or ()), set(sites or ())

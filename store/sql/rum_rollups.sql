@@ -18,6 +18,12 @@ ON CONFLICT (tenant_id, resolution, service, name, site, bucket) DO UPDATE SET
   vital_count = EXCLUDED.vital_count, vital_good = EXCLUDED.vital_good, vital_poor = EXCLUDED.vital_poor,
   vitals = EXCLUDED.vitals
 
+-- known_names --
+-- The page names (untraced) and sites a tenant's rollups hold (day rows: every
+-- key has one), for the joiner's bound on user-made keys.
+SELECT array_agg(DISTINCT name) FILTER (WHERE service = ''), array_agg(DISTINCT site) FILTER (WHERE site <> '')
+FROM rum_rollups WHERE tenant_id = %(tenant_id)s AND resolution = 'day'
+
 -- window_rows --
 -- A tenant's rum_rollups rows of a window at one resolution, optionally of one
 -- BT/page and one site: what the experience summary (and the console) merges.

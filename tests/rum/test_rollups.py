@@ -19,7 +19,7 @@ from tierscope.config import load_settings
 from tierscope.processing import histogram
 from tierscope.processing.experiences import ExperienceJoiner
 from tierscope.processing.experiences_api import summarize
-from tierscope.processing.rum_rollup import THRESHOLDS
+from tierscope.processing.rum_rollup import THRESHOLDS, NameBudget
 from tierscope.store import Database, partitions, rum_rollups
 from tierscope.store.rum import ExperienceRow, write_beacon
 
@@ -306,3 +306,29 @@ async def test_a_joined_experience_is_counted_under_its_traces_transaction_and_f
     # 300 ms: 150 ms browser after the response (end - responseEnd), the 200 ms server
     # time capped at what the browser waited (149 ms), split 10 % app / 90 % db.
     assert group["tier_ms"] == pytest.approx({"browser": 150.0, "network": 1.0, "app": 14.9, "db": 134.1})
+
+
+def test_names_a_page_makes_up_are_bounded_per_tenant() -> None:
+    budget = NameBudget(pages=2, sites=1)
+    budget.known[1] = ({"/home"}, set())
+    keys = [
+        (1, "", "/home", "branch-b", 0),
+        (1, "", "/invoices", "branch-b", 0),
+        (1, "", "/random-1", "branch-c", 0),  # a third page, a second site: _other
+        (1, "erp-web", "ERP / Post invoice", "", 0),  # business transactions are bounded elsewhere
+        (2, "", "/random-1", "branch-c", 0),  # another tenant has a budget of its own
+    ]
+    assert [budget.bound(key) for key in keys] == [
+        (1, "", "/home", "branch-b", 0),
+        (1, "", "/invoices", "branch-b", 0),
+        (1, "", "_other", "_other", 0),
+        (1, "erp-web", "ERP / Post invoice", "", 0),
+        (2, "", "/random-1", "branch-c", 0),
+    ]
+
+
+async def test_the_joiner_learns_the_names_already_rolled_up(store: tuple[Database, int]) -> None:
+    database, tenant = store
+    await store_and_roll_up(database, tenant, [experience(NOW, "/home", "branch-b", 100.0)])
+    async with database.connection() as conn:
+        assert await rum_rollups.known_names(conn, tenant) == ({"/home"}, {"branch-b"})
