@@ -155,6 +155,37 @@ async def evaluate(
     return result
 
 
+async def experienced_rows(
+    conn: AsyncConnection,
+    tenant_id: int,
+    slo: Objective,
+    resolution: str,
+    start: datetime,
+    end: datetime,
+    felt: set[tuple[str, str]] | None = None,
+) -> tuple[experienced.SiteRows, set[tuple[str, str]]] | None:
+    """The SLO's events per (bucket, site) in ``[start, end)`` as users feel them:
+    user actions of the transactions with real-user experiences (``felt``; by
+    default those with experiences in these rows), requests of the others. None
+    when no transaction has experiences, or for Apdex objectives (the server
+    rollups are then the SLI's). Burn-rate alerts can read their windows here
+    to agree with the SLO status."""
+    if slo.document.spec.objective not in ("latency", "availability") or not slo.transactions:
+        return None
+    rows = await rum_store.transaction_rows(conn, tenant_id, slo.transactions, resolution, start, end)
+    if felt is None:
+        felt = {(row["service"], row["name"]) for row in rows if row["count"]}
+    if not felt:
+        return None
+    found = experienced.SiteRows.of_experiences([r for r in rows if (r["service"], r["name"]) in felt])
+    requested = [pair for pair in slo.transactions if pair not in felt]
+    if requested:
+        server = await store.bt_buckets(conn, tenant_id, requested, resolution, start, end)
+        tiers = await store.tier_buckets(conn, tenant_id, requested, resolution, start, end)
+        found = found + experienced.SiteRows.of_requests(server, _tier_matrix(server, tiers)[1])
+    return found, felt
+
+
 async def _as_users_feel_it(
     conn: AsyncConnection,
     tenant_id: int,
@@ -170,26 +201,14 @@ async def _as_users_feel_it(
     spec = slo.document.spec
     if spec.objective not in ("latency", "availability") or not slo.transactions:
         return None
-    end_hour = ceil(now, HOUR)
-    hour_rows = await rum_store.transaction_rows(
-        conn, tenant_id, slo.transactions, "hour", read_from, end_hour
-    )
-    felt = {(row["service"], row["name"]) for row in hour_rows if row["count"]}
-    if not felt:
+    found = await experienced_rows(conn, tenant_id, slo, "hour", read_from, ceil(now, HOUR))
+    if found is None:
         return None
+    hours, felt = found
     requested = [pair for pair in slo.transactions if pair not in felt]
-    minute_start, minute_end = floor(now - SHORT_WINDOWS, MINUTE), ceil(now, MINUTE)
-    minute_rows = await rum_store.transaction_rows(
-        conn, tenant_id, sorted(felt), "minute", minute_start, minute_end
-    )
-    hours = experienced.SiteRows.of_experiences([r for r in hour_rows if (r["service"], r["name"]) in felt])
-    minutes = experienced.SiteRows.of_experiences(minute_rows)
-    if requested:
-        server = await store.bt_buckets(conn, tenant_id, requested, "hour", read_from, end_hour)
-        tiers = await store.tier_buckets(conn, tenant_id, requested, "hour", read_from, end_hour)
-        hours = hours + experienced.SiteRows.of_requests(server, _tier_matrix(server, tiers)[1])
-        server = await store.bt_buckets(conn, tenant_id, requested, "minute", minute_start, minute_end)
-        minutes = minutes + experienced.SiteRows.of_requests(server, np.zeros((len(server), len(TIERS))))
+    minutes, _ = await experienced_rows(
+        conn, tenant_id, slo, "minute", floor(now - SHORT_WINDOWS, MINUTE), ceil(now, MINUTE), felt
+    ) or (experienced.SiteRows.of_experiences([]), felt)
     hour_bad = bad_events(hours, spec.objective, threshold)
     minute_bad = bad_events(minutes, spec.objective, threshold)
     events = _events(hours, hour_bad, first_hour)
