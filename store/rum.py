@@ -140,7 +140,7 @@ async def write_beacon(
                                     ELSE EXCLUDED.vitals || rum_experiences.vitals END,
                       outcome = CASE WHEN EXCLUDED.outcome = 'error' THEN 'error'
                                      ELSE rum_experiences.outcome END,
-                      vitals_final = rum_experiences.vitals_final OR %s""",  # noqa: S608 - constant columns
+                      vitals_final = rum_experiences.vitals_final OR EXCLUDED.vitals_final""",  # noqa: S608 - constant columns
                 [
                     (
                         tenant_id,
@@ -160,7 +160,6 @@ async def write_beacon(
                         json.dumps(e.vitals),
                         e.duration_ms,
                         e.outcome,
-                        e.final,
                         e.final,
                         e.final,
                     )
