@@ -4,6 +4,10 @@ Everything is computed from the rollups when asked for, so an SLO applied
 today reports on the history already stored. The SLO window is read from hour
 rollups (the window is rounded out to whole hours at its start); burn-rate
 windows up to 6 hours are read from minute rollups, longer ones from hours.
+
+Latency and availability SLOs whose transactions have real-user experiences
+count user actions instead of requests (``sli_source``), from the RUM rollups,
+with attribution by tier and site (:func:`experienced_rows`, slo/experienced.py).
 """
 
 from __future__ import annotations
