@@ -227,6 +227,8 @@ async def _as_users_feel_it(
     spent = 0.0 if remaining is None else max(0.0, 1 - remaining)
     in_window = np.asarray([s >= first_hour for s in hours.starts], dtype=bool)
     attributed = experienced.attribute(hours, hour_bad, in_window, spec.objective)
+    for pair in attributed["attribution_by_tier_and_site"]:
+        pair["budget"] = round(pair["share"] * spent, 4)  # the share of the error budget it consumed
     calls, errors = float(hours.calls[in_window].sum()), float(hours.errors[in_window].sum())
     result: dict[str, Any] = {
         "sli_source": "mixed" if requested else "rum",

@@ -239,9 +239,10 @@ def test_a_latency_slo_counts_user_actions_when_the_transaction_has_experiences(
     # The server saw nothing slow; users did: 120 at branch B on the network, 60 at the head office in the db.
     assert slo["attribution"] == {"network": 0.6667, "db": 0.3333}
     assert slo["attribution_by_site"] == {"branch-b": 0.6667, "head-office": 0.3333}
+    spent = 180 / (0.05 * USER_ACTIONS)
     assert slo["attribution_by_tier_and_site"] == [
-        {"tier": "network", "site": "branch-b", "share": 0.6667},
-        {"tier": "db", "site": "head-office", "share": 0.3333},
+        {"tier": "network", "site": "branch-b", "share": 0.6667, "budget": round(0.6667 * spent, 4)},
+        {"tier": "db", "site": "head-office", "share": 0.3333, "budget": round(0.3333 * spent, 4)},
     ]
     assert slo["attribution_summary"] == "67 % of the bad events was the network to branch-b, 33 % db time"
     assert sum(slo["attribution"].values()) == pytest.approx(1, abs=1e-12)
