@@ -124,3 +124,52 @@ async def known_names(conn: AsyncConnection, tenant_id: int) -> tuple[set[str], 
     row = await cur.fetchone()
     pages, sites = (row[0], row[1]) if row else (None, None)
     return set(pages or ()), set(sites or ())
+
+
+@wrap_errors
+async def counts_per_minute(
+    conn: AsyncConnection,
+    tenant_id: int,
+    start: datetime,
+    end: datetime,
+    name: str | None = None,
+    site: str | None = None,
+) -> list[tuple[datetime, int, int, float | None]]:
+    """(minute, experiences, errors, Apdex) of a window, for charts."""
+    cur = await conn.execute(
+        RUM_QUERIES["counts_per_minute"],
+        {"tenant_id": tenant_id, "start": start, "end": end, "name": name, "site": site},
+    )
+    return [
+        (row[0], row[1], row[2], None if row[3] is None else float(row[3])) for row in await cur.fetchall()
+    ]
+
+
+@wrap_errors
+async def tier_ms_by_site(
+    conn: AsyncConnection,
+    tenant_id: int,
+    tiers: Sequence[str],
+    resolution: str,
+    start: datetime,
+    end: datetime,
+    name: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """{site ('' when unknown): {tier: mean ms per experience}} over a window;
+    ``tiers`` names the stored columns (processing.rum_rollup.RUM_TIERS)."""
+    cur = await conn.execute(
+        RUM_QUERIES["tier_ms_by_site"],
+        {
+            "tenant_id": tenant_id,
+            "tiers": list(tiers),
+            "resolution": resolution,
+            "start": start,
+            "end": end,
+            "name": name,
+        },
+    )
+    out: dict[str, dict[str, float]] = {}
+    for site, tier, mean_ms in await cur.fetchall():
+        if mean_ms:
+            out.setdefault(site, {})[tier] = float(mean_ms)
+    return out

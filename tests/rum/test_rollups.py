@@ -19,7 +19,7 @@ from tierscope.config import load_settings
 from tierscope.processing import histogram
 from tierscope.processing.experiences import ExperienceJoiner
 from tierscope.processing.experiences_api import summarize
-from tierscope.processing.rum_rollup import THRESHOLDS, NameBudget
+from tierscope.processing.rum_rollup import RUM_TIERS, THRESHOLDS, NameBudget
 from tierscope.store import Database, partitions, rum_rollups
 from tierscope.store.rum import ExperienceRow, write_beacon
 
@@ -332,3 +332,21 @@ async def test_the_joiner_learns_the_names_already_rolled_up(store: tuple[Databa
     await store_and_roll_up(database, tenant, [experience(NOW, "/home", "branch-b", 100.0)])
     async with database.connection() as conn:
         assert await rum_rollups.known_names(conn, tenant) == ({"/home"}, {"branch-b"})
+
+
+async def test_the_dashboard_queries_agree_with_the_summary(store: tuple[Database, int]) -> None:
+    database, tenant = store
+    await store_and_roll_up(database, tenant, random_experiences(200, seed=10))
+    start, end = NOW - timedelta(days=1), NOW + timedelta(days=1)
+    summary = await groups(database, tenant, "minute")
+    async with database.connection() as conn:
+        minutes = await rum_rollups.counts_per_minute(conn, tenant, start, end, name="Post invoice")
+        by_site = await rum_rollups.tier_ms_by_site(
+            conn, tenant, RUM_TIERS, "hour", start, end, "Post invoice"
+        )
+    assert [m[0] for m in minutes] == sorted({m[0] for m in minutes})
+    invoice = [g for (name, _), g in summary.items() if name == "Post invoice"]
+    assert sum(m[1] for m in minutes) == sum(g["count"] for g in invoice)
+    assert sum(m[2] for m in minutes) == sum(g["errors"] for g in invoice)
+    for group in invoice:
+        assert by_site[group["site"] or ""] == pytest.approx(group["tier_ms"], abs=1e-3)
