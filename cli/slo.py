@@ -149,12 +149,16 @@ def slo_status(tenant: str, as_json: bool, data_dir: Path | None) -> None:
     if as_json:
         out.print_json(json.dumps({"slos": results}))
         return
-    table = Table("id", "target", "SLI", "budget left", "burn 1h", "burn 6h", "burn 3d", "owned by")
+    table = Table("id", "counts", "target", "SLI", "budget left", "burn 1h", "burn 6h", "burn 3d", "owned by")
     for r in results:
         burns = r["burn_rates"]
-        owners = ", ".join(f"{k} {v:.0%}" for k, v in list(r["attribution"].items())[:3])
+        # As users feel it, the summary names sites too ("the network to branch-b").
+        owners = r.get("attribution_summary") or ", ".join(
+            f"{k} {v:.0%}" for k, v in list(r["attribution"].items())[:3]
+        )
         table.add_row(
             r["id"],
+            {"rum": "user actions", "mixed": "actions+requests"}.get(r.get("sli_source", ""), "requests"),
             f"{r['target']:.3%}",
             "-" if r["sli"] is None else f"{r['sli']:.3%}",
             "-" if r["error_budget_remaining"] is None else f"{r['error_budget_remaining']:.1%}",

@@ -300,6 +300,12 @@ class Settings(BaseSettings):
         description="How long an experience waits for its trace to be processed before it counts "
         "without one (browser, network and server time from the browser's timings).",
     )
+    rum_rollup_wait: Duration = Field(
+        default=timedelta(minutes=5),
+        description="How long a finished page load waits for its final Web Vitals (sent when the page "
+        "is hidden) before it is added to the per-minute RUM rollups without them; requests and page "
+        "loads whose final beacon came are added at once.",
+    )
     rum_apdex_t: Duration = Field(
         default=timedelta(seconds=1),
         description="Apdex threshold T of real-user experiences (satisfied up to T, tolerating up to 4T).",

@@ -22,6 +22,14 @@ clock skew between browser and server enters):
 So the tiers add up to the experience's duration. Without a trace, the server
 time is responseStart - requestStart (the wait for the first byte) and is
 reported as ``server``.
+
+Finished experiences are then added to the per-minute rollups
+(processing/rum_rollup.py) once their figures are final: a request at once, a
+page load when its page-hide beacon brought the final Web Vitals or
+``TIERSCOPE_RUM_ROLLUP_WAIT`` after it was finished. The rollup rows and the
+experiences' ``rolled_up`` mark are committed together, so each experience is
+counted exactly once, whatever kills the joiner; a beacon changing an
+experience after that leaves the rollups alone (like a late span).
 """
 
 from __future__ import annotations
@@ -31,9 +39,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from psycopg import AsyncConnection
+
 from tierscope.collector.tiers import TIERS
 from tierscope.config import Settings
-from tierscope.store import Database, StoreError
+from tierscope.processing import rum_rollup
+from tierscope.store import Database, StoreError, rum_rollups
 from tierscope.store import rum as store
 
 _logger = logging.getLogger(__name__)
@@ -81,6 +92,23 @@ def split_tiers(
     return tiers
 
 
+def error_owner(status: int | None, trace_error_tier: str | None, traced: bool = False) -> str | None:
+    """The tier a failed experience is attributed to (None: not failed, or no owner known).
+
+    A failed trace names its own (the tier of the span the error came from); a
+    request that got no answer (status 0) failed on the way, as did a 5xx that
+    the server's trace did not see (a proxy or gateway in between); an untraced
+    5xx is the server's.
+    """
+    if trace_error_tier is not None:
+        return trace_error_tier if trace_error_tier in TIERS else None
+    if status == 0:
+        return "network"
+    if status is not None and status >= 500:
+        return "network" if traced else "server"
+    return None
+
+
 class ExperienceJoiner:
     """Finishes pending experiences, with their trace or after the wait."""
 
@@ -89,9 +117,11 @@ class ExperienceJoiner:
         self.settings = settings
         self.interval = interval
         self._rounds = 0
+        self._names = rum_rollup.NameBudget()
 
     async def round(self) -> int:
-        """Join what can be joined now; returns how many experiences were finished."""
+        """Join what can be joined now, and roll up what is final; returns how many
+        experiences were finished or rolled up."""
         finished = 0
         async with self.database.connection() as conn:
             async with conn.transaction():
@@ -111,20 +141,47 @@ class ExperienceJoiner:
                             None,
                             split_tiers(row["timing"], row["duration_ms"], None),
                             False,
+                            error_owner(row["status"], None),
                         )
                         for row in alone
                     ],
                 )
                 finished += len(alone)
+            finished += await self.roll_up(conn)
             self._rounds += 1
             if self._rounds % _EXPIRE_EVERY == 1:
                 await store.expire(conn, self.settings.retention_traces)
         return finished
 
+    async def roll_up(self, conn: AsyncConnection) -> int:
+        """Add the finished experiences whose figures are final to the rollups.
+
+        The rollup rows and the experiences' ``rolled_up`` mark are committed in
+        one transaction: killed at any moment, the joiner leaves both or neither,
+        and each experience is counted exactly once.
+        """
+        apdex_t_ms = self.settings.rum_apdex_t.total_seconds() * 1000
+        async with conn.transaction():
+            ready = await store.ready_to_roll_up(conn, self.settings.rum_rollup_wait)
+            if not ready:
+                return 0
+            await rum_rollups.take_write_turn(conn)
+            for tenant in {int(row["tenant_id"]) for row in ready} - self._names.known.keys():
+                self._names.known[tenant] = await rum_rollups.known_names(conn, tenant)
+            figures = rum_rollup.roll_up(ready, apdex_t_ms, self._names)
+            try:
+                await rum_rollup.write(conn, figures)
+                await store.mark_rolled_up(conn, [(row["tenant_id"], row["id"]) for row in ready])
+            except BaseException:
+                self._names.known.clear()  # may hold names that are rolled back: load them again
+                raise
+        return len(ready)
+
     @staticmethod
     def _joined(row: Mapping[str, Any]) -> tuple[Any, ...]:
         tiers = split_tiers(row["timing"], row["duration_ms"], (row["trace_duration_us"], row["tier_us"]))
-        return (row["tenant_id"], row["id"], "joined", row["service"], row["bt"], tiers, row["error"])
+        owner = error_owner(row["status"], row["error_tier"] if row["error"] else None, traced=True)
+        return (row["tenant_id"], row["id"], "joined", row["service"], row["bt"], tiers, row["error"], owner)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Join every ``interval`` until ``stop`` is set; a store outage pauses it."""

@@ -8,17 +8,18 @@ experience is "not found", exactly like one that does not exist.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from tierscope.collector.api.deps import api_tenant, iso, time_window
 from tierscope.collector.api.traces import MAX_SPANS, span_json
 from tierscope.collector.tiers import TIERS
-from tierscope.store import Database
+from tierscope.processing import histogram, rum_rollup
+from tierscope.processing.query import HOUR, MINUTE, ceil, floor
+from tierscope.processing.rum_rollup import THRESHOLDS, RumFigures
+from tierscope.store import Database, rum_rollups
 from tierscope.store import rum as store
 from tierscope.store import traces as trace_store
 from tierscope.store.tenants import KeyInfo
@@ -34,16 +35,8 @@ Bt = Annotated[
 Site = Annotated[str | None, Query(max_length=128, description="only this site")]
 DEFAULT_WINDOW = timedelta(hours=1)
 MAX_WINDOW = timedelta(days=31)
+MINUTE_WINDOW_LIMIT = timedelta(hours=6)  # longer summaries read hour rollups
 _ID = re.compile(r"^[0-9a-f]{32}$")
-
-# Web Vitals thresholds (good up to the first, poor above the second), as web.dev defines them.
-THRESHOLDS: dict[str, tuple[float, float]] = {
-    "lcp": (2500.0, 4000.0),
-    "inp": (200.0, 500.0),
-    "cls": (0.1, 0.25),
-    "fcp": (1800.0, 3000.0),
-    "ttfb": (800.0, 1800.0),
-}
 
 
 def _database(request: Request) -> Database:
@@ -96,57 +89,29 @@ async def list_experiences(
     return {"from": iso(start), "to": iso(end), "experiences": [experience_json(row) for row in rows]}
 
 
-def _rating(vital: str, values: np.ndarray) -> dict[str, Any]:
-    good, poor = THRESHOLDS[vital]
-    count = len(values)
-    return {
-        "p75": round(float(np.percentile(values, 75)), 4),
-        "count": count,
-        "good": round(float(np.count_nonzero(values <= good)) / count, 4),
-        "needs_improvement": round(float(np.count_nonzero((values > good) & (values <= poor))) / count, 4),
-        "poor": round(float(np.count_nonzero(values > poor)) / count, 4),
-    }
-
-
-def summarize(rows: list[dict[str, Any]], apdex_t_ms: float) -> list[dict[str, Any]]:
-    """Figures per (BT or page, site): count, errors, Apdex, p75 of duration and
-    of each Web Vital with its good / needs-improvement / poor shares, and the
-    mean time per tier."""
-    groups: dict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Figures per (service, BT or page, site) from stored rollup rows: count,
+    errors, Apdex, p75 and mean of the duration, the mean time per tier, failed
+    experiences per owning tier, and per Web Vital its p75 with its good /
+    needs-improvement / poor shares."""
+    groups: dict[tuple[str, str, str], int] = {}
+    figures: list[RumFigures] = []
+    owners: list[int] = []
     for row in rows:
-        groups[row["name"], row["site"]].append(row)
-    out = []
-    for (name, site), members in groups.items():
-        durations = np.array([m["duration_ms"] for m in members])
-        failed = np.array([m["outcome"] == "error" for m in members])
-        satisfied = np.count_nonzero((durations <= apdex_t_ms) & ~failed)
-        tolerating = np.count_nonzero((durations > apdex_t_ms) & (durations <= 4 * apdex_t_ms) & ~failed)
-        tiers: dict[str, float] = defaultdict(float)
-        for member in members:
-            for tier, ms in (member["tier_ms"] or {}).items():
-                tiers[tier] += ms
-        vitals = {}
-        for vital in THRESHOLDS:
-            values = np.array([m["vitals"][vital] for m in members if m["vitals"].get(vital) is not None])
-            if len(values):
-                vitals[vital] = _rating(vital, values)
-        order = {tier: index for index, tier in enumerate((*TIERS, "server"))}
-        out.append(
-            {
-                "bt": name,
-                "site": site,
-                "count": len(members),
-                "errors": int(failed.sum()),
-                "apdex": round((satisfied + tolerating / 2) / len(members), 4),
-                "p75_ms": round(float(np.percentile(durations, 75)), 3),
-                "mean_ms": round(float(durations.mean()), 3),
-                "tier_ms": {
-                    t: round(v / len(members), 3) for t, v in sorted(tiers.items(), key=lambda i: order[i[0]])
-                },
-                "vitals": vitals,
-            }
-        )
-    out.sort(key=lambda g: (-g["count"], g["bt"], g["site"] or ""))
+        key = (row["service"], row["name"], row["site"])
+        group = groups.setdefault(key, len(groups))
+        if group == len(figures):
+            figures.append(RumFigures())
+        figures[group].add(rum_rollup.stored(row))
+        owners.append(group)
+    latency = histogram.Merged(owners, (bytes(row["latency"]) for row in rows))
+    vitals = histogram.Merged(owners, (bytes(row["vitals"]) for row in rows))
+    out = [
+        {"bt": name, "service": service or None, "site": site or None}
+        | rum_rollup.describe(figures[group], latency, vitals, group)
+        for (service, name, site), group in groups.items()
+    ]
+    out.sort(key=lambda g: (-g["count"], g["bt"], g["site"] or "", g["service"] or ""))
     return out
 
 
@@ -160,16 +125,20 @@ async def experience_summary(
     site: Site = None,
 ) -> dict[str, Any]:
     start, end = time_window(since, until, DEFAULT_WINDOW, MAX_WINDOW)
+    # Whole buckets: minutes for windows up to a few hours, hours beyond (fewer
+    # rows to merge, and minute rows are kept for days only).
+    resolution, step = ("minute", MINUTE) if end - start <= MINUTE_WINDOW_LIMIT else ("hour", HOUR)
+    first, last = floor(start, step), ceil(end, step)
     async with _database(request).connection() as conn:
-        rows = await store.finished_in(conn, caller.tenant_id, start, end, bt, site)
+        rows = await rum_rollups.window_rows(conn, caller.tenant_id, resolution, first, last, bt, site)
     settings = request.app.state.settings
-    apdex_t = settings.rum_apdex_t.total_seconds() * 1000
     return {
-        "from": iso(start),
-        "to": iso(end),
-        "apdex_t_ms": apdex_t,
+        "from": iso(first),
+        "to": iso(last),
+        "resolution": resolution,
+        "apdex_t_ms": settings.rum_apdex_t.total_seconds() * 1000,
         "thresholds": {k: {"good": g, "poor": p} for k, (g, p) in THRESHOLDS.items()},
-        "groups": summarize(rows, apdex_t),
+        "groups": summarize(rows),
     }
 
 

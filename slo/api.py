@@ -23,6 +23,7 @@ from tierscope.slo.calendar import HOURS_PER_WEEK, BusinessCalendar, timeline
 from tierscope.slo.definitions import BusinessCalendarDocument, threshold_us
 from tierscope.slo.forecast import fit_trend
 from tierscope.store import Database
+from tierscope.store import rum_rollups as rum_store
 from tierscope.store import slo as slo_store
 from tierscope.store.tenants import KeyInfo
 
@@ -103,9 +104,21 @@ async def _history(
         recent = await slo_store.bt_buckets(
             conn, tenant_id, [(service, bt)], "minute", floor(now, MINUTE) - HOUR, floor(now, MINUTE)
         )
+        felt_hours = await rum_store.transaction_rows(conn, tenant_id, [(service, bt)], "hour", start, end)
+        felt_recent = await rum_store.transaction_rows(
+            conn, tenant_id, [(service, bt)], "minute", floor(now, MINUTE) - HOUR, floor(now, MINUTE)
+        )
     last_hour = floor(now, MINUTE) - HOUR
     recent.starts = [last_hour] * len(recent)  # the last 60 minutes as one step
-    return start, steps, series.regular(hours, start, steps, HOUR), series.regular(recent, last_hour, 1, HOUR)
+    history = series.regular(hours, start, steps, HOUR) | series.network_by_site(
+        felt_hours, start, steps, HOUR
+    )
+    latest = series.regular(recent, last_hour, 1, HOUR)
+    sites = series.network_by_site([row | {"bucket": last_hour} for row in felt_recent], last_hour, 1, HOUR)
+    for metric in history:
+        if metric.startswith(series.SITE_NETWORK):
+            latest[metric] = sites.get(metric, np.full(1, np.nan))
+    return start, steps, history, latest
 
 
 def _number(value: float) -> float | None:
@@ -121,11 +134,15 @@ async def baselines(
     metric: Annotated[str | None, Query(max_length=64, description="one metric (default: all)")] = None,
     at: At = None,
 ) -> dict[str, Any]:
-    if metric is not None and metric not in series.METRICS:
-        raise HTTPException(400, f"metric must be one of {', '.join(series.METRICS)}")
+    if metric is not None and not series.known(metric):
+        raise HTTPException(
+            400, f"metric must be one of {', '.join(series.METRICS)}, or {series.SITE_NETWORK}<site>"
+        )
     settings: Settings = request.app.state.settings
     now = _now(at)
     start, steps, history, recent = await _history(request, caller.tenant_id, service, bt, now)
+    if metric is not None and metric not in history:
+        raise HTTPException(404, f"no real-user experiences at site {metric[len(series.SITE_NETWORK) :]!r}")
     metrics = [metric] if metric else series.present(history)
     calendar = await _calendar(request, caller.tenant_id)
     config = BaselineConfig(weeks=settings.baseline_weeks, widths=settings.baseline_bands)
@@ -137,11 +154,11 @@ async def baselines(
     judged_both = model.score(current, middle, both_ways=True)
     listed = []
     for index, name in enumerate(metrics):
-        judged = judged_both if name not in series.UPWARDS_ONLY else judged_up
+        judged = judged_up if series.upwards_only(name) else judged_both
         listed.append(
             {
                 "metric": name,
-                "judged": "both ways" if name not in series.UPWARDS_ONLY else "upwards",
+                "judged": "upwards" if series.upwards_only(name) else "both ways",
                 "slots": [_slot(model.bands, index, slot) for slot in range(HOURS_PER_WEEK)],
                 "month_end": [_month_end_hour(model.bands, index, hour) for hour in range(24)],
                 "current": {

@@ -18,14 +18,16 @@ outbound call ``external``). Errors with no failing component are
 ``unattributed``.
 
 Every function returns bad events per owner; :func:`shares` turns them into
-shares that sum to exactly 1. Owners are names, so per-site attribution
-(network time to a branch office, which needs RUM experiences) plugs in as
-another set of owners with the same functions.
+shares that sum to exactly 1. With real-user experiences the rows are (bucket,
+site) pairs and the owners include ``browser`` and ``network``: the matrix of
+:func:`latency_owners_per_row` summed by site says who owns what where — "30 %
+the network to branch B" (slo/experienced.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +38,13 @@ Array = npt.NDArray[np.float64]
 
 def latency_owners(bad: Array, calls: Array, owner_us: Array) -> Array:
     """Slow events per owner (columns of ``owner_us``, time summed per bucket)."""
+    owned: Array = latency_owners_per_row(bad, calls, owner_us).sum(axis=0)
+    return owned
+
+
+def latency_owners_per_row(bad: Array, calls: Array, owner_us: Array) -> Array:
+    """Slow events per row (bucket, or bucket and site) and owner: the matrix that
+    :func:`latency_owners` sums (per-site attribution sums it by site instead)."""
     bad, calls, owner_us = np.asarray(bad, float), np.asarray(calls, float), np.asarray(owner_us, float)
     with_calls = calls > 0
     mean = np.zeros_like(owner_us)
@@ -45,7 +54,7 @@ def latency_owners(bad: Array, calls: Array, owner_us: Array) -> Array:
     weights = np.where(excess.sum(axis=1, keepdims=True) > 0, excess, mean)
     totals = weights.sum(axis=1, keepdims=True)
     weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
-    owned: Array = (bad[:, None] * weights).sum(axis=0)
+    owned: Array = bad[:, None] * weights
     return owned
 
 
@@ -67,16 +76,24 @@ def shares(
     Rounding each share alone can make them sum to 0.9999; the largest
     remainder method hands the missing units to the shares rounded down most.
     """
-    values = [float(v) for v in owned] + [unattributed]
-    names = [*owners, UNATTRIBUTED]
+    ranked = ranked_shares([*owners, UNATTRIBUTED], [*(float(v) for v in owned), unattributed], digits)
+    return dict(ranked)
+
+
+def ranked_shares(
+    owners: Sequence[Hashable], owned: Sequence[float], digits: int = 4
+) -> list[tuple[Any, float]]:
+    """(owner, share) pairs, largest first, without zero shares, summing to exactly 1
+    (largest remainders); owners may be any keys, e.g. (tier, site) pairs."""
+    values = [float(v) for v in owned]
     total = sum(values)
     if total <= 0:
-        return {}
+        return []
     unit = 10**digits
     exact = [v / total * unit for v in values]
     floors = [int(np.floor(x)) for x in exact]
     missing = unit - sum(floors)
     for index in sorted(range(len(exact)), key=lambda i: floors[i] - exact[i])[:missing]:
         floors[index] += 1
-    ranked = sorted(((n, f) for n, f in zip(names, floors, strict=True) if f > 0), key=lambda x: -x[1])
-    return {name: units / unit for name, units in ranked}
+    ranked = sorted(((n, f) for n, f in zip(owners, floors, strict=True) if f > 0), key=lambda x: -x[1])
+    return [(name, units / unit) for name, units in ranked]

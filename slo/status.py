@@ -4,6 +4,10 @@ Everything is computed from the rollups when asked for, so an SLO applied
 today reports on the history already stored. The SLO window is read from hour
 rollups (the window is rounded out to whole hours at its start); burn-rate
 windows up to 6 hours are read from minute rollups, longer ones from hours.
+
+Latency and availability SLOs whose transactions have real-user experiences
+count user actions instead of requests (``sli_source``), from the RUM rollups,
+with attribution by tier and site (:func:`experienced_rows`, slo/experienced.py).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from tierscope.collector.api.deps import iso
 from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 from tierscope.processing.query import HOUR, MINUTE, ceil, floor
-from tierscope.slo import attribution, budget
+from tierscope.slo import attribution, budget, experienced
 from tierscope.slo.definitions import CRITICALITIES, BusinessServiceDocument, SLODocument, threshold_us
+from tierscope.store import rum_rollups as rum_store
 from tierscope.store import slo as store
 from tierscope.store.slo import Buckets
 
@@ -142,6 +147,108 @@ async def evaluate(
     }
     if history:
         result["history"] = _history(hours, hour_bad, first_hour, now, window.time_zone, spec.target)
+    result["sli_source"] = "server"
+    felt = await _as_users_feel_it(conn, tenant_id, slo, now, read_from, first_hour, threshold, history)
+    if felt is not None:
+        felt["availability"] = {
+            "end_to_end": felt.pop("end_to_end"),
+            "server_end_to_end": result["availability"]["end_to_end"],
+            "tiers": {**result["availability"]["tiers"], **felt.pop("tier_availability")},
+        }
+        result.update(felt)
+    return result
+
+
+async def experienced_rows(
+    conn: AsyncConnection,
+    tenant_id: int,
+    slo: Objective,
+    resolution: str,
+    start: datetime,
+    end: datetime,
+    felt: set[tuple[str, str]] | None = None,
+) -> tuple[experienced.SiteRows, set[tuple[str, str]]] | None:
+    """The SLO's events per (bucket, site) in ``[start, end)`` as users feel them:
+    user actions of the transactions with real-user experiences (``felt``; by
+    default those with experiences in these rows), requests of the others. None
+    when no transaction has experiences, or for Apdex objectives (the server
+    rollups are then the SLI's). Burn-rate alerts can read their windows here
+    to agree with the SLO status."""
+    if slo.document.spec.objective not in ("latency", "availability") or not slo.transactions:
+        return None
+    rows = await rum_store.transaction_rows(conn, tenant_id, slo.transactions, resolution, start, end)
+    if felt is None:
+        felt = {(row["service"], row["name"]) for row in rows if row["count"]}
+    if not felt:
+        return None
+    found = experienced.SiteRows.of_experiences([r for r in rows if (r["service"], r["name"]) in felt])
+    requested = [pair for pair in slo.transactions if pair not in felt]
+    if requested:
+        server = await store.bt_buckets(conn, tenant_id, requested, resolution, start, end)
+        tiers = await store.tier_buckets(conn, tenant_id, requested, resolution, start, end)
+        found = found + experienced.SiteRows.of_requests(server, _tier_matrix(server, tiers)[1])
+    return found, felt
+
+
+async def _as_users_feel_it(
+    conn: AsyncConnection,
+    tenant_id: int,
+    slo: Objective,
+    now: datetime,
+    read_from: datetime,
+    first_hour: datetime,
+    threshold: float | None,
+    history: bool,
+) -> dict[str, Any] | None:
+    """The SLO's figures counted in user actions (slo/experienced.py), or None
+    when none of its transactions has real-user experiences in the data read."""
+    spec = slo.document.spec
+    if spec.objective not in ("latency", "availability") or not slo.transactions:
+        return None
+    found = await experienced_rows(conn, tenant_id, slo, "hour", read_from, ceil(now, HOUR))
+    if found is None:
+        return None
+    hours, felt = found
+    requested = [pair for pair in slo.transactions if pair not in felt]
+    minutes, _ = await experienced_rows(
+        conn, tenant_id, slo, "minute", floor(now - SHORT_WINDOWS, MINUTE), ceil(now, MINUTE), felt
+    ) or (experienced.SiteRows.of_experiences([]), felt)
+    hour_bad = bad_events(hours, spec.objective, threshold)
+    minute_bad = bad_events(minutes, spec.objective, threshold)
+    events = _events(hours, hour_bad, first_hour)
+    burn_rates = {}
+    for name, length in budget.BURN_WINDOWS.items():
+        if length <= SHORT_WINDOWS:
+            windowed = _events(minutes, minute_bad, floor(now - length, MINUTE))
+        else:
+            windowed = _events(hours, hour_bad, floor(now - length, HOUR))
+        burn_rates[name] = _round(budget.burn_rate(windowed, spec.target), 4)
+    remaining = budget.budget_remaining(events, spec.target)
+    spent = 0.0 if remaining is None else max(0.0, 1 - remaining)
+    in_window = np.asarray([s >= first_hour for s in hours.starts], dtype=bool)
+    attributed = experienced.attribute(hours, hour_bad, in_window, spec.objective)
+    for pair in attributed["attribution_by_tier_and_site"]:
+        pair["budget"] = round(pair["share"] * spent, 4)  # the share of the error budget it consumed
+    calls, errors = float(hours.calls[in_window].sum()), float(hours.errors[in_window].sum())
+    result: dict[str, Any] = {
+        "sli_source": "mixed" if requested else "rum",
+        "sli_sources": [
+            {"service": service, "bt": bt, "sli_source": "rum" if (service, bt) in felt else "server"}
+            for service, bt in slo.transactions
+        ],
+        "sli": _round(events.sli),
+        "events": {"total": events.total, "bad": round(events.bad, 3)},
+        "error_budget_remaining": _round(remaining, 4),
+        "burn_rates": burn_rates,
+        **attributed,
+        "attribution_of_budget": {
+            owner: round(share * spent, 4) for owner, share in attributed["attribution"].items()
+        },
+        "end_to_end": _round(1 - errors / calls) if calls else None,
+        "tier_availability": experienced.tier_availability(hours, in_window),
+    }
+    if history:
+        result["history"] = _history(hours, hour_bad, first_hour, now, spec.timeWindow.time_zone, spec.target)
     return result
 
 

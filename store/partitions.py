@@ -31,7 +31,7 @@ _logger = logging.getLogger(__name__)
 _LOCK_KEY = 0x7473706172746974  # shared by every collector of a store
 TABLES = ("spans", "trace_summaries")
 DAYS_AHEAD = 3
-_ROLLUP_TABLES = ("bt_rollups", "component_rollups", "edge_rollups")
+_ROLLUP_TABLES = ("bt_rollups", "component_rollups", "edge_rollups", "rum_rollups")
 
 
 @dataclass

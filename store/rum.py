@@ -119,7 +119,7 @@ async def set_site(conn: AsyncConnection, tenant_id: int, network: str, site: st
 
 _EXPERIENCE_COLUMNS = (
     "tenant_id, id, kind, start_time, page, url, method, status, site, session_id, user_hash, browser, "
-    "trace_id, timing, vitals, duration_ms, outcome"
+    "trace_id, timing, vitals, duration_ms, outcome, vitals_final"
 )
 
 
@@ -134,12 +134,13 @@ async def write_beacon(
             # arriving after it must not take them back.
             await cur.executemany(
                 f"""INSERT INTO rum_experiences ({_EXPERIENCE_COLUMNS})
-                    VALUES ({", ".join(["%s"] * 17)})
+                    VALUES ({", ".join(["%s"] * 18)})
                     ON CONFLICT (tenant_id, id) DO UPDATE SET
                       vitals = CASE WHEN %s THEN rum_experiences.vitals || EXCLUDED.vitals
                                     ELSE EXCLUDED.vitals || rum_experiences.vitals END,
                       outcome = CASE WHEN EXCLUDED.outcome = 'error' THEN 'error'
-                                     ELSE rum_experiences.outcome END""",  # noqa: S608 - constant columns
+                                     ELSE rum_experiences.outcome END,
+                      vitals_final = rum_experiences.vitals_final OR EXCLUDED.vitals_final""",  # noqa: S608 - constant columns
                 [
                     (
                         tenant_id,
@@ -159,6 +160,7 @@ async def write_beacon(
                         json.dumps(e.vitals),
                         e.duration_ms,
                         e.outcome,
+                        e.final,
                         e.final,
                     )
                     for e in experiences
@@ -196,8 +198,9 @@ async def pending_with_traces(conn: AsyncConnection, limit: int = 1000) -> list[
     transaction (others joining at the same time skip them)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """SELECT e.tenant_id, e.id, e.timing, e.duration_ms,
-                      t.duration_us AS trace_duration_us, t.tier_us, t.service, t.bt, t.error
+            """SELECT e.tenant_id, e.id, e.timing, e.duration_ms, e.status,
+                      t.duration_us AS trace_duration_us, t.tier_us, t.service, t.bt, t.error,
+                      t.error_tier
                FROM rum_experiences e
                JOIN LATERAL (SELECT * FROM trace_summaries t
                              WHERE t.tenant_id = e.tenant_id AND t.trace_id = e.trace_id
@@ -217,7 +220,7 @@ async def pending_past(conn: AsyncConnection, waited: timedelta, limit: int = 10
     """Pending experiences that have no trace, or waited for it long enough."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """SELECT tenant_id, id, timing, duration_ms FROM rum_experiences
+            """SELECT tenant_id, id, timing, duration_ms, status FROM rum_experiences
                WHERE state = 'pending' AND (trace_id IS NULL OR received_at < now() - %s)
                ORDER BY received_at LIMIT %s
                FOR UPDATE SKIP LOCKED""",
@@ -228,16 +231,47 @@ async def pending_past(conn: AsyncConnection, waited: timedelta, limit: int = 10
 
 @wrap_errors
 async def finish(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Rows of (tenant_id, id, state, service, bt, tier_ms, failed)."""
+    """Rows of (tenant_id, id, state, service, bt, tier_ms, failed, error_tier)."""
     async with conn.cursor() as cur:
         await cur.executemany(
             """UPDATE rum_experiences SET state = %s, service = %s, bt = %s, tier_ms = %s,
-                      outcome = CASE WHEN %s THEN 'error' ELSE outcome END, finished_at = now()
+                      outcome = CASE WHEN %s THEN 'error' ELSE outcome END, error_tier = %s,
+                      finished_at = now()
                WHERE tenant_id = %s AND id = %s""",
             [
-                (state, service, bt, json.dumps(tiers), failed, tenant, id_)
-                for tenant, id_, state, service, bt, tiers, failed in rows
+                (state, service, bt, json.dumps(tiers), failed, error_tier, tenant, id_)
+                for tenant, id_, state, service, bt, tiers, failed, error_tier in rows
             ],
+        )
+
+
+@wrap_errors
+async def ready_to_roll_up(conn: AsyncConnection, wait: timedelta, limit: int = 2000) -> list[dict[str, Any]]:
+    """Finished experiences not yet in the rollups whose figures are final: requests,
+    page loads whose page-hide beacon brought the final Web Vitals, and the rest
+    once finished ``wait`` ago. Locked for this transaction (others skip them)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT tenant_id, id, start_time, page, site, service, bt, duration_ms, tier_ms, vitals,
+                      outcome, error_tier
+               FROM rum_experiences
+               WHERE state <> 'pending' AND NOT rolled_up
+                 AND (kind = 'request' OR vitals_final OR finished_at < now() - %s)
+               ORDER BY finished_at LIMIT %s
+               FOR UPDATE SKIP LOCKED""",
+            (wait, limit),
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def mark_rolled_up(conn: AsyncConnection, keys: Sequence[tuple[int, str]]) -> None:
+    if keys:
+        await conn.execute(
+            """UPDATE rum_experiences e SET rolled_up = true
+               FROM unnest(%s::int4[], %s::text[]) AS k(tenant_id, id)
+               WHERE e.tenant_id = k.tenant_id AND e.id = k.id""",
+            ([k[0] for k in keys], [k[1] for k in keys]),
         )
 
 
@@ -309,22 +343,3 @@ async def get_experience(conn: AsyncConnection, tenant_id: int, id_: str) -> dic
             )
             row["trace_summary"] = await cur.fetchone()
         return row
-
-
-@wrap_errors
-async def finished_in(
-    conn: AsyncConnection, tenant_id: int, since: datetime, until: datetime, bt: str | None, site: str | None
-) -> list[dict[str, Any]]:
-    """The finished experiences of a window, for the per-(BT or page, site) figures."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """SELECT COALESCE(bt, page) AS name, site, duration_ms, tier_ms, vitals, outcome
-               FROM rum_experiences
-               WHERE tenant_id = %(tenant)s AND start_time >= %(since)s AND start_time < %(until)s
-                 AND state <> 'pending'
-                 AND (%(bt)s::text IS NULL OR COALESCE(bt, page) = %(bt)s)
-                 AND (%(site)s::text IS NULL OR site = %(site)s)
-               LIMIT 200000""",
-            {"tenant": tenant_id, "since": since, "until": until, "bt": bt, "site": site},
-        )
-        return await cur.fetchall()

@@ -23,6 +23,7 @@ FAST = {
     "TIERSCOPE_SETTLE_DELAY": "1s",
     "TIERSCOPE_PROCESSING_INTERVAL": "200ms",
     "TIERSCOPE_RUM_JOIN_WAIT": "30s",
+    "TIERSCOPE_RUM_ROLLUP_WAIT": "1s",
 }
 WEB_VITALS = "web-vitals@5"
 # The flags a root, offline, headless Chromium needs: no sandbox (root), and none

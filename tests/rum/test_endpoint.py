@@ -286,7 +286,7 @@ def test_figures_per_page_and_site_once_the_experiences_are_finished(collector: 
     (group,) = pages
     assert group["site"] == "summary-site"
     assert group["apdex"] == 1.0  # 600 ms each, T = 1 s
-    assert group["vitals"]["lcp"]["p75"] == 3500.0
+    assert group["vitals"]["lcp"]["p75"] == pytest.approx(3500.0, rel=0.01)  # from the rollups' histogram
     assert group["vitals"]["lcp"]["good"] == 0.5
     assert group["tier_ms"] == {"browser": 475.0, "network": 25.0, "server": 100.0}
     assert answer["thresholds"]["inp"] == {"good": 200.0, "poor": 500.0}

@@ -113,3 +113,46 @@ def tenant_id(dsn: str, name: str = "default") -> int:
         row = conn.execute("SELECT id FROM tenants WHERE name = %s", (name,)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+RUM_COLUMNS = (
+    "tenant_id, resolution, bucket, service, name, site, count, errors, duration_sum_ms, apdex_satisfied, "
+    "apdex_tolerating, latency, tier_sum_us, tier_errors, vital_count, vital_good, vital_poor, vitals"
+)
+
+
+def write_rum_rows(dsn: str, rows: Iterable[dict]) -> None:
+    """``rum_rollups`` rows from dicts with tenant_id, resolution, bucket, service, bt, site,
+    count and optionally ms (each action's duration) and tier_ms (per action)."""
+    from tierscope.processing.rum_rollup import ERROR_OWNERS, RUM_TIERS, VITALS
+
+    with (
+        psycopg.connect(dsn) as conn,
+        conn.cursor() as cur,
+        cur.copy(f"COPY rum_rollups ({RUM_COLUMNS}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            count, ms, tiers = row["count"], row.get("ms", 800.0), row.get("tier_ms", {})
+            empty = [0] * len(VITALS)
+            copy.write_row(
+                (
+                    row["tenant_id"],
+                    row["resolution"],
+                    row["bucket"],
+                    row["service"],
+                    row["bt"],
+                    row["site"],
+                    count,
+                    0,
+                    ms * count,
+                    count,
+                    0,
+                    latency((count, ms)),
+                    [round(count * tiers.get(tier, 0) * 1000) for tier in RUM_TIERS],
+                    [0] * len(ERROR_OWNERS),
+                    empty,
+                    empty,
+                    empty,
+                    histogram.encode({}),
+                )
+            )

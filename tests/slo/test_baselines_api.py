@@ -77,6 +77,28 @@ def estate(collector_factory: Callable[..., CollectorProcess], rollups: ModuleTy
         row = {"tenant_id": tenant, "resolution": "minute", "bucket": bucket, "service": SERVICE, "bt": ORDER}
         rows.append({**row, "calls": per_minute, "latency": rollups.latency((per_minute, 5000))})
     rollups.write_bt_rows(dsn, rows)
+    # Real users of Post invoice at two sites: the WAN to branch B takes 300 ms per
+    # action in office hours (busy) and 100 ms otherwise; the head office's LAN 40 ms.
+    # In the last hour, branch B's network took 1.5 s.
+    felt = []
+    for index, slot in enumerate(slots):
+        row = {"tenant_id": tenant, "bucket": START + index * HOUR, "service": SERVICE, "bt": INVOICE}
+        wan = 100 + 200 * float(office(slot))
+        felt.append(
+            {**row, "resolution": "hour", "site": "branch-b", "count": 60, "tier_ms": {"network": wan}}
+        )
+        felt.append(
+            {**row, "resolution": "hour", "site": "head-office", "count": 60, "tier_ms": {"network": 40}}
+        )
+    for minute in range(60):
+        row = {"tenant_id": tenant, "bucket": AT - (minute + 1) * MINUTE, "service": SERVICE, "bt": INVOICE}
+        felt.append(
+            {**row, "resolution": "minute", "site": "branch-b", "count": 1, "tier_ms": {"network": 1500}}
+        )
+        felt.append(
+            {**row, "resolution": "minute", "site": "head-office", "count": 1, "tier_ms": {"network": 40}}
+        )
+    rollups.write_rum_rows(dsn, felt)
     return collector
 
 
@@ -113,6 +135,32 @@ def test_baselines_learn_the_local_business_week_and_judge_the_last_hour(estate:
     assert throughput["current"]["severity"] == 0, throughput["current"]
     only = get(estate, "/api/v1/baselines", service=SERVICE, bt=ORDER, metric="throughput", at=AT.isoformat())
     assert [b["metric"] for b in only["baselines"]] == ["throughput"]
+
+
+def test_network_time_has_a_baseline_per_site_of_real_users(estate: CollectorProcess) -> None:
+    answer = get(estate, "/api/v1/baselines", service=SERVICE, bt=INVOICE, at=AT.isoformat())
+    by_metric = {b["metric"]: b for b in answer["baselines"]}
+    branch, office_lan = by_metric["tier_ms.network@branch-b"], by_metric["tier_ms.network@head-office"]
+    slots = np.arange(168)
+    medians = np.asarray([s["median"] for s in branch["slots"]])
+    assert medians == pytest.approx(100 + 200 * office(slots))  # the branch's own business week
+    assert {s["median"] for s in office_lan["slots"]} == {40.0}
+    assert branch["judged"] == "upwards"
+    assert branch["current"]["value"] == 1500.0
+    assert branch["current"]["severity"] == 3
+    assert (office_lan["current"]["value"], office_lan["current"]["severity"]) == (40.0, 0)
+    one = get(
+        estate,
+        "/api/v1/baselines",
+        service=SERVICE,
+        bt=INVOICE,
+        metric="tier_ms.network@branch-b",
+        at=AT.isoformat(),
+    )
+    assert [b["metric"] for b in one["baselines"]] == ["tier_ms.network@branch-b"]
+    headers = {"Authorization": f"Bearer {estate.credentials()['api_token']}"}
+    params = {"service": SERVICE, "bt": INVOICE, "metric": "tier_ms.network@nowhere"}
+    assert httpx.get(f"{estate.url}/api/v1/baselines", params=params, headers=headers).status_code == 404
 
 
 def test_forecast_finds_the_trend_and_when_it_crosses_the_objective(
