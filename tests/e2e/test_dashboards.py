@@ -25,9 +25,18 @@ from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
 from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.grafana import GrafanaStandIn, expand
 
+from . import seed
 from .test_processing import FAST, MS, post, summaries, two_service_trace, wait_for
 
 TOKEN = "glsa_test_token"
+BOARDS = (
+    "tierscope-services-1",
+    "tierscope-transaction-1",
+    "tierscope-experience-1",
+    "tierscope-slos-1",
+    "tierscope-alerts-1",
+    "tierscope-platform",
+)
 
 
 def sql_targets() -> list:
@@ -76,17 +85,15 @@ def test_the_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def processed(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+def processed(
+    collector_factory: Callable[..., CollectorProcess], tmp_path_factory: pytest.TempPathFactory
+) -> CollectorProcess:
     """A store with 40 processed traces of crm-web POST /leads (1000 ms: 200 ms INSERT,
-    a 500 ms call to erp-api whose own 400 ms hold a 200 ms SELECT)."""
+    a 500 ms call to erp-api whose own 400 ms hold a 200 ms SELECT), the browser
+    experiences that made them, two SLOs, two alerts and weeks of hour rollups
+    (see seed.py)."""
     collector = collector_factory(**FAST)
-    base = (time.time_ns() // (60 * 10**9) - 5) * 60 * 10**9
-    for index in range(40):
-        trace = two_service_trace(base + index * 1000 * MS)
-        post(collector, trace["crm-web"], "crm-web")
-        post(collector, trace["erp-api"], "erp-api")
-    wait_for(lambda: summaries(collector.database_url or "") == 40)
-    time.sleep(1.0)  # the last cycle's rollups
+    seed.everything(collector, tmp_path_factory.mktemp("seed"))
     return collector
 
 
@@ -136,6 +143,73 @@ def test_panel_figures_match_the_traces(processed: CollectorProcess) -> None:
     assert statements == [pytest.approx(200), pytest.approx(200)]  # INSERT and SELECT: one trace, one BT
 
 
+def panel(uid: str, title: str) -> str:
+    found = [
+        p.targets[0].query for b in all_dashboards(1) if b.uid == uid for p in b.panels() if p.title == title
+    ]
+    assert len(found) == 1, (uid, title)
+    return found[0]
+
+
+def test_user_experience_slo_and_alert_panels_show_the_seeded_figures(processed: CollectorProcess) -> None:
+    dsn = processed.database_url or ""
+    vitals = run_panel(dsn, panel("tierscope-experience-1", "Web Vitals by page and site"), 6)
+    by_page = {(row[0], row[1]): row for row in vitals}
+    # Every tenth page load is named with markup; the others are /leads/new, half from each site.
+    assert by_page["/leads/new", "Hamburg"][2] == 16
+    assert by_page["/leads/new", "Lyon"][2] == 20
+    assert float(by_page["/leads/new", "Hamburg"][3]) == pytest.approx(1200)  # LCP p75
+    assert float(by_page["/leads/new", "Lyon"][3]) == pytest.approx(3600)  # Lyon waits three times longer
+    assert float(by_page["/leads/new", "Lyon"][4]) == pytest.approx(240)  # INP p75
+    assert float(by_page["/leads/new", "Lyon"][-1]) == 0.0  # no good LCP in Lyon
+    assert (f"/leads/{seed.IMG}", "Hamburg") in by_page  # stored and shown as it came: text
+    split = run_panel(dsn, panel("tierscope-experience-1", "Where users' time goes (mean per experience)"), 6)
+    assert {"browser", "network", "app", "db"} <= {tier for _, tier, _ in split}
+    sites = run_panel(dsn, panel("tierscope-experience-1", "What users waited p75 by site"), 6)
+    assert {site for _, site, _ in sites} == set(seed.SITES)
+
+    budgets = {
+        row[0]: row
+        for row in run_panel(dsn, panel("tierscope-slos-1", "Error budget over each SLO's window"), 6)
+    }
+    # Every call took 1000 ms: none meets 800 ms, all succeeded.
+    assert float(budgets["leads-fast"][4]) == 0.0
+    assert float(budgets["leads-fast"][5]) == pytest.approx(-9900)  # a hundred budgets of 1 % spent
+    assert float(budgets["leads-available"][4]) == 100.0
+    assert float(budgets["leads-available"][5]) == 100.0
+    assert budgets["leads-fast"][6] == 40
+    for hours in (6, 24 * 30):
+        compliance = run_panel(dsn, panel("tierscope-slos-1", "Compliance"), hours)
+        assert {name: float(value) for _, name, value in compliance} == {
+            "leads-fast": 0.0,
+            "leads-available": 100.0,
+        }
+        burn = run_panel(dsn, panel("tierscope-slos-1", "Burn rate"), hours)
+        assert {name: float(value) for _, name, value in burn} == {
+            "leads-fast": pytest.approx(100.0),
+            "leads-available": 0.0,
+        }
+    owned = run_panel(dsn, panel("tierscope-slos-1", "Bad events by tier"), 6)
+    fast = {tier: float(bad) for name, tier, bad, _ in owned if name == "leads-fast"}
+    assert sum(fast.values()) == pytest.approx(40)
+    assert fast["db"] == pytest.approx(16)  # 400 of each 1000 ms were SQL
+
+    listed = run_panel(dsn, panel("tierscope-alerts-1", "Alerts"), 6)
+    assert [(row[1], row[5], row[10], row[11]) for row in listed] == [
+        ("firing", "db", 12, 120.0),
+        ("resolved", "network", 5, 30.0),
+    ]
+    assert float(listed[1][9]) == pytest.approx(60, abs=0.2)  # resolved after an hour
+    assert run_panel(dsn, panel("tierscope-alerts-1", "Open alerts"), 6) == [(1,)]
+    tiers = {
+        row[0]: row[1] for row in run_panel(dsn, panel("tierscope-alerts-1", "Alerts by suspected tier"), 6)
+    }
+    assert tiers == {"db": 1, "network": 1}
+    assert run_panel(dsn, panel("tierscope-alerts-1", "Alerts by suspected tier"), 1) == [
+        ("db", 1, 12, 120.0, pytest.approx(20, abs=0.5))
+    ]  # the network alert ended before the last hour
+
+
 def test_push_creates_everything_once_and_is_idempotent(processed: CollectorProcess) -> None:
     with GrafanaStandIn(TOKEN) as grafana:
         env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
@@ -148,18 +222,16 @@ def test_push_creates_everything_once_and_is_idempotent(processed: CollectorProc
         postgres = grafana.datasources[POSTGRES["uid"]]
         assert postgres["type"] == "grafana-postgresql-datasource"
         assert postgres["jsonData"]["database"]
-        assert {uid: d["folderUid"] for uid, d in grafana.dashboards.items()} == {
-            "tierscope-services-1": "tierscope",
-            "tierscope-transaction-1": "tierscope",
-            "tierscope-platform": "tierscope",
-        }
+        assert {uid: d["folderUid"] for uid, d in grafana.dashboards.items()} == dict.fromkeys(
+            BOARDS, "tierscope"
+        )
         before = {uid: d["dashboard"]["panels"] for uid, d in grafana.dashboards.items()}
         again = CliRunner().invoke(main, [*args, "--prometheus-url", "http://127.0.0.1:9090"], env=env)
         assert again.exit_code == 0, again.output
         assert "created" not in again.output
         assert len(grafana.folders) == 1
         assert len(grafana.datasources) == 2
-        assert len(grafana.dashboards) == 3
+        assert len(grafana.dashboards) == len(BOARDS)
         assert {uid: d["dashboard"]["panels"] for uid, d in grafana.dashboards.items()} == before
         assert {d["version"] for d in grafana.dashboards.values()} == {2}
         refused = CliRunner().invoke(
@@ -173,11 +245,7 @@ def test_export_writes_grafana_file_provisioning(processed: CollectorProcess, tm
     env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
     result = CliRunner().invoke(main, ["dashboards", "export", str(tmp_path)], env=env)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == [
-        "tierscope-platform.json",
-        "tierscope-services-1.json",
-        "tierscope-transaction-1.json",
-    ]
+    assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == sorted(f"{b}.json" for b in BOARDS)
     sources = tmp_path / "provisioning" / "datasources" / "tierscope.yaml"
     assert sources.stat().st_mode & 0o077 == 0, "the datasource file holds a password"
     assert "tierscope PostgreSQL" in sources.read_text()
@@ -187,24 +255,8 @@ def test_export_writes_grafana_file_provisioning(processed: CollectorProcess, tm
     )
 
 
-SLOS = """\
-apiVersion: tierscope/v1
-kind: SLO
-metadata: {name: leads-fast, displayName: Create lead under 800 ms}
-spec: {service: crm-web, bt: POST /leads, objective: latency, threshold: 800ms, target: 99%}
----
-apiVersion: tierscope/v1
-kind: SLO
-metadata: {name: leads-available}
-spec: {service: crm-web, bt: POST /leads, objective: availability, target: 99%}
-"""
-
-
 def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: Path) -> None:
     env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
-    (tmp_path / "slos.yaml").write_text(SLOS)
-    applied = CliRunner().invoke(main, ["slo", "apply", str(tmp_path / "slos.yaml")], env=env)
-    assert applied.exit_code == 0, applied.output
     # A transaction named by hostile telemetry: it must stay text in the report.
     before = summaries(processed.database_url or "")
     evil = two_service_trace(time.time_ns() - 120_000 * MS, route="/<script>alert(1)</script>")
