@@ -27,3 +27,19 @@ async def sites(
             {"tenant": tenant_id, "start": start, "end": end, "service": service},
         )
         return await cur.fetchall()
+
+
+@wrap_errors
+async def experience_for_trace(
+    conn: AsyncConnection, tenant_id: int, trace_id: bytes
+) -> dict[str, Any] | None:
+    """The browser experience joined with a trace (the console draws it above the spans)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT id, kind, page, bt, site, browser, duration_ms, timing, tier_ms, outcome
+               FROM rum_experiences
+               WHERE tenant_id = %s AND trace_id = %s AND state = 'joined'
+               ORDER BY start_time LIMIT 1""",
+            (tenant_id, trace_id),
+        )
+        return await cur.fetchone()

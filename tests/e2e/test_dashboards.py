@@ -336,7 +336,14 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
 
     client = signed_in(processed, processed.credentials()["api_token"])
     timings = {}
-    for path in ("/", "/bt?service=crm-web&bt=POST%20/leads", "/slos", "/services"):
+    for path in (
+        "/",
+        "/bt?service=crm-web&bt=POST%20/leads",
+        "/slos",
+        "/services",
+        "/experiences",
+        "/alerts",
+    ):
         started = time.perf_counter()
         page = client.get(path)
         timings[path] = time.perf_counter() - started
@@ -361,7 +368,26 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
         f"{processed.url}/api/v1/traces/{trace_id[1]}",
         headers={"Authorization": f"Bearer {processed.credentials()['api_token']}"},
     ).json()["spans"]
-    assert waterfall.count("<rect") == len(stored) >= 3  # one bar per span, as the API returns them
+    assert waterfall.count('class="span') == len(stored) >= 3  # one bar per span, as the API returns them
+    assert 'class="segment' not in waterfall  # no browser saw this one
+    # An experience, with its tier split, and the trace it served: what the user waited,
+    # its network and browser parts above the server's spans.
+    experiences = client.get("/experiences").text
+    assert "Hamburg" in experiences
+    assert "Lyon" in experiences
+    assert "&lt;img src=x onerror=alert(1)&gt;" in experiences
+    one = re.search(r'href="/experiences/([0-9a-f]{32})"', experiences)
+    assert one, "recent experiences link to their page"
+    experience = client.get(f"/experiences/{one[1]}").text
+    assert "The user waited" in experience
+    assert 'class="bar"' in experience
+    served = re.search(r'href="/trace/([0-9a-f]{32})"', experience)
+    assert served, "a joined experience links its trace"
+    waterfall = client.get(f"/trace/{served[1]}").text
+    assert "user · POST /leads" in waterfall
+    assert waterfall.index("network · request") < waterfall.index("crm-web · POST /leads")
+    assert "browser · render and scripts" in waterfall
+    assert waterfall.count('class="span') == 5
     assert max(timings.values()) < 1.0, timings  # server time per page (target 300 ms on an idle machine)
 
     # Another tenant sees nothing of this one, and cannot open its traces.
