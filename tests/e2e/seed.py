@@ -47,6 +47,14 @@ metadata: {name: leads-available}
 spec: {service: crm-web, bt: POST /leads, objective: availability, target: 99%}
 """
 FORECAST_SERVICE, FORECAST_BT = "erp-api", "POST /invoices"
+# The collector for a seeded store: quick processing, and no alert evaluator — the
+# seeded alerts stand for its output, and a real one firing meanwhile (the latency
+# SLO is missed on purpose) would change the counts the tests check.
+SETTINGS = {
+    "TIERSCOPE_SETTLE_DELAY": "1s",
+    "TIERSCOPE_PROCESSING_INTERVAL": "200ms",
+    "TIERSCOPE_ALERTING": "false",
+}
 
 
 def cli(collector: CollectorProcess, *args: str) -> str:

@@ -26,7 +26,7 @@ from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.grafana import GrafanaStandIn, expand
 
 from . import seed
-from .test_processing import FAST, MS, post, summaries, two_service_trace, wait_for
+from .test_processing import MS, post, summaries, two_service_trace, wait_for
 
 TOKEN = "glsa_test_token"
 BOARDS = (
@@ -92,7 +92,7 @@ def processed(
     a 500 ms call to erp-api whose own 400 ms hold a 200 ms SELECT), the browser
     experiences that made them, two SLOs, two alerts and weeks of hour rollups
     (see seed.py)."""
-    collector = collector_factory(**FAST)
+    collector = collector_factory(**seed.SETTINGS)
     seed.everything(collector, tmp_path_factory.mktemp("seed"))
     return collector
 
