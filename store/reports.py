@@ -1,4 +1,5 @@
-"""What reports read beyond rollups and SLOs."""
+"""What reports (and the console) read beyond rollups and SLOs: sites, incidents,
+the slowest pages, experiences by site, the experience a trace served."""
 
 from __future__ import annotations
 
@@ -43,3 +44,83 @@ async def experience_for_trace(
             (tenant_id, trace_id),
         )
         return await cur.fetchone()
+
+
+@wrap_errors
+async def incidents(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, service: str | None = None
+) -> list[dict[str, Any]]:
+    """Alerts that fired during ``[start, end)`` (pending ones that never fired are
+    not incidents), with their impact as the evaluator assessed it; by priority."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT id, title, severity, state, service, bts, tier, component, started_at, resolved_at,
+                      impact, priority
+               FROM alerts
+               WHERE tenant_id = %(tenant)s AND started_at IS NOT NULL AND started_at < %(end)s
+                 AND (resolved_at IS NULL OR resolved_at >= %(start)s)
+                 AND (%(service)s::text IS NULL OR service = %(service)s
+                      OR EXISTS (SELECT 1 FROM jsonb_array_elements(bts) b WHERE b ->> 0 = %(service)s))
+               ORDER BY priority DESC, started_at LIMIT 50""",
+            {"tenant": tenant_id, "start": start, "end": end, "service": service},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def slowest_pages(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, limit: int = 10
+) -> list[dict[str, Any]]:
+    """Pages and in-page actions by what users waited (75th percentile), from the
+    browser experiences of ``[start, end)``."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT coalesce(bt, page) AS page, count(*) AS actions, count(DISTINCT user_hash) AS users,
+                      percentile_cont(0.75) WITHIN GROUP (ORDER BY duration_ms) AS p75_ms,
+                      avg((outcome = 'error')::int) AS failed,
+                      percentile_cont(0.75) WITHIN GROUP (ORDER BY (vitals ->> 'lcp')::float8)
+                        FILTER (WHERE vitals ? 'lcp') AS lcp_p75_ms
+               FROM rum_experiences
+               WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
+                 AND state <> 'pending'
+               GROUP BY 1 ORDER BY p75_ms DESC LIMIT %(limit)s""",
+            {"tenant": tenant_id, "start": start, "end": end, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def experience_sites(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Sites by what their users waited (75th percentile), with the mean network and
+    browser time — a slow branch office shows as network time."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT site, count(*) AS actions, count(DISTINCT user_hash) AS users,
+                      percentile_cont(0.75) WITHIN GROUP (ORDER BY duration_ms) AS p75_ms,
+                      avg((tier_ms ->> 'network')::float8) AS network_ms,
+                      avg((tier_ms ->> 'browser')::float8) AS browser_ms,
+                      avg((outcome = 'error')::int) AS failed
+               FROM rum_experiences
+               WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
+                 AND state <> 'pending' AND site IS NOT NULL
+               GROUP BY 1 ORDER BY p75_ms DESC LIMIT %(limit)s""",
+            {"tenant": tenant_id, "start": start, "end": end, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def busiest_transactions(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, service: str | None, limit: int
+) -> list[tuple[str, str]]:
+    """The transactions with the most requests in the hour rollups of ``[start, end)``."""
+    cur = await conn.execute(
+        """SELECT service, bt FROM bt_rollups
+           WHERE tenant_id = %(tenant)s AND resolution = 'hour' AND bucket >= %(start)s AND bucket < %(end)s
+             AND (%(service)s::text IS NULL OR service = %(service)s)
+           GROUP BY 1, 2 ORDER BY sum(calls) DESC, 1, 2 LIMIT %(limit)s""",
+        {"tenant": tenant_id, "start": start, "end": end, "service": service, "limit": limit},
+    )
+    return [(row[0], row[1]) for row in await cur.fetchall()]

@@ -282,6 +282,18 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
         "100.00 %",  # availability achieved
         "exhausted (100.0× spent)",  # every call slower than 800 ms: a hundred budgets of 1 %
         "POST /leads",
+        "Incidents",
+        "2 incidents affected 17 users for",  # 12 and 5 (seed.alerts)
+        "estimated cost 150.00",
+        "The largest: POST /leads is slow: the database (SELECT score FROM credit) left its baseline "
+        "(12 users, 2",  # twenty-odd minutes
+        "Slowest pages and sites",
+        "Users waited longest on POST /leads: 3.36 s or less for three in four actions.",  # Lyon's
+        "Users at Lyon waited longest (3.36 s at p75",
+        "Hamburg",
+        "Forecasts and capacity",
+        "erp-api / POST /invoices: load 5.",  # 337.5 calls an hour on average
+        "Capacity: erp-api / POST /invoices grows +1.",  # 1 % a day
     ):
         assert expected in text, expected
     page = pypdfium2.PdfDocument(tmp_path / "r.pdf")[0].render(scale=1).to_pil().convert("L")
@@ -294,7 +306,7 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
     )
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
-    assert html.count("<svg") == 2  # the compliance trend and the time per tier
+    assert html.count("<svg") == 4  # compliance trend, time per tier, sites, capacity
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>" not in html
 
