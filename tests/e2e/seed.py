@@ -135,12 +135,12 @@ def slos(collector: CollectorProcess, directory: Path) -> None:
     cli(collector, "slo", "apply", str(directory / "slos.yaml"))
 
 
-def alerts(collector: CollectorProcess, tenant_id: int = 1) -> dict[str, int]:
+def alerts(collector: CollectorProcess, tenant_id: int = 1, key: str = "") -> dict[str, int]:
     """A firing database alert with its evidence and impact, and a resolved network
     alert whose title carries hostile markup."""
     now = datetime.now(UTC)
     firing = {
-        "group_key": "cause:db:SELECT score FROM credit WHERE id = ?",
+        "group_key": "cause:db:SELECT score FROM credit WHERE id = ?" + key,  # noqa: S608 - a name, not SQL
         "state": "firing",
         "severity": "critical",
         "kind": "baseline",
@@ -178,7 +178,7 @@ def alerts(collector: CollectorProcess, tenant_id: int = 1) -> dict[str, int]:
     }
     resolved = {
         **firing,
-        "group_key": "cause:network:Lyon",
+        "group_key": f"cause:network:Lyon{key}",
         "state": "resolved",
         "severity": "warning",
         "title": f"Lyon users wait on the network {SCRIPT}",

@@ -4,6 +4,7 @@ and push through Grafana's API contract (idempotent)."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import io
@@ -29,6 +30,7 @@ from tierscope.dashboards import provision
 from tierscope.dashboards.boards import all_dashboards
 from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
 from tierscope.dashboards.schedule import last_complete
+from tierscope.store import reports as reports_store
 from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.grafana import GrafanaStandIn, expand
 
@@ -505,3 +507,33 @@ def test_tierscope_up_sends_scheduled_reports_by_itself(
     assert len(inbox.messages) == 1
     assert inbox.messages[0]["Subject"].startswith("SLA report 20")
     collector.stop()
+
+
+def test_the_consoles_experience_figures_are_the_apis(processed: CollectorProcess) -> None:
+    """The console computes the per-(page, site) figures in SQL; the API in numpy."""
+    token = processed.credentials()["api_token"]
+    summary = httpx.get(
+        f"{processed.url}/api/v1/experiences/summary",
+        params={"from": "2h"},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    start, end = (datetime.fromisoformat(summary[k].replace("Z", "+00:00")) for k in ("from", "to"))
+
+    async def ours() -> list[dict]:
+        async with await psycopg.AsyncConnection.connect(processed.database_url or "") as conn:
+            return await reports_store.experience_groups(conn, 1, start, end, summary["apdex_t_ms"])
+
+    console = {(g["bt"], g["site"]): g for g in asyncio.run(ours())}
+    api = {(g["bt"], g["site"]): g for g in summary["groups"]}
+    assert console.keys() == api.keys()
+    assert len(api) >= 5  # pages and the transaction, per site
+    for key, expected in api.items():
+        got = console[key]
+        for figure in ("count", "errors", "apdex"):
+            assert got[figure] == expected[figure], (key, figure)
+        assert got["p75_ms"] == pytest.approx(expected["p75_ms"]), key
+        assert got["mean_ms"] == pytest.approx(expected["mean_ms"]), key
+        assert got["tier_ms"] == pytest.approx(expected["tier_ms"]), key
+        assert {v: f["p75"] for v, f in got["vitals"].items()} == pytest.approx(
+            {v: f["p75"] for v, f in expected["vitals"].items()}
+        ), key
