@@ -38,6 +38,7 @@ from . import seed
 from .test_processing import MS, post, summaries, two_service_trace, wait_for
 
 TOKEN = "glsa_test_token"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "report"  # git-ignored
 BOARDS = (
     "tierscope-services-1",
     "tierscope-transaction-1",
@@ -305,10 +306,12 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
         "Capacity: erp-api / POST /invoices grows +1.",  # 1 % a day
     ):
         assert expected in text, expected
-    page = pypdfium2.PdfDocument(tmp_path / "r.pdf")[0].render(scale=1).to_pil().convert("L")
-    dark = sum(page.histogram()[:200])  # pixels darker than light grey
-    assert dark > 0.01 * page.width * page.height, "the first page renders (nearly) blank"
-    page.save(tmp_path / "report-page-1.png")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for number, each in enumerate(pypdfium2.PdfDocument(tmp_path / "r.pdf"), start=1):
+        page = each.render(scale=1).to_pil().convert("L")
+        dark = sum(page.histogram()[:200])  # pixels darker than light grey
+        assert dark > 0.01 * page.width * page.height, f"page {number} renders (nearly) blank"
+        page.save(ARTIFACTS / f"report-page-{number}.png")
 
     result = CliRunner().invoke(
         main, ["report", "--period", period, "--out", str(tmp_path / "r.html")], env=env
