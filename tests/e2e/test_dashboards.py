@@ -5,6 +5,7 @@ and push through Grafana's API contract (idempotent)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import email.policy
 import io
@@ -28,6 +29,7 @@ from click.testing import CliRunner
 from tierscope.cli.main import main
 from tierscope.dashboards import provision
 from tierscope.dashboards.boards import all_dashboards
+from tierscope.dashboards.console.common import may
 from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
 from tierscope.dashboards.schedule import last_complete
 from tierscope.store import reports as reports_store
@@ -351,6 +353,9 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     anonymous = httpx.get(f"{processed.url}/", follow_redirects=False)
     assert anonymous.status_code == 303
     assert anonymous.headers["location"] == "/login"
+    acting = httpx.post(f"{processed.url}/alerts/1/ack", data={"by": "x"}, follow_redirects=False)
+    assert acting.status_code == 303  # no acknowledging without signing in
+    assert acting.headers["location"] == "/login"
     form = httpx.get(f"{processed.url}/login")
     assert "script-src" not in form.headers["content-security-policy"]  # nothing may run at all
     assert "default-src 'none'" in form.headers["content-security-policy"]
@@ -540,3 +545,18 @@ def test_the_consoles_experience_figures_are_the_apis(processed: CollectorProces
         assert {v: f["p75"] for v, f in got["vitals"].items()} == pytest.approx(
             {v: f["p75"] for v, f in expected["vitals"].items()}
         ), key
+
+
+@dataclasses.dataclass
+class _Caller:
+    tenant_id: int = 1
+    tenant: str = "default"
+    role: str | None = None
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"), [(None, True), ("admin", True), ("editor", True), ("viewer", False)]
+)
+def test_only_tokens_that_may_act_acknowledge_from_the_console(role: str | None, allowed: bool) -> None:
+    """Tokens carry no role yet (every one may act); once they do, a viewer may only look."""
+    assert may(_Caller(role=role), "acknowledge") is allowed  # type: ignore[arg-type]
