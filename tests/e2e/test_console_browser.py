@@ -143,7 +143,10 @@ def test_every_console_page_in_chromium_with_hostile_telemetry_inert(
     # Nothing injected ran or loaded: no dialog, no script error, no CSP report, and
     # no element made from telemetry on any page.
     for name, path in pages.items():
-        page.goto(f"{base}{path}")
+        response = page.goto(f"{base}{path}")
+        policy = response.headers["content-security-policy"]
+        assert policy.startswith("default-src 'none'"), name
+        assert "script-src" not in policy, name  # no script may run at all
         assert page.locator("script").count() == 0, name
         assert page.locator("img").count() == 0, name
         assert page.locator("b").count() == 0, name
