@@ -22,19 +22,23 @@ TIER_COLOURS = dict(
 )
 
 
+SERVER = "#9ca3af"
+
+
 def tier_bar(tier_ms: dict[str, float], width: int = 220, height: int = 14) -> Markup:
     """One horizontal bar split by tier (proportions of the mean time per call)."""
     total = sum(tier_ms.values())
     if total <= 0:
         return Markup("")
     parts, x = [], 0.0
-    for tier in TIERS:
+    # "server": an untraced experience's server time, not split into tiers (grey).
+    for tier in (*TIERS, "server"):
         value = tier_ms.get(tier, 0.0)
         if value <= 0:
             continue
-        w = width * value / total
+        w, colour = width * value / total, TIER_COLOURS.get(tier, SERVER)
         parts.append(
-            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{TIER_COLOURS[tier]}">'
+            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{colour}">'
             f"<title>{escape(tier)}: {value:.1f} ms</title></rect>"
         )
         x += w
