@@ -67,13 +67,20 @@ def smtp_send(smtp: dict[str, Any], message: EmailMessage) -> None:
         client.send_message(message)
 
 
+def _pdf(report: Any) -> bytes:
+    # reportlab and matplotlib are imported here, in a worker thread, when a report
+    # is due: importing them takes a second or two, which the collector's event
+    # loop must not wait for.
+    from tierscope.dashboards import render
+
+    return render.pdf(report)
+
+
 async def send_due(
     conn: AsyncConnection, now: datetime | None = None, send: Sender = smtp_send
 ) -> list[tuple[str, str, str]]:
     """Send every report whose period has ended and was not sent yet; returns
     (tenant, schedule, period) of those sent. A failure is recorded, not raised."""
-    from tierscope.dashboards import render  # reportlab and matplotlib: only when a report is due
-
     now = now or datetime.now(UTC)
     done = []
     for schedule in await store.all_schedules(conn):
@@ -85,7 +92,7 @@ async def send_due(
             continue
         try:
             report = await gather(conn, tenant_id, schedule["tenant"], period, schedule["service"], now)
-            pdf = await asyncio.to_thread(render.pdf, report)
+            pdf = await asyncio.to_thread(_pdf, report)
             message = compose(schedule, period, summary(report), pdf)
             await asyncio.to_thread(send, schedule["smtp"], message)
         except Exception as exc:  # an SMTP or store failure: recorded, tried again next round
@@ -99,8 +106,10 @@ async def send_due(
 
 
 async def run_forever(database: Any, interval: timedelta) -> None:
-    """``tierscope up``'s loop: a round every ``interval``; never raises."""
+    """``tierscope up``'s loop: a round every ``interval`` (the first one interval
+    after start-up, not while the collector starts); never raises."""
     while True:
+        await asyncio.sleep(interval.total_seconds())
         try:
             async with database.connection() as conn:
                 for tenant, name, label in await send_due(conn):
@@ -109,4 +118,3 @@ async def run_forever(database: Any, interval: timedelta) -> None:
             raise
         except Exception:
             _logger.exception("scheduled reports: this round failed; trying again next round")
-        await asyncio.sleep(interval.total_seconds())
