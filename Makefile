@@ -52,4 +52,4 @@ lint: $(INSTALLED)
 check: lint test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info test-artifacts

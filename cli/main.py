@@ -337,5 +337,6 @@ async def _tenant_id(conn: psycopg.AsyncConnection, name: str) -> int:
 from tierscope.cli import alerts as _alerts  # noqa: E402, F401 - registers `tierscope alerts` (cli/alerts.py)
 from tierscope.cli import dashboards as _dashboards  # noqa: E402, F401 - registers `tierscope dashboards`
 from tierscope.cli import demo as _demo  # noqa: E402, F401 - registers `tierscope demo` (cli/demo.py)
+from tierscope.cli import report_schedule as _report_schedule  # noqa: E402, F401 - `tierscope report-schedule`
 from tierscope.cli import rum as _rum  # noqa: E402, F401 - registers `tierscope rum` (cli/rum.py)
 from tierscope.cli import slo as _slo  # noqa: E402, F401 - registers `tierscope slo` (cli/slo.py)

@@ -35,6 +35,7 @@ from tierscope.collector.metrics import (
     multiprocess_dir,
 )
 from tierscope.config import Settings, load_settings
+from tierscope.dashboards import schedule as report_schedule
 from tierscope.dashboards.console import app as console
 from tierscope.processing import api as processing_api
 from tierscope.processing import experiences_api
@@ -104,6 +105,10 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
         background = [maintenance]
         if settings.alerting:
             background.append(asyncio.create_task(alerting_service.run(database, settings, dsn)))
+        if settings.report_schedule_interval.total_seconds() > 0:
+            background.append(
+                asyncio.create_task(report_schedule.run_forever(database, settings.report_schedule_interval))
+            )
         try:
             yield
         finally:

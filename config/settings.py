@@ -349,6 +349,13 @@ class Settings(BaseSettings):
         description="Where alerts link their runbook sections (#anchors are appended).",
     )
 
+    # -- scheduled reports (dashboards/schedule.py) ------------------------
+    report_schedule_interval: Duration = Field(
+        default=timedelta(minutes=5),
+        description="How often tierscope up looks for scheduled SLA reports whose period has ended "
+        "(tierscope report-schedule); 0 turns the e-mails off.",
+    )
+
     # -- keys --------------------------------------------------------------
     key_cache_ttl: Duration = Field(
         default=timedelta(seconds=2),

@@ -9,8 +9,8 @@
 - **Platform**: tierscope's own health from the collector's Prometheus
   metrics — ingest rate, refusals, request latency, processing lag.
 
-The user-experience, SLO and alert dashboards follow once their data exists in
-the store (RUM experiences, alert state).
+The user-experience, SLO and alert dashboards are in
+:mod:`tierscope.dashboards.service_level_boards`.
 """
 
 from __future__ import annotations
@@ -256,4 +256,13 @@ def platform() -> Dashboard:
 
 
 def all_dashboards(tenant_id: int) -> list[Dashboard]:
-    return [service_overview(tenant_id), transaction(tenant_id), platform()]
+    from tierscope.dashboards import service_level_boards as levels
+
+    return [
+        service_overview(tenant_id),
+        transaction(tenant_id),
+        levels.user_experience(tenant_id),
+        levels.slos(tenant_id),
+        levels.alerts(tenant_id),
+        platform(),
+    ]

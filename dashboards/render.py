@@ -7,13 +7,14 @@ escaped: Jinja2 autoescaping in HTML, XML escaping in reportlab's paragraphs.
 from __future__ import annotations
 
 import io
+from typing import Any
 from xml.sax.saxutils import escape
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from tierscope.dashboards import charts
-from tierscope.dashboards.report import Report, budget_left, milliseconds, percent, summary
+from tierscope.dashboards.report import Report, budget_left, duration, milliseconds, percent, summary
 
 _TEMPLATES = Environment(
     loader=PackageLoader("tierscope.dashboards", "templates"), autoescape=select_autoescape(["j2", "html"])
@@ -24,6 +25,8 @@ def html(report: Report) -> str:
     rendered = {
         "trend": charts.compliance_trend(report, "svg"),
         "tiers": charts.time_per_tier(report, "svg"),
+        "sites": charts.site_waits(report, "svg"),
+        "capacity": charts.capacity(report, "svg"),
     }
     return _TEMPLATES.get_template("report.html.j2").render(
         report=report,
@@ -33,6 +36,7 @@ def html(report: Report) -> str:
         percent=percent,
         budget_left=budget_left,
         milliseconds=milliseconds,
+        duration=duration,
     )
 
 
@@ -112,6 +116,9 @@ def pdf(report: Report) -> bytes:
             story.append(_image(Image, tiers, 16 * cm))
     else:
         story.append(Paragraph("No requests in this period.", styles["Normal"]))
+    story += _incidents(report, styles, cell, grid)
+    story += _experiences(report, styles, cell, grid)
+    story += _outlook(report, styles)
     story.append(Paragraph("Sites", styles["Heading2"]))
     if report.sites:
         rows = [["Site", "Requests", "Users", "Mean", "Errors"]]
@@ -148,3 +155,87 @@ def _image(image_class: type, png: bytes, width: float):
     reader = ImageReader(io.BytesIO(png))
     pixels_wide, pixels_high = reader.getSize()
     return image_class(io.BytesIO(png), width=width, height=width * pixels_high / pixels_wide)
+
+
+def _incidents(report: Report, styles: Any, cell: Any, grid: Any) -> list:
+    from reportlab.lib.units import cm
+    from reportlab.platypus import Paragraph, Table
+
+    story: list = [Paragraph("Incidents", styles["Heading2"])]
+    if not report.incidents:
+        return [*story, Paragraph("No alert fired in this period.", styles["Normal"])]
+    rows = [["Incident", "Severity", "Suspected", "Started (UTC)", "Duration", "Users", "Est. cost"]]
+    for i in report.incidents:
+        suspected = (i["tier"] or "") + (f": {i['component']}" if i["component"] else "")
+        rows.append(
+            [
+                Paragraph(escape(i["title"]), cell),
+                i["severity"],
+                Paragraph(escape(suspected), cell),
+                i["started"].strftime("%Y-%m-%d %H:%M"),
+                duration(i["minutes"]),
+                f"{i['users']:,}",
+                "" if i["cost"] is None else f"{i['cost']:,.2f}",
+            ]
+        )
+    table = Table(rows, colWidths=[5 * cm, 1.6 * cm, 3.6 * cm, 2.6 * cm, 1.6 * cm, 1.2 * cm, 1.8 * cm])
+    table.setStyle(grid)
+    return [*story, table]
+
+
+def _experiences(report: Report, styles: Any, cell: Any, grid: Any) -> list:
+    from reportlab.lib.units import cm
+    from reportlab.platypus import Image, Paragraph, Spacer, Table
+
+    story: list = [Paragraph("Slowest pages and sites", styles["Heading2"])]
+    if not report.pages:
+        text = "No real-user experiences in this period (the RUM script is not on the pages)."
+        return [*story, Paragraph(text, styles["Normal"])]
+    rows = [["Page or action", "Actions", "Users", "Waited (p75)", "LCP (p75)", "Failed"]]
+    rows += [
+        [
+            Paragraph(escape(str(p["page"])), cell),
+            f"{p['actions']:,}",
+            str(p["users"]),
+            milliseconds(p["p75_ms"]),
+            milliseconds(p["lcp_p75_ms"]),
+            percent(float(p["failed"])),
+        ]
+        for p in report.pages
+    ]
+    table = Table(rows, colWidths=[7 * cm, 1.8 * cm, 1.5 * cm, 2.4 * cm, 2.2 * cm, 1.8 * cm])
+    table.setStyle(grid)
+    story += [table, Spacer(1, 0.3 * cm)]
+    if report.experience_sites:
+        rows = [["Site", "Actions", "Users", "Waited (p75)", "Network (mean)", "Browser (mean)"]]
+        rows += [
+            [
+                Paragraph(escape(str(s["site"])), cell),
+                f"{s['actions']:,}",
+                str(s["users"]),
+                milliseconds(s["p75_ms"]),
+                milliseconds(s["network_ms"]),
+                milliseconds(s["browser_ms"]),
+            ]
+            for s in report.experience_sites
+        ]
+        sites = Table(rows)
+        sites.setStyle(grid)
+        story.append(sites)
+    if png := charts.site_waits(report, "png"):
+        story.append(_image(Image, png, 16 * cm))
+    return story
+
+
+def _outlook(report: Report, styles: Any) -> list:
+    from reportlab.lib.units import cm
+    from reportlab.platypus import Image, Paragraph
+
+    story: list = [Paragraph("Forecasts and capacity", styles["Heading2"])]
+    if not report.outlooks:
+        text = "Not enough history for a forecast yet (a week of hourly figures is needed)."
+        return [*story, Paragraph(text, styles["Normal"])]
+    story += [Paragraph(escape(o.sentence()), styles["Normal"]) for o in report.outlooks]
+    if png := charts.capacity(report, "png"):
+        story.append(_image(Image, png, 16 * cm))
+    return story

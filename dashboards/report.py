@@ -4,7 +4,10 @@ For a period (a month ``2026-10`` or an ISO week ``2026-W43``, in UTC) and the
 periods before it: each SLO's compliance against its target (as of the
 period's end, over the SLO's own window), whether it was met, the error budget
 left and which tiers consumed it; the busiest and slowest business
-transactions with their time per tier; and the sites users worked from. The
+transactions with their time per tier; the sites users worked from; the
+incidents (alerts that fired) with their users, duration and estimated cost;
+the pages and sites where real users waited longest (browser experiences); and
+the outlook — forecasts and capacity headroom (:mod:`.outlook`). The
 numbers come from the same code the API uses (:mod:`tierscope.slo.status`,
 :mod:`tierscope.processing.query`), so the report and the console never
 disagree.
@@ -19,9 +22,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from tierscope.dashboards.outlook import HISTORY, MOST, Outlook, outlooks
 from tierscope.processing import histogram
 from tierscope.processing.query import bt_groups, figures, plan
 from tierscope.slo import status
+from tierscope.slo.calendar import BusinessCalendar
 from tierscope.store import reports as store
 
 TREND_PERIODS = 6  # this period and five before it
@@ -94,6 +99,10 @@ class Report:
     transactions: list[dict[str, Any]]  # as /api/v1/transactions lists them, slowest p95 first
     sites: list[dict[str, Any]]
     periods: list[str] = field(default_factory=list)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    pages: list[dict[str, Any]] = field(default_factory=list)  # slowest first, as users waited
+    experience_sites: list[dict[str, Any]] = field(default_factory=list)
+    outlooks: list[Outlook] = field(default_factory=list)
 
     @property
     def missed(self) -> list[Compliance]:
@@ -107,6 +116,7 @@ async def gather(
     period: Period,
     service: str | None = None,
     now: datetime | None = None,
+    calendar: BusinessCalendar | None = None,
 ) -> Report:
     now = now or datetime.now(UTC)
     periods = [period]
@@ -149,7 +159,13 @@ async def gather(
         for index, (name, bt, totals, _) in enumerate(groups)
     ]
     transactions.sort(key=lambda t: -(t["p95_ms"] or 0))
-    sites = await store.sites(conn, tenant_id, period.start, min(period.end, now), service)
+    until = min(period.end, now)
+    sites = await store.sites(conn, tenant_id, period.start, until, service)
+    incidents = [
+        _incident(row, until) for row in await store.incidents(conn, tenant_id, period.start, until, service)
+    ]
+    busiest = await store.busiest_transactions(conn, tenant_id, until - HISTORY, until, service, MOST)
+    ahead = await outlooks(conn, tenant_id, busiest, until, calendar)
     return Report(
         tenant=tenant,
         period=period,
@@ -159,7 +175,32 @@ async def gather(
         transactions=transactions,
         sites=sites,
         periods=[p.label for p in periods],
+        incidents=incidents,
+        pages=await store.slowest_pages(conn, tenant_id, period.start, until) if not service else [],
+        experience_sites=await store.experience_sites(conn, tenant_id, period.start, until)
+        if not service
+        else [],
+        outlooks=ahead,
     )
+
+
+def _incident(row: dict[str, Any], until: datetime) -> dict[str, Any]:
+    """An alert as the report tells it: what, where, how long, whom, what it cost."""
+    impact = row["impact"] or {}
+    ended = min(row["resolved_at"] or until, until)
+    return {
+        "title": row["title"],
+        "severity": row["severity"],
+        "state": row["state"],
+        "tier": row["tier"],
+        "component": row["component"],
+        "started": row["started_at"],
+        "minutes": max((ended - row["started_at"]).total_seconds() / 60, 0.0),
+        "users": int(impact.get("users") or 0),
+        "users_from": impact.get("users_from", "users"),
+        "cost": float(impact["cost"]) if impact.get("cost") is not None else None,
+        "business_services": list(impact.get("business_services") or []),
+    }
 
 
 def summary(report: Report) -> list[str]:
@@ -185,7 +226,51 @@ def summary(report: Report) -> list[str]:
             f"{calls:,} requests to {len(report.transactions)} business transactions; the slowest was "
             f"{slowest['service']} / {slowest['bt']} with p95 {milliseconds(slowest['p95_ms'])}."
         )
+    lines += incident_summary(report)
+    if report.pages:
+        page = report.pages[0]
+        lines.append(
+            f"Users waited longest on {page['page']}: "
+            f"{milliseconds(page['p75_ms'])} or less for three in four actions."
+        )
+    if len(report.experience_sites) > 1:
+        site = report.experience_sites[0]
+        network = f", {milliseconds(site['network_ms'])} of it network" if site["network_ms"] else ""
+        lines.append(
+            f"Users at {site['site']} waited longest ({milliseconds(site['p75_ms'])} at p75{network})."
+        )
+    short = [o for o in report.outlooks if o.headroom is not None and o.headroom < 0.2]
+    crossing = [o for o in report.outlooks if o.crossing_days is not None]
+    for outlook in short:
+        lines.append(
+            f"Capacity: {outlook.service} / {outlook.bt} grows {outlook.growth_per_day * 100:+.1f} % a day; "
+            f"its busiest hour will need {outlook.busiest_at_horizon:.0f} requests/min within 30 days, "
+            f"against {outlook.busiest_seen:.0f} served at most so far."
+        )
+    for outlook in crossing:
+        lines.append(outlook.sentence())
     return lines
+
+
+def incident_summary(report: Report) -> list[str]:
+    if not report.incidents:
+        return ["No alert fired in this period."]
+    users = sum(i["users"] for i in report.incidents)
+    minutes = sum(i["minutes"] for i in report.incidents)
+    costs = [i["cost"] for i in report.incidents if i["cost"] is not None]
+    cost = f"; estimated cost {sum(costs):,.2f}" if costs else ""
+    worst = report.incidents[0]
+    where = f", suspected {worst['tier']}" if worst["tier"] else ""
+    count = len(report.incidents)
+    return [
+        f"{count} incident{'s' if count != 1 else ''} affected {users:,} users for "
+        f"{duration(minutes)} in all{cost}. The largest: {worst['title']} ({worst['users']:,} users, "
+        f"{duration(worst['minutes'])}{where})."
+    ]
+
+
+def duration(minutes: float) -> str:
+    return f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min"
 
 
 def percent(value: float | None) -> str:

@@ -1,4 +1,5 @@
-"""What reports read beyond rollups and SLOs."""
+"""What reports (and the console) read beyond rollups and SLOs: sites, incidents,
+the slowest pages, experiences by site, the experience a trace served."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from tierscope.store.errors import wrap_errors
+
+TIERS = (
+    "browser",
+    "network",
+    "web",
+    "app",
+    "platform",
+    "db",
+    "cache",
+    "queue",
+    "external",
+)  # collector/tiers.py; the store does not import the collector
 
 
 @wrap_errors
@@ -27,3 +40,156 @@ async def sites(
             {"tenant": tenant_id, "start": start, "end": end, "service": service},
         )
         return await cur.fetchall()
+
+
+@wrap_errors
+async def experience_for_trace(
+    conn: AsyncConnection, tenant_id: int, trace_id: bytes
+) -> dict[str, Any] | None:
+    """The browser experience joined with a trace (the console draws it above the spans)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT id, kind, page, bt, site, browser, duration_ms, timing, tier_ms, outcome
+               FROM rum_experiences
+               WHERE tenant_id = %s AND trace_id = %s AND state = 'joined'
+               ORDER BY start_time LIMIT 1""",
+            (tenant_id, trace_id),
+        )
+        return await cur.fetchone()
+
+
+@wrap_errors
+async def incidents(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, service: str | None = None
+) -> list[dict[str, Any]]:
+    """Alerts that fired during ``[start, end)`` (pending ones that never fired are
+    not incidents), with their impact as the evaluator assessed it; by priority."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT id, title, severity, state, service, bts, tier, component, started_at, resolved_at,
+                      impact, priority
+               FROM alerts
+               WHERE tenant_id = %(tenant)s AND started_at IS NOT NULL AND started_at < %(end)s
+                 AND (resolved_at IS NULL OR resolved_at >= %(start)s)
+                 AND (%(service)s::text IS NULL OR service = %(service)s
+                      OR EXISTS (SELECT 1 FROM jsonb_array_elements(bts) b WHERE b ->> 0 = %(service)s))
+               ORDER BY priority DESC, started_at LIMIT 50""",
+            {"tenant": tenant_id, "start": start, "end": end, "service": service},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def slowest_pages(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, limit: int = 10
+) -> list[dict[str, Any]]:
+    """Pages and in-page actions by what users waited (75th percentile), from the
+    browser experiences of ``[start, end)``."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT coalesce(bt, page) AS page, count(*) AS actions, count(DISTINCT user_hash) AS users,
+                      percentile_cont(0.75) WITHIN GROUP (ORDER BY duration_ms) AS p75_ms,
+                      avg((outcome = 'error')::int) AS failed,
+                      percentile_cont(0.75) WITHIN GROUP (ORDER BY (vitals ->> 'lcp')::float8)
+                        FILTER (WHERE vitals ? 'lcp') AS lcp_p75_ms
+               FROM rum_experiences
+               WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
+                 AND state <> 'pending'
+               GROUP BY 1 ORDER BY p75_ms DESC LIMIT %(limit)s""",
+            {"tenant": tenant_id, "start": start, "end": end, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def experience_sites(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Sites by what their users waited (75th percentile), with the mean network and
+    browser time — a slow branch office shows as network time."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT site, count(*) AS actions, count(DISTINCT user_hash) AS users,
+                      percentile_cont(0.75) WITHIN GROUP (ORDER BY duration_ms) AS p75_ms,
+                      avg((tier_ms ->> 'network')::float8) AS network_ms,
+                      avg((tier_ms ->> 'browser')::float8) AS browser_ms,
+                      avg((outcome = 'error')::int) AS failed
+               FROM rum_experiences
+               WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
+                 AND state <> 'pending' AND site IS NOT NULL
+               GROUP BY 1 ORDER BY p75_ms DESC LIMIT %(limit)s""",
+            {"tenant": tenant_id, "start": start, "end": end, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def busiest_transactions(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, service: str | None, limit: int
+) -> list[tuple[str, str]]:
+    """The transactions with the most requests in the hour rollups of ``[start, end)``."""
+    cur = await conn.execute(
+        """SELECT service, bt FROM bt_rollups
+           WHERE tenant_id = %(tenant)s AND resolution = 'hour' AND bucket >= %(start)s AND bucket < %(end)s
+             AND (%(service)s::text IS NULL OR service = %(service)s)
+           GROUP BY 1, 2 ORDER BY sum(calls) DESC, 1, 2 LIMIT %(limit)s""",
+        {"tenant": tenant_id, "start": start, "end": end, "service": service, "limit": limit},
+    )
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+_EXPERIENCE_TIERS = (*TIERS, "server")  # "server": an untraced experience's undivided server time
+_VITALS = ("lcp", "inp", "cls", "fcp", "ttfb")
+
+
+@wrap_errors
+async def experience_groups(
+    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, apdex_t_ms: float, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Figures per (business transaction or page, site) of the finished
+    experiences of ``[start, end)``, computed in the database: the figures of
+    ``/api/v1/experiences/summary`` (count, errors, Apdex, p75 and mean, mean
+    time per tier, each vital's p75) without reading every row into Python,
+    which an hour of a busy estate makes too slow for a page."""
+    tier_sums = ", ".join(f"sum((tier_ms ->> '{t}')::float8) AS \"tier_{t}\"" for t in _EXPERIENCE_TIERS)
+    vitals = ", ".join(
+        f"percentile_cont(0.75) WITHIN GROUP (ORDER BY (vitals ->> '{v}')::float8) "
+        f"FILTER (WHERE vitals ? '{v}') AS \"vital_{v}\""
+        for v in _VITALS
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""SELECT coalesce(bt, page) AS name, site, count(*) AS count,
+                       count(*) FILTER (WHERE outcome = 'error') AS errors,
+                       count(*) FILTER (WHERE outcome <> 'error' AND duration_ms <= %(t)s) AS satisfied,
+                       count(*) FILTER (WHERE outcome <> 'error' AND duration_ms > %(t)s
+                                          AND duration_ms <= 4 * %(t)s) AS tolerating,
+                       percentile_cont(0.75) WITHIN GROUP (ORDER BY duration_ms) AS p75_ms,
+                       avg(duration_ms) AS mean_ms, {tier_sums}, {vitals}
+                FROM rum_experiences
+                WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
+                  AND state <> 'pending'
+                GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 NULLS FIRST LIMIT %(limit)s""",  # noqa: S608 - constant names
+            {"tenant": tenant_id, "start": start, "end": end, "t": apdex_t_ms, "limit": limit},
+        )
+        rows = await cur.fetchall()
+    return [
+        {
+            "bt": row["name"],
+            "site": row["site"],
+            "count": row["count"],
+            "errors": row["errors"],
+            "apdex": round((row["satisfied"] + row["tolerating"] / 2) / row["count"], 4),
+            "p75_ms": round(row["p75_ms"], 3),
+            "mean_ms": round(row["mean_ms"], 3),
+            "tier_ms": {
+                t: round(row[f"tier_{t}"] / row["count"], 3)
+                for t in _EXPERIENCE_TIERS
+                if row[f"tier_{t}"] is not None
+            },
+            "vitals": {
+                v: {"p75": round(row[f"vital_{v}"], 4)} for v in _VITALS if row[f"vital_{v}"] is not None
+            },
+        }
+        for row in rows
+    ]

@@ -7,6 +7,7 @@ numbers are formatted here. The returned Markup is safe to place in a template.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from markupsafe import Markup, escape
 
@@ -21,19 +22,23 @@ TIER_COLOURS = dict(
 )
 
 
+SERVER = "#9ca3af"
+
+
 def tier_bar(tier_ms: dict[str, float], width: int = 220, height: int = 14) -> Markup:
     """One horizontal bar split by tier (proportions of the mean time per call)."""
     total = sum(tier_ms.values())
     if total <= 0:
         return Markup("")
     parts, x = [], 0.0
-    for tier in TIERS:
+    # "server": an untraced experience's server time, not split into tiers (grey).
+    for tier in (*TIERS, "server"):
         value = tier_ms.get(tier, 0.0)
         if value <= 0:
             continue
-        w = width * value / total
+        w, colour = width * value / total, TIER_COLOURS.get(tier, SERVER)
         parts.append(
-            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{TIER_COLOURS[tier]}">'
+            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{colour}">'
             f"<title>{escape(tier)}: {value:.1f} ms</title></rect>"
         )
         x += w
@@ -84,31 +89,81 @@ def lines(
     return Markup("".join(out))
 
 
-def waterfall(spans: list[dict], width: int = 900, row: int = 18) -> Markup:
-    """Spans as bars on the trace's time line, indented by depth, coloured by tier."""
+def experience_segments(experience: dict[str, Any], server_ms: float) -> list[tuple[str, str, float, float]]:
+    """What the user waited, on the browser's clock: (label, tier, start ms, length ms).
+
+    The server's time sits between the request being sent and the response
+    starting to arrive; the rest of that gap is network, split evenly between the
+    way there and back (the browser cannot tell them apart). Browser time is from
+    the response's end to the end of the action — the same split the processor
+    stores in ``tier_ms``.
+    """
+    timing = experience.get("timing") or {}
+    total = float(experience["duration_ms"])
+    response_end = float(timing.get("responseEnd", total))
+    request_start = float(timing.get("requestStart", 0.0))
+    response_start = float(timing.get("responseStart", response_end))
+    server = min(server_ms, response_end)
+    server_start = request_start + max(0.0, (response_start - request_start - server) / 2)
+    server_start = min(server_start, response_end - server)
+    name = experience.get("bt") or experience.get("page") or ""
+    return [
+        (f"user · {name}", "experience", 0.0, total),
+        ("network · request", "network", 0.0, server_start),
+        ("network · response", "network", server_start + server, response_end - server_start - server),
+        ("browser · render and scripts", "browser", response_end, total - response_end),
+    ]
+
+
+def waterfall(
+    spans: list[dict[str, Any]], experience: dict[str, Any] | None = None, width: int = 900, row: int = 18
+) -> Markup:
+    """Spans as bars on the trace's time line, indented by depth, coloured by tier;
+    with the experience the trace served, its browser and network segments above."""
     if not spans:
         return Markup("")
     start = min(s["start_unix_nano"] for s in spans)
     end = max(s["start_unix_nano"] + s["duration_ms"] * 1e6 for s in spans)
-    total = max(end - start, 1.0)
     depth = _depths(spans)
+    roots = [s for s in spans if depth[s["span_id"]] == 0] or spans
+    server_ms = max(s["duration_ms"] for s in roots)
+    segments: list[tuple[str, str, float, float]] = []
+    offset_ms = 0.0  # where the server's first span starts on the drawn time line
+    if experience is not None:
+        segments = experience_segments(experience, server_ms)
+        offset_ms = segments[1][3]
+    total_ms = max((end - start) / 1e6 + offset_ms, *(s[2] + s[3] for s in segments), 0.001)
     label_w = 320
-    scale = (width - label_w - 10) / total
+    scale = (width - label_w - 10) / total_ms
     ordered = sorted(spans, key=lambda s: (s["start_unix_nano"], depth[s["span_id"]]))
-    out = [f'<svg class="waterfall" viewBox="0 0 {width} {row * len(ordered) + 4}" role="img">']
-    for index, span in enumerate(ordered):
-        y = index * row + 2
-        x = label_w + (span["start_unix_nano"] - start) * scale
-        w = max(1.0, span["duration_ms"] * 1e6 * scale)
+    out = [
+        f'<svg class="waterfall" viewBox="0 0 {width} {row * (len(ordered) + len(segments)) + 4}" role="img">'
+    ]
+    y = 2
+    for label, tier, at, length in segments:
+        if length <= 0 and tier != "experience":
+            continue
+        colour = TIER_COLOURS.get(tier, "#9ca3af")
+        out.append(
+            f'<text x="4" y="{y + 12}" class="label">{escape(label[:60])}</text>'
+            f'<rect x="{label_w + at * scale:.1f}" y="{y}" width="{max(1.0, length * scale):.1f}" '
+            f'height="{row - 5}" fill="{colour}" class="segment {tier}">'
+            f"<title>{escape(label)} — {length:.1f} ms</title></rect>"
+        )
+        y += row
+    for span in ordered:
+        x = label_w + ((span["start_unix_nano"] - start) / 1e6 + offset_ms) * scale
+        w = max(1.0, span["duration_ms"] * scale)
         colour = TIER_COLOURS.get(span["tier"], "#999")
         label = f"{span['service']} · {span['name']}"
         indent = 4 + 10 * depth[span["span_id"]]
-        failed = ' class="failed"' if span["status"] == "error" else ""
+        classes = "span failed" if span["status"] == "error" else "span"
         out.append(
             f'<text x="{indent}" y="{y + 12}" class="label">{escape(label[:60])}</text>'
-            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 5}" fill="{colour}"{failed}>'
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 5}" fill="{colour}" class="{classes}">'
             f"<title>{escape(span['tier'])}: {escape(label)} — {span['duration_ms']:.1f} ms</title></rect>"
         )
+        y += row
     out.append("</svg>")
     return Markup("".join(out))
 

@@ -4,30 +4,51 @@ and push through Grafana's API contract (idempotent)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import email
+import email.policy
+import io
 import json
 import re
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pypdf
 import pypdfium2
 import pytest
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from tierscope.cli.main import main
 from tierscope.dashboards import provision
 from tierscope.dashboards.boards import all_dashboards
+from tierscope.dashboards.console.common import may
 from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
+from tierscope.dashboards.schedule import last_complete
+from tierscope.store import reports as reports_store
 from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.grafana import GrafanaStandIn, expand
 
-from .test_processing import FAST, MS, post, summaries, two_service_trace, wait_for
+from . import seed
+from .test_processing import MS, post, summaries, two_service_trace, wait_for
 
 TOKEN = "glsa_test_token"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "report"  # git-ignored
+BOARDS = (
+    "tierscope-services-1",
+    "tierscope-transaction-1",
+    "tierscope-experience-1",
+    "tierscope-slos-1",
+    "tierscope-alerts-1",
+    "tierscope-platform",
+)
 
 
 def sql_targets() -> list:
@@ -76,17 +97,15 @@ def test_the_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def processed(collector_factory: Callable[..., CollectorProcess]) -> CollectorProcess:
+def processed(
+    collector_factory: Callable[..., CollectorProcess], tmp_path_factory: pytest.TempPathFactory
+) -> CollectorProcess:
     """A store with 40 processed traces of crm-web POST /leads (1000 ms: 200 ms INSERT,
-    a 500 ms call to erp-api whose own 400 ms hold a 200 ms SELECT)."""
-    collector = collector_factory(**FAST)
-    base = (time.time_ns() // (60 * 10**9) - 5) * 60 * 10**9
-    for index in range(40):
-        trace = two_service_trace(base + index * 1000 * MS)
-        post(collector, trace["crm-web"], "crm-web")
-        post(collector, trace["erp-api"], "erp-api")
-    wait_for(lambda: summaries(collector.database_url or "") == 40)
-    time.sleep(1.0)  # the last cycle's rollups
+    a 500 ms call to erp-api whose own 400 ms hold a 200 ms SELECT), the browser
+    experiences that made them, two SLOs, two alerts and weeks of hour rollups
+    (see seed.py)."""
+    collector = collector_factory(**seed.SETTINGS)
+    seed.everything(collector, tmp_path_factory.mktemp("seed"))
     return collector
 
 
@@ -136,6 +155,73 @@ def test_panel_figures_match_the_traces(processed: CollectorProcess) -> None:
     assert statements == [pytest.approx(200), pytest.approx(200)]  # INSERT and SELECT: one trace, one BT
 
 
+def panel(uid: str, title: str) -> str:
+    found = [
+        p.targets[0].query for b in all_dashboards(1) if b.uid == uid for p in b.panels() if p.title == title
+    ]
+    assert len(found) == 1, (uid, title)
+    return found[0]
+
+
+def test_user_experience_slo_and_alert_panels_show_the_seeded_figures(processed: CollectorProcess) -> None:
+    dsn = processed.database_url or ""
+    vitals = run_panel(dsn, panel("tierscope-experience-1", "Web Vitals by page and site"), 6)
+    by_page = {(row[0], row[1]): row for row in vitals}
+    # Every tenth page load is named with markup; the others are /leads/new, half from each site.
+    assert by_page["/leads/new", "Hamburg"][2] == 16
+    assert by_page["/leads/new", "Lyon"][2] == 20
+    assert float(by_page["/leads/new", "Hamburg"][3]) == pytest.approx(1200)  # LCP p75
+    assert float(by_page["/leads/new", "Lyon"][3]) == pytest.approx(3600)  # Lyon waits three times longer
+    assert float(by_page["/leads/new", "Lyon"][4]) == pytest.approx(240)  # INP p75
+    assert float(by_page["/leads/new", "Lyon"][-1]) == 0.0  # no good LCP in Lyon
+    assert (f"/leads/{seed.IMG}", "Hamburg") in by_page  # stored and shown as it came: text
+    split = run_panel(dsn, panel("tierscope-experience-1", "Where users' time goes (mean per experience)"), 6)
+    assert {"browser", "network", "app", "db"} <= {tier for _, tier, _ in split}
+    sites = run_panel(dsn, panel("tierscope-experience-1", "What users waited p75 by site"), 6)
+    assert {site for _, site, _ in sites} == set(seed.SITES)
+
+    budgets = {
+        row[0]: row
+        for row in run_panel(dsn, panel("tierscope-slos-1", "Error budget over each SLO's window"), 6)
+    }
+    # Every call took 1000 ms: none meets 800 ms, all succeeded.
+    assert float(budgets["leads-fast"][4]) == 0.0
+    assert float(budgets["leads-fast"][5]) == pytest.approx(-9900)  # a hundred budgets of 1 % spent
+    assert float(budgets["leads-available"][4]) == 100.0
+    assert float(budgets["leads-available"][5]) == 100.0
+    assert budgets["leads-fast"][6] == 40
+    for hours in (6, 24 * 30):
+        compliance = run_panel(dsn, panel("tierscope-slos-1", "Compliance"), hours)
+        assert {name: float(value) for _, name, value in compliance} == {
+            "leads-fast": 0.0,
+            "leads-available": 100.0,
+        }
+        burn = run_panel(dsn, panel("tierscope-slos-1", "Burn rate"), hours)
+        assert {name: float(value) for _, name, value in burn} == {
+            "leads-fast": pytest.approx(100.0),
+            "leads-available": 0.0,
+        }
+    owned = run_panel(dsn, panel("tierscope-slos-1", "Bad events by tier"), 6)
+    fast = {tier: float(bad) for name, tier, bad, _ in owned if name == "leads-fast"}
+    assert sum(fast.values()) == pytest.approx(40)
+    assert fast["db"] == pytest.approx(16)  # 400 of each 1000 ms were SQL
+
+    listed = run_panel(dsn, panel("tierscope-alerts-1", "Alerts"), 6)
+    assert [(row[1], row[5], row[10], row[11]) for row in listed] == [
+        ("firing", "db", 12, 120.0),
+        ("resolved", "network", 5, 30.0),
+    ]
+    assert float(listed[1][9]) == pytest.approx(60, abs=0.2)  # resolved after an hour
+    assert run_panel(dsn, panel("tierscope-alerts-1", "Open alerts"), 6) == [(1,)]
+    tiers = {
+        row[0]: row[1] for row in run_panel(dsn, panel("tierscope-alerts-1", "Alerts by suspected tier"), 6)
+    }
+    assert tiers == {"db": 1, "network": 1}
+    assert run_panel(dsn, panel("tierscope-alerts-1", "Alerts by suspected tier"), 1) == [
+        ("db", 1, 12, 120.0, pytest.approx(20, abs=0.5))
+    ]  # the network alert ended before the last hour
+
+
 def test_push_creates_everything_once_and_is_idempotent(processed: CollectorProcess) -> None:
     with GrafanaStandIn(TOKEN) as grafana:
         env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
@@ -148,18 +234,16 @@ def test_push_creates_everything_once_and_is_idempotent(processed: CollectorProc
         postgres = grafana.datasources[POSTGRES["uid"]]
         assert postgres["type"] == "grafana-postgresql-datasource"
         assert postgres["jsonData"]["database"]
-        assert {uid: d["folderUid"] for uid, d in grafana.dashboards.items()} == {
-            "tierscope-services-1": "tierscope",
-            "tierscope-transaction-1": "tierscope",
-            "tierscope-platform": "tierscope",
-        }
+        assert {uid: d["folderUid"] for uid, d in grafana.dashboards.items()} == dict.fromkeys(
+            BOARDS, "tierscope"
+        )
         before = {uid: d["dashboard"]["panels"] for uid, d in grafana.dashboards.items()}
         again = CliRunner().invoke(main, [*args, "--prometheus-url", "http://127.0.0.1:9090"], env=env)
         assert again.exit_code == 0, again.output
         assert "created" not in again.output
         assert len(grafana.folders) == 1
         assert len(grafana.datasources) == 2
-        assert len(grafana.dashboards) == 3
+        assert len(grafana.dashboards) == len(BOARDS)
         assert {uid: d["dashboard"]["panels"] for uid, d in grafana.dashboards.items()} == before
         assert {d["version"] for d in grafana.dashboards.values()} == {2}
         refused = CliRunner().invoke(
@@ -173,11 +257,7 @@ def test_export_writes_grafana_file_provisioning(processed: CollectorProcess, tm
     env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
     result = CliRunner().invoke(main, ["dashboards", "export", str(tmp_path)], env=env)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == [
-        "tierscope-platform.json",
-        "tierscope-services-1.json",
-        "tierscope-transaction-1.json",
-    ]
+    assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == sorted(f"{b}.json" for b in BOARDS)
     sources = tmp_path / "provisioning" / "datasources" / "tierscope.yaml"
     assert sources.stat().st_mode & 0o077 == 0, "the datasource file holds a password"
     assert "tierscope PostgreSQL" in sources.read_text()
@@ -187,24 +267,8 @@ def test_export_writes_grafana_file_provisioning(processed: CollectorProcess, tm
     )
 
 
-SLOS = """\
-apiVersion: tierscope/v1
-kind: SLO
-metadata: {name: leads-fast, displayName: Create lead under 800 ms}
-spec: {service: crm-web, bt: POST /leads, objective: latency, threshold: 800ms, target: 99%}
----
-apiVersion: tierscope/v1
-kind: SLO
-metadata: {name: leads-available}
-spec: {service: crm-web, bt: POST /leads, objective: availability, target: 99%}
-"""
-
-
 def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: Path) -> None:
     env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
-    (tmp_path / "slos.yaml").write_text(SLOS)
-    applied = CliRunner().invoke(main, ["slo", "apply", str(tmp_path / "slos.yaml")], env=env)
-    assert applied.exit_code == 0, applied.output
     # A transaction named by hostile telemetry: it must stay text in the report.
     before = summaries(processed.database_url or "")
     evil = two_service_trace(time.time_ns() - 120_000 * MS, route="/<script>alert(1)</script>")
@@ -230,19 +294,33 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
         "100.00 %",  # availability achieved
         "exhausted (100.0× spent)",  # every call slower than 800 ms: a hundred budgets of 1 %
         "POST /leads",
+        "Incidents",
+        "2 incidents affected 17 users for",  # 12 and 5 (seed.alerts)
+        "estimated cost 150.00",
+        "The largest: POST /leads is slow: the database (SELECT score FROM credit) left its baseline "
+        "(12 users, 2",  # twenty-odd minutes
+        "Slowest pages and sites",
+        "Users waited longest on POST /leads: 3.36 s or less for three in four actions.",  # Lyon's
+        "Users at Lyon waited longest (3.36 s at p75",
+        "Hamburg",
+        "Forecasts and capacity",
+        "erp-api / POST /invoices: load 5.",  # 337.5 calls an hour on average
+        "Capacity: erp-api / POST /invoices grows +1.",  # 1 % a day
     ):
         assert expected in text, expected
-    page = pypdfium2.PdfDocument(tmp_path / "r.pdf")[0].render(scale=1).to_pil().convert("L")
-    dark = sum(page.histogram()[:200])  # pixels darker than light grey
-    assert dark > 0.01 * page.width * page.height, "the first page renders (nearly) blank"
-    page.save(tmp_path / "report-page-1.png")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for number, each in enumerate(pypdfium2.PdfDocument(tmp_path / "r.pdf"), start=1):
+        page = each.render(scale=1).to_pil().convert("L")
+        dark = sum(page.histogram()[:200])  # pixels darker than light grey
+        assert dark > 0.01 * page.width * page.height, f"page {number} renders (nearly) blank"
+        page.save(ARTIFACTS / f"report-page-{number}.png")
 
     result = CliRunner().invoke(
         main, ["report", "--period", period, "--out", str(tmp_path / "r.html")], env=env
     )
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
-    assert html.count("<svg") == 2  # the compliance trend and the time per tier
+    assert html.count("<svg") == 4  # compliance trend, time per tier, sites, capacity
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>" not in html
 
@@ -275,6 +353,9 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     anonymous = httpx.get(f"{processed.url}/", follow_redirects=False)
     assert anonymous.status_code == 303
     assert anonymous.headers["location"] == "/login"
+    acting = httpx.post(f"{processed.url}/alerts/1/ack", data={"by": "x"}, follow_redirects=False)
+    assert acting.status_code == 303  # no acknowledging without signing in
+    assert acting.headers["location"] == "/login"
     form = httpx.get(f"{processed.url}/login")
     assert "script-src" not in form.headers["content-security-policy"]  # nothing may run at all
     assert "default-src 'none'" in form.headers["content-security-policy"]
@@ -284,7 +365,14 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
 
     client = signed_in(processed, processed.credentials()["api_token"])
     timings = {}
-    for path in ("/", "/bt?service=crm-web&bt=POST%20/leads", "/slos", "/services"):
+    for path in (
+        "/",
+        "/bt?service=crm-web&bt=POST%20/leads",
+        "/slos",
+        "/services",
+        "/experiences",
+        "/alerts",
+    ):
         started = time.perf_counter()
         page = client.get(path)
         timings[path] = time.perf_counter() - started
@@ -309,7 +397,26 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
         f"{processed.url}/api/v1/traces/{trace_id[1]}",
         headers={"Authorization": f"Bearer {processed.credentials()['api_token']}"},
     ).json()["spans"]
-    assert waterfall.count("<rect") == len(stored) >= 3  # one bar per span, as the API returns them
+    assert waterfall.count('class="span') == len(stored) >= 3  # one bar per span, as the API returns them
+    assert 'class="segment' not in waterfall  # no browser saw this one
+    # An experience, with its tier split, and the trace it served: what the user waited,
+    # its network and browser parts above the server's spans.
+    experiences = client.get("/experiences").text
+    assert "Hamburg" in experiences
+    assert "Lyon" in experiences
+    assert "&lt;img src=x onerror=alert(1)&gt;" in experiences
+    one = re.search(r'href="/experiences/([0-9a-f]{32})"', experiences)
+    assert one, "recent experiences link to their page"
+    experience = client.get(f"/experiences/{one[1]}").text
+    assert "The user waited" in experience
+    assert 'class="bar"' in experience
+    served = re.search(r'href="/trace/([0-9a-f]{32})"', experience)
+    assert served, "a joined experience links its trace"
+    waterfall = client.get(f"/trace/{served[1]}").text
+    assert "user · POST /leads" in waterfall
+    assert waterfall.index("network · request") < waterfall.index("crm-web · POST /leads")
+    assert "browser · render and scripts" in waterfall
+    assert waterfall.count('class="span') == 5
     assert max(timings.values()) < 1.0, timings  # server time per page (target 300 ms on an idle machine)
 
     # Another tenant sees nothing of this one, and cannot open its traces.
@@ -319,3 +426,137 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     other = signed_in(processed, json.loads(created.output)["api_token"])
     assert "POST /leads" not in other.get("/").text
     assert other.get(f"/trace/{trace_id[1]}").status_code == 404
+
+
+class Inbox:
+    """An SMTP server's handler (aiosmtpd) that keeps every message."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, Inbox]]:
+    inbox = Inbox()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, inbox
+    finally:
+        controller.stop()
+
+
+def schedule(collector: CollectorProcess, port: int, *extra: str) -> str:
+    return seed.cli(
+        collector,
+        "report-schedule", "set", "weekly", "--every", "week",
+        "--to", "manager@example.test", "--to", "cfo@example.test",
+        "--smtp-host", "127.0.0.1", "--smtp-port", str(port), "--from", "tierscope@example.test", *extra,
+    )  # fmt: skip
+
+
+def test_a_scheduled_report_is_mailed_once_with_the_pdf(
+    processed: CollectorProcess, smtp: tuple[int, Inbox]
+) -> None:
+    port, inbox = smtp
+    schedule(processed, port)
+    label = last_complete("week", datetime.now(UTC)).label
+    assert f"sent {label} of weekly (default)" in seed.cli(processed, "report-schedule", "send-due")
+    (message,) = inbox.messages
+    assert message["Subject"] == f"SLA report {label} — default"
+    assert message["To"] == "manager@example.test, cfo@example.test"
+    body = message.get_body(("plain",)).get_content()
+    assert f"service level objectives were met in {label}" in body
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == f"tierscope-sla-{label}.pdf"
+    pdf = pypdf.PdfReader(io.BytesIO(attachment.get_content()))
+    text = " ".join(" ".join(page.extract_text() for page in pdf.pages).split())
+    for heading in (f"SLA report {label}", "Service levels", "Incidents", "Forecasts and capacity"):
+        assert heading in text, heading
+    assert "erp-api / POST /invoices: load" in text  # last week had hours of it: a forecast
+
+    assert "nothing due" in seed.cli(processed, "report-schedule", "send-due")  # once per period
+    assert len(inbox.messages) == 1
+    listed = seed.cli(processed, "report-schedule", "list")
+    assert f"last sent: {label}" in listed
+
+    # A relay that is down: recorded, not lost — the next round tries again.
+    seed.cli(processed, "report-schedule", "remove", "weekly")
+    schedule(processed, port + 1 if port < 65535 else port - 1)
+    assert "nothing due" in seed.cli(processed, "report-schedule", "send-due")
+    assert "last error: ConnectionRefusedError" in seed.cli(processed, "report-schedule", "list")
+    seed.cli(processed, "report-schedule", "remove", "weekly")
+
+    bad = CliRunner().invoke(
+        main,
+        ["report-schedule", "set", "x", "--every", "week", "--to", "not-an-address", "--smtp-host", "h",
+         "--from", "a@b.test"],
+        env={"TIERSCOPE_DATABASE_URL": processed.database_url or ""},
+    )  # fmt: skip
+    assert bad.exit_code != 0
+    assert "is not an e-mail address" in bad.output
+
+
+def test_tierscope_up_sends_scheduled_reports_by_itself(
+    collector_factory: Callable[..., CollectorProcess], smtp: tuple[int, Inbox]
+) -> None:
+    port, inbox = smtp
+    collector = collector_factory(TIERSCOPE_REPORT_SCHEDULE_INTERVAL="1s", TIERSCOPE_ALERTING="false")
+    schedule(collector, port)
+    wait_for(lambda: len(inbox.messages) == 1, timeout=60, what="the scheduled report")
+    time.sleep(3)  # a few more rounds: still one message
+    assert len(inbox.messages) == 1
+    assert inbox.messages[0]["Subject"].startswith("SLA report 20")
+    collector.stop()
+
+
+def test_the_consoles_experience_figures_are_the_apis(processed: CollectorProcess) -> None:
+    """The console computes the per-(page, site) figures in SQL; the API in numpy."""
+    token = processed.credentials()["api_token"]
+    summary = httpx.get(
+        f"{processed.url}/api/v1/experiences/summary",
+        params={"from": "2h"},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    start, end = (datetime.fromisoformat(summary[k].replace("Z", "+00:00")) for k in ("from", "to"))
+
+    async def ours() -> list[dict]:
+        async with await psycopg.AsyncConnection.connect(processed.database_url or "") as conn:
+            return await reports_store.experience_groups(conn, 1, start, end, summary["apdex_t_ms"])
+
+    console = {(g["bt"], g["site"]): g for g in asyncio.run(ours())}
+    api = {(g["bt"], g["site"]): g for g in summary["groups"]}
+    assert console.keys() == api.keys()
+    assert len(api) >= 5  # pages and the transaction, per site
+    for key, expected in api.items():
+        got = console[key]
+        for figure in ("count", "errors", "apdex"):
+            assert got[figure] == expected[figure], (key, figure)
+        assert got["p75_ms"] == pytest.approx(expected["p75_ms"]), key
+        assert got["mean_ms"] == pytest.approx(expected["mean_ms"]), key
+        assert got["tier_ms"] == pytest.approx(expected["tier_ms"]), key
+        assert {v: f["p75"] for v, f in got["vitals"].items()} == pytest.approx(
+            {v: f["p75"] for v, f in expected["vitals"].items()}
+        ), key
+
+
+@dataclasses.dataclass
+class _Caller:
+    tenant_id: int = 1
+    tenant: str = "default"
+    role: str | None = None
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"), [(None, True), ("admin", True), ("editor", True), ("viewer", False)]
+)
+def test_only_tokens_that_may_act_acknowledge_from_the_console(role: str | None, allowed: bool) -> None:
+    """Tokens carry no role yet (every one may act); once they do, a viewer may only look."""
+    assert may(_Caller(role=role), "acknowledge") is allowed  # type: ignore[arg-type]

@@ -1,0 +1,91 @@
+"""What every console page shares: sign-in, the one place that decides what a
+caller may do, rendering with autoescaping, and the security headers.
+
+Every response carries a strict Content-Security-Policy: no script may run,
+styles come from one file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from tierscope.collector.auth import AuthError, KeyVerifier
+from tierscope.dashboards.console import svg
+from tierscope.store.tenants import KeyInfo
+
+COOKIE = "tierscope_token"
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+WINDOWS = {
+    "15m": "15 minutes",
+    "1h": "1 hour",
+    "6h": "6 hours",
+    "24h": "24 hours",
+    "7d": "7 days",
+    "30d": "30 days",
+}
+
+static = StaticFiles(directory=Path(__file__).parent / "static")
+_templates = Environment(
+    loader=PackageLoader("tierscope.dashboards.console", "templates"), autoescape=select_autoescape(["j2"])
+)
+_templates.filters["q"] = lambda value: quote(str(value), safe="")
+
+
+class SignIn(Exception):
+    """The caller must sign in (no token, or one that no longer works)."""
+
+
+async def caller_of(request: Request) -> KeyInfo:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        raise SignIn
+    verifier: KeyVerifier = request.app.state.verifier
+    try:
+        return await verifier.verify(f"Bearer {token}", "api")
+    except AuthError:
+        raise SignIn from None
+
+
+def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    body = _templates.get_template(name).render(windows=WINDOWS, svg=svg, **context)
+    return HTMLResponse(body, status_code=status, headers=HEADERS)
+
+
+def window_of(value: str | None) -> str:
+    return value if value in WINDOWS else "1h"
+
+
+async def guarded(request: Request, render: Any) -> Response:
+    try:
+        caller = await caller_of(request)
+    except SignIn:
+        return RedirectResponse("/login", status_code=303, headers=HEADERS)
+    try:
+        return await render(caller)
+    except HTTPException as exc:
+        return page("error.html.j2", exc.status_code, message=exc.detail, caller=caller)
+
+
+# Actions that change something, and the roles that may take them. API tokens
+# carry no role yet; once they do (viewer, editor, admin), a viewer's token may
+# look but not act. This is the one place the console decides.
+ACTIONS = {"acknowledge": ("editor", "admin")}
+
+
+def may(caller: KeyInfo, action: str) -> bool:
+    role = getattr(caller, "role", None)
+    return role is None or role in ACTIONS[action]
