@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tierscope.alerting import api as alerting_api
 from tierscope.alerting import service as alerting_service
 from tierscope.collector import ingest, rum
-from tierscope.collector.api import traces
+from tierscope.collector.api import admin, traces
 from tierscope.collector.auth import KeyVerifier
 from tierscope.collector.body import InflightBudget
 from tierscope.collector.convert import Limits
@@ -40,8 +41,12 @@ from tierscope.processing import api as processing_api
 from tierscope.processing import experiences_api
 from tierscope.slo import api as slo_api
 from tierscope.store import Database, StoreUnavailable, partitions
+from tierscope.store import retention as tenant_retention
 
 _logger = logging.getLogger(__name__)
+
+
+OPENAPI_URL = "/api/v1/openapi.json"
 
 
 def _ns(seconds: float) -> int:
@@ -71,6 +76,7 @@ async def maintain(database: Database, settings: Settings) -> None:
     async with database.connection() as conn:
         await partitions.maintain(conn, retention=settings.table_retention, accept_from=settings.span_max_age)
         await partitions.trim_rollups(conn, settings.rollup_retention)
+        await tenant_retention.apply_tenant_retention(conn, datetime.now(UTC))
 
 
 async def _maintain_forever(database: Database, settings: Settings) -> None:
@@ -119,7 +125,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
         summary="OTLP/HTTP ingest and the tierscope query API",
         lifespan=lifespan,
         docs_url="/api/docs",
-        openapi_url="/api/openapi.json",
+        openapi_url=OPENAPI_URL,
         redoc_url=None,
         # The collector does not trace itself; FastAPI's built-in OpenTelemetry
         # middleware would only add cost to every ingest request.
@@ -154,6 +160,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     app.mount("/console/static", console.static, name="console-static")
     app.include_router(experiences_api.router)
     app.include_router(alerting_api.router)
+    app.include_router(admin.router)
     app.add_middleware(_InFlight, metrics=metrics)
     retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
 
@@ -164,6 +171,11 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
             status_code=503,
             headers={"Retry-After": retry_after},
         )
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi_previous_address() -> Response:
+        # Where the document was before it moved under /api/v1; kept for old links.
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, Any]:

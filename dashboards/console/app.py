@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tierscope.collector.api import traces as trace_api
+from tierscope.collector.api.deps import required_role
 from tierscope.collector.auth import AuthError, KeyVerifier
 from tierscope.dashboards.console import svg
 from tierscope.processing import api as processing_api
@@ -56,14 +57,29 @@ class _SignIn(Exception):
 
 
 async def _caller(request: Request) -> KeyInfo:
+    """Who is signed in, and whether their token's role allows this request.
+
+    Like the API, a page that changes something (any method but GET/HEAD)
+    needs an editor token: a viewer's token cannot acknowledge or silence.
+    """
     token = request.cookies.get(COOKIE)
     if not token:
         raise _SignIn
     verifier: KeyVerifier = request.app.state.verifier
     try:
-        return await verifier.verify(f"Bearer {token}", "api")
+        caller = await verifier.verify(f"Bearer {token}", "api")
     except AuthError:
         raise _SignIn from None
+    role = required_role(request.method)
+    if not caller.can(role):
+        raise _Forbidden(caller, f"Your token's role is {caller.role}; this needs an {role} token.")
+    return caller
+
+
+class _Forbidden(Exception):
+    def __init__(self, caller: KeyInfo, message: str) -> None:
+        super().__init__(message)
+        self.caller = caller
 
 
 def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -80,6 +96,8 @@ async def _guarded(request: Request, render: Any) -> Response:
         caller = await _caller(request)
     except _SignIn:
         return RedirectResponse("/login", status_code=303, headers=HEADERS)
+    except _Forbidden as exc:
+        return _page("error.html.j2", 403, message=str(exc), caller=exc.caller)
     try:
         return await render(caller)
     except HTTPException as exc:
