@@ -14,13 +14,14 @@ import json
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import httpx
 import psycopg
 import pytest
 
-from tierscope.store import migrations
+from tierscope.store import migrations, retention
 from tierscope.testing import otlp
 from tierscope.testing.routes import Endpoint, collector_app, endpoints
 
@@ -174,10 +175,33 @@ def test_retention_is_the_tenants_own_and_bounded(estate: Estate) -> None:
     assert shorter.json()["spans_seconds"] == 4 * 86400
     other = estate.call("GET", "/api/v1/retention", estate.tenants["globex"].tokens["admin"]).json()
     assert other["tenant_override"] is False
-    assert (
-        estate.call("PUT", "/api/v1/retention", admin, body={"spans": None}).json()["tenant_override"]
-        is False
-    )
+
+    # What the collector's maintenance does with it, five days on: acme's spans
+    # are past its 4 days, globex's (the default 7 days) are not.
+    body = otlp.request([otlp.span()], service="acme-kept").SerializeToString()
+    assert otlp.post(estate.collector.url, estate.tenants["acme"].ingest_key, body).status_code == 200
+    dsn = str(estate.collector.database_url)
+
+    async def five_days_on() -> int:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await retention.apply_tenant_retention(conn, datetime.now(UTC) + timedelta(days=5))
+
+    def spans_of(tenant: str) -> int:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM spans s JOIN tenants t ON t.id = s.tenant_id WHERE t.name = %s",
+                (tenant,),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    globex_before = spans_of("globex")
+    assert spans_of("acme") > 0
+    assert asyncio.run(five_days_on()) > 0
+    assert spans_of("acme") == 0
+    assert spans_of("globex") == globex_before > 0
+    reset = estate.call("PUT", "/api/v1/retention", admin, body={"spans": None})
+    assert reset.json()["tenant_override"] is False
 
 
 async def _pre_role_store(dsn: str) -> None:
