@@ -76,3 +76,18 @@ def test_atheris_finds_no_crash(target: str, tmp_path: Path) -> None:
 def test_arbitrary_bytes_reach_no_crash(target: str, data: bytes) -> None:
     # The same targets without coverage guidance: runs wherever Hypothesis does.
     TARGETS[target](data)
+
+
+def test_the_wire_reader_steps_aside_for_a_span_with_a_repeated_id() -> None:
+    """The first fuzzer find: field 2 twice made the index miss every attribute."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from tierscope.collector import otlp, wire
+
+    (raw,) = [path.read_bytes() for path in (HERE / "crashers" / "wire").glob("repeated-span-id-*")]
+    span = Span.FromString(raw)
+    assert wire.attribute_index(raw) is None
+    decoded = otlp.attributes(span.attributes)
+    assert decoded["db.system"] == "postgresql"
+    assert wire.SpanAttributes(span, raw).get(wire.Key("db.system")) == "postgresql"
+    assert wire.AttributeMap(raw).get("db.system") == "postgresql"
