@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tierscope.alerting import api as alerting_api
 from tierscope.alerting import service as alerting_service
 from tierscope.collector import ingest, rum
-from tierscope.collector.api import admin, traces
+from tierscope.collector.api import admin, openapi, traces
 from tierscope.collector.auth import KeyVerifier
 from tierscope.collector.body import InflightBudget
 from tierscope.collector.convert import Limits
@@ -40,7 +41,7 @@ from tierscope.dashboards.console import app as console
 from tierscope.processing import api as processing_api
 from tierscope.processing import experiences_api
 from tierscope.slo import api as slo_api
-from tierscope.store import Database, StoreUnavailable, partitions
+from tierscope.store import Database, StoreError, StoreUnavailable, partitions
 from tierscope.store import retention as tenant_retention
 
 _logger = logging.getLogger(__name__)
@@ -161,8 +162,24 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     app.include_router(experiences_api.router)
     app.include_router(alerting_api.router)
     app.include_router(admin.router)
+    openapi.describe(app)
     app.add_middleware(_InFlight, metrics=metrics)
     retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
+
+    @app.exception_handler(psycopg.DataError)
+    async def bad_value(request: Request, exc: psycopg.DataError) -> Response:
+        # SQLSTATE class 22: a value from the request the store cannot take (a NUL
+        # character in a text, a number out of range). Bad input, never a 500.
+        # Found by schemathesis (tests/security/test_openapi.py).
+        message = (str(exc).strip().splitlines() or ["invalid value"])[0]
+        return JSONResponse({"detail": f"a value in this request cannot be used: {message}"}, status_code=400)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> Response:
+        if isinstance(exc.__cause__, psycopg.DataError):
+            return await bad_value(request, exc.__cause__)
+        _logger.error("store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "internal error in the store"}, status_code=500)
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
