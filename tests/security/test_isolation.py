@@ -45,7 +45,7 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/alerts/{alert_id}/ack": {"by": "intruder"},
 }
 SETTINGS = settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
