@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench bench-agent bench-demo lint check soak clean dashboards
+.PHONY: run test bench bench-agent bench-demo lint check soak clean dashboards fuzz
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ bench-agent: $(INSTALLED)
 ## bench-demo: the demo estate's own CPU, memory and spans/s at its default load
 bench-demo: $(INSTALLED)
 	$(BIN)/python bench/demo.py
+
+## fuzz: long fuzzing runs (see docs/reliability.md): atheris on each decoder and
+## scrubber for FUZZ_SECONDS (default 300), schemathesis with 300 examples per API operation
+FUZZ_SECONDS ?= 300
+fuzz: $(INSTALLED)
+	TIERSCOPE_FUZZ_SECONDS=$(FUZZ_SECONDS) TIERSCOPE_SCHEMATHESIS_EXAMPLES=300 \
+	$(BIN)/python -m pytest -o timeout=0 tests/fuzz tests/security/test_openapi.py
 
 ## lint: ruff
 lint: $(INSTALLED)

@@ -138,7 +138,7 @@ def _print_credentials(credentials: tenant_store.Credentials, as_json: bool, wha
 @click.option("--json", "as_json", is_flag=True, help="Print the credentials as one JSON object.")
 @data_dir_option
 def tenant_create(name: str, as_json: bool, data_dir: Path | None) -> None:
-    """Create tenant NAME with an ingest key, a RUM key and an API token."""
+    """Create tenant NAME with an ingest key, a RUM key and an admin API token."""
     settings = _settings(data_dir=data_dir)
 
     async def work(conn: psycopg.AsyncConnection) -> tenant_store.Credentials:
@@ -148,6 +148,32 @@ def tenant_create(name: str, as_json: bool, data_dir: Path | None) -> None:
             raise click.BadParameter(str(exc), param_hint="NAME") from None
 
     _print_credentials(_with_store(settings, work), as_json, "created tenant")
+
+
+@tenant.command("token")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(tenant_store.ROLES),
+    default="viewer",
+    show_default=True,
+    help="viewer reads; editor also changes rules, SLOs, silences and acknowledges; "
+    "admin also manages keys, retention and purges.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the token as one JSON object.")
+@data_dir_option
+def tenant_token(name: str, role: str, as_json: bool, data_dir: Path | None) -> None:
+    """Issue another API token for tenant NAME, with a role."""
+
+    async def work(conn: psycopg.AsyncConnection) -> str:
+        return await tenant_store.create_token(conn, name, role)
+
+    token = _with_store(_settings(data_dir=data_dir), work)
+    if as_json:
+        out.print_json(json.dumps({"tenant": name, "role": role, "api_token": token}))
+        return
+    console.print(f"new {role} token for [bold]{name}[/]. Keep it; it is not shown again:")
+    out.print(f"  api_token   {token}")
 
 
 @tenant.command("list")

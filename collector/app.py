@@ -14,8 +14,10 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -24,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tierscope.alerting import api as alerting_api
 from tierscope.alerting import service as alerting_service
 from tierscope.collector import ingest, rum
-from tierscope.collector.api import traces
+from tierscope.collector.api import admin, openapi, traces
 from tierscope.collector.auth import KeyVerifier
 from tierscope.collector.body import InflightBudget
 from tierscope.collector.convert import Limits
@@ -40,9 +42,13 @@ from tierscope.dashboards.console import app as console
 from tierscope.processing import api as processing_api
 from tierscope.processing import experiences_api
 from tierscope.slo import api as slo_api
-from tierscope.store import Database, StoreUnavailable, partitions
+from tierscope.store import Database, StoreError, StoreUnavailable, partitions
+from tierscope.store import retention as tenant_retention
 
 _logger = logging.getLogger(__name__)
+
+
+OPENAPI_URL = "/api/v1/openapi.json"
 
 
 def _ns(seconds: float) -> int:
@@ -72,6 +78,7 @@ async def maintain(database: Database, settings: Settings) -> None:
     async with database.connection() as conn:
         await partitions.maintain(conn, retention=settings.table_retention, accept_from=settings.span_max_age)
         await partitions.trim_rollups(conn, settings.rollup_retention)
+        await tenant_retention.apply_tenant_retention(conn, datetime.now(UTC))
 
 
 async def _maintain_forever(database: Database, settings: Settings) -> None:
@@ -124,7 +131,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
         summary="OTLP/HTTP ingest and the tierscope query API",
         lifespan=lifespan,
         docs_url="/api/docs",
-        openapi_url="/api/openapi.json",
+        openapi_url=OPENAPI_URL,
         redoc_url=None,
         # The collector does not trace itself; FastAPI's built-in OpenTelemetry
         # middleware would only add cost to every ingest request.
@@ -159,8 +166,25 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     app.mount("/console/static", console.static, name="console-static")
     app.include_router(experiences_api.router)
     app.include_router(alerting_api.router)
+    app.include_router(admin.router)
+    openapi.describe(app)
     app.add_middleware(_InFlight, metrics=metrics)
     retry_after = str(max(1, math.ceil(settings.retry_after.total_seconds())))
+
+    @app.exception_handler(psycopg.DataError)
+    async def bad_value(request: Request, exc: psycopg.DataError) -> Response:
+        # SQLSTATE class 22: a value from the request the store cannot take (a NUL
+        # character in a text, a number out of range). Bad input, never a 500.
+        # Found by schemathesis (tests/security/test_openapi.py).
+        message = (str(exc).strip().splitlines() or ["invalid value"])[0]
+        return JSONResponse({"detail": f"a value in this request cannot be used: {message}"}, status_code=400)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> Response:
+        if isinstance(exc.__cause__, psycopg.DataError):
+            return await bad_value(request, exc.__cause__)
+        _logger.error("store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "internal error in the store"}, status_code=500)
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
@@ -169,6 +193,11 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
             status_code=503,
             headers={"Retry-After": retry_after},
         )
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi_previous_address() -> Response:
+        # Where the document was before it moved under /api/v1; kept for old links.
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Who is calling: the tenant comes from the key, and from nothing else.
 
 A key is presented as ``Authorization: Bearer <key>``. Each kind of key opens
-one door only (ingest keys write spans, API tokens read). Verified answers are
+one door only (ingest keys write spans, RUM keys write beacons, API tokens use
+the query API), and an API token only within its role (viewer, editor, admin;
+see :mod:`tierscope.store.tenants`). Verified answers are
 cached for a short time (``TIERSCOPE_KEY_CACHE_TTL``, 2 s by default) so a busy
 collector does not ask the store on every request; a revocation therefore
 takes effect within that time. Headers or body fields that name a tenant are
@@ -42,12 +44,12 @@ class KeyVerifier:
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
 
-    async def verify(self, authorization: str | None, kind: str) -> KeyInfo:
-        """The key's tenant, if it is a live key of ``kind``.
+    async def verify(self, authorization: str | None, kind: str, role: str | None = None) -> KeyInfo:
+        """The key's tenant, if it is a live key of ``kind`` (whose role includes ``role``).
 
         Raises:
             AuthError: 401 for a missing, malformed or unknown key; 403 for a key
-                that is revoked, expired, or of another kind.
+                that is revoked, expired, of another kind, or of too small a role.
             StoreUnavailable: the store could not be asked (the caller answers 503).
         """
         key = bearer(authorization)
@@ -64,6 +66,10 @@ class KeyVerifier:
             raise AuthError(403, "this key has expired (it was rotated); use the tenant's new key")
         if info.kind != kind:
             raise AuthError(403, f"a {info.kind} key cannot be used here; this needs a {kind} key")
+        if role is not None and not info.can(role):
+            raise AuthError(
+                403, f"this token's role is {info.role or 'none'}; this needs a token with the {role} role"
+            )
         return info
 
     async def _lookup(self, key: str) -> KeyInfo | None:

@@ -126,6 +126,14 @@ def attribute_index(encoded: bytes) -> dict[bytes, tuple[int, int]] | None:
             if key not in index:
                 index[key] = value
             pos = end
+        # What follows the attributes must be a later field (10 and up: dropped
+        # count, events, links, status). A repeated id or name there is valid
+        # protobuf but not the standard layout: the decoder answers instead.
+        # Found by fuzzing (tests/fuzz/crashers/wire/). Later fields repeated
+        # after the events go unnoticed; the collector hands this module spans
+        # it serialized itself, which never have them.
+        if pos < size and encoded[pos] < 0x50:
+            return None
     except (IndexError, ValueError):
         return None
     return index

@@ -15,18 +15,38 @@ _LATEST = datetime(2262, 1, 1, tzinfo=UTC)
 MAX_WINDOW = timedelta(days=800)
 
 
-async def api_tenant(request: Request) -> KeyInfo:
-    """The caller's tenant, from an API token; 401/403 otherwise.
+# Methods that only read. Any other method changes something and needs an
+# editor: deciding by method rather than per endpoint means a new write endpoint
+# that uses api_tenant is guarded without anyone remembering to.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-    A store outage while checking the token surfaces as StoreUnavailable, which
-    the app answers with 503 and Retry-After.
-    """
+
+def required_role(method: str) -> str:
+    return "viewer" if method.upper() in READ_METHODS else "editor"
+
+
+async def _verified(request: Request, role: str) -> KeyInfo:
     verifier: KeyVerifier = request.app.state.verifier
     try:
-        return await verifier.verify(request.headers.get("authorization"), "api")
+        return await verifier.verify(request.headers.get("authorization"), "api", role)
     except AuthError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="tierscope"'} if exc.status == 401 else None
         raise HTTPException(exc.status, str(exc), headers=headers) from None
+
+
+async def api_tenant(request: Request) -> KeyInfo:
+    """The caller's tenant, from an API token; 401/403 otherwise.
+
+    Reads need a viewer token, writes (any other method) an editor token. A
+    store outage while checking the token surfaces as StoreUnavailable, which
+    the app answers with 503 and Retry-After.
+    """
+    return await _verified(request, required_role(request.method))
+
+
+async def api_admin(request: Request) -> KeyInfo:
+    """The caller's tenant, from an admin token (keys, retention, purges)."""
+    return await _verified(request, "admin")
 
 
 def parse_time(value: str | None, now: datetime, default: datetime) -> datetime:

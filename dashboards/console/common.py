@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from tierscope.collector.api.deps import required_role
 from tierscope.collector.auth import AuthError, KeyVerifier
 from tierscope.dashboards.console import svg
 from tierscope.store.tenants import KeyInfo
@@ -49,15 +50,30 @@ class SignIn(Exception):
     """The caller must sign in (no token, or one that no longer works)."""
 
 
+class Forbidden(Exception):
+    def __init__(self, caller: KeyInfo, message: str) -> None:
+        super().__init__(message)
+        self.caller = caller
+
+
 async def caller_of(request: Request) -> KeyInfo:
+    """Who is signed in, and whether their token's role allows this request.
+
+    Like the API, a page that changes something (any method but GET/HEAD)
+    needs an editor token: a viewer's token cannot acknowledge or silence.
+    """
     token = request.cookies.get(COOKIE)
     if not token:
         raise SignIn
     verifier: KeyVerifier = request.app.state.verifier
     try:
-        return await verifier.verify(f"Bearer {token}", "api")
+        caller = await verifier.verify(f"Bearer {token}", "api")
     except AuthError:
         raise SignIn from None
+    role = required_role(request.method)
+    if not caller.can(role):
+        raise Forbidden(caller, f"Your token's role is {caller.role}; this needs an {role} token.")
+    return caller
 
 
 def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -74,18 +90,19 @@ async def guarded(request: Request, render: Any) -> Response:
         caller = await caller_of(request)
     except SignIn:
         return RedirectResponse("/login", status_code=303, headers=HEADERS)
+    except Forbidden as exc:
+        return page("error.html.j2", 403, message=str(exc), caller=exc.caller)
     try:
         return await render(caller)
     except HTTPException as exc:
         return page("error.html.j2", exc.status_code, message=exc.detail, caller=caller)
 
 
-# Actions that change something, and the roles that may take them. API tokens
-# carry no role yet; once they do (viewer, editor, admin), a viewer's token may
-# look but not act. This is the one place the console decides.
-ACTIONS = {"acknowledge": ("editor", "admin")}
+# Actions that change something, and the least role that may take them: a
+# viewer's token may look but not act. With caller_of (which refuses any
+# non-GET request below editor), the one place the console decides.
+ACTIONS = {"acknowledge": "editor"}
 
 
 def may(caller: KeyInfo, action: str) -> bool:
-    role = getattr(caller, "role", None)
-    return role is None or role in ACTIONS[action]
+    return caller.can(ACTIONS[action])

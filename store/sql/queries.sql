@@ -19,13 +19,15 @@ GROUP BY t.id ORDER BY t.name
 
 -- insert_key --
 -- Store a new key as its digest.
-INSERT INTO api_keys (tenant_id, kind, key_hash, key_hint)
-VALUES (%(tenant_id)s, %(kind)s, %(key_hash)s, %(key_hint)s)
+INSERT INTO api_keys (tenant_id, kind, key_hash, key_hint, role)
+VALUES (%(tenant_id)s, %(kind)s, %(key_hash)s, %(key_hint)s, %(role)s)
+RETURNING id
 
 -- expire_keys --
--- On rotation: the tenant's live keys of one kind stop working after a grace period.
+-- On rotation: the tenant's live keys of one kind (and role, for API tokens) stop working after a grace period.
 UPDATE api_keys SET expires_at = now() + %(grace)s
 WHERE tenant_id = %(tenant_id)s AND kind = %(kind)s AND revoked_at IS NULL
+  AND role IS NOT DISTINCT FROM %(role)s
   AND (expires_at IS NULL OR expires_at > now() + %(grace)s)
 
 -- revoke_kind --
@@ -42,9 +44,23 @@ WHERE tenant_id = %(tenant_id)s AND key_hash = %(key_hash)s AND revoked_at IS NU
 -- Look a presented key up by its digest (the digest is the index key).
 SELECT k.key_hash, k.kind, k.tenant_id, t.name AS tenant,
        k.revoked_at IS NOT NULL AS revoked,
-       k.expires_at IS NOT NULL AND k.expires_at <= now() AS expired
+       k.expires_at IS NOT NULL AND k.expires_at <= now() AS expired,
+       k.role, k.id
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
 WHERE k.key_hash = %(key_hash)s
+
+-- list_keys --
+-- A tenant's keys, newest first, without their digests.
+SELECT id, kind, role, key_hint, created_at, expires_at, revoked_at,
+       revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AS live
+FROM api_keys WHERE tenant_id = %(tenant_id)s
+ORDER BY created_at DESC, id DESC
+
+-- revoke_key_id --
+-- Revoke one key of a tenant by its id (another tenant's id matches nothing).
+UPDATE api_keys SET revoked_at = now()
+WHERE tenant_id = %(tenant_id)s AND id = %(key_id)s AND revoked_at IS NULL
+RETURNING id
 
 -- insert_resource --
 -- Record a resource the first time a span refers to it.

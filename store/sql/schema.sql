@@ -7,9 +7,12 @@ CREATE TABLE tenants (
     id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name text NOT NULL UNIQUE,
     created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT tenants_name_format CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$')
+    retention_spans interval,
+    CONSTRAINT tenants_name_format CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    CONSTRAINT tenants_retention_positive CHECK (retention_spans > interval '0')
 );
 COMMENT ON TABLE tenants IS 'One customer organisation; every row of telemetry is scoped by tenant.';
+COMMENT ON COLUMN tenants.retention_spans IS 'Keep this tenant''s spans and traces for this long, if shorter than the collector''s retention (NULL: the collector''s).';
 
 CREATE TABLE api_keys (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -20,11 +23,16 @@ CREATE TABLE api_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz,
     revoked_at timestamptz,
-    CONSTRAINT api_keys_kind CHECK (kind IN ('ingest', 'rum', 'api'))
+    role text,
+    CONSTRAINT api_keys_kind CHECK (kind IN ('ingest', 'rum', 'api')),
+    CONSTRAINT api_keys_role CHECK (
+        CASE WHEN kind = 'api' THEN role IN ('viewer', 'editor', 'admin') ELSE role IS NULL END
+    )
 );
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, kind);
 COMMENT ON TABLE api_keys IS 'Keys are stored as SHA-256 digests only; key_hint is their first characters, for listings.';
 COMMENT ON COLUMN api_keys.expires_at IS 'Set when the key is rotated: it keeps working until then, beside its successor.';
+COMMENT ON COLUMN api_keys.role IS 'For API tokens only: viewer reads, editor also writes configuration, admin also manages keys, retention and purges.';
 
 CREATE TABLE resources (
     tenant_id integer NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
