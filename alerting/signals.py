@@ -35,7 +35,15 @@ from tierscope.store import alerting as store
 from tierscope.store import slo as slo_store
 
 Array = npt.NDArray[np.float64]
-BASELINE_METRICS = ("p95_ms", "error_rate", *(f"tier_ms.{tier}" for tier in TIERS))
+# work_ms: all the time spent per request, in every tier, including work done
+# for it after the response (a job the request queued): what p95 cannot see.
+BASELINE_METRICS = ("p95_ms", "error_rate", *(f"tier_ms.{tier}" for tier in TIERS), "work_ms")
+WORK = 2 + len(TIERS)  # the row of work_ms among a transaction's series
+# A transaction whose hour-of-week baseline has not learnt yet (a new estate,
+# a new transaction) is held against its own recent minutes instead.
+RECENT_REFERENCE = timedelta(minutes=30)
+RECENT_MIN_MINUTES = 3  # fewer busy minutes than this: no reference, no judgement
+RECENT_RELATIVE_SPREAD = 0.25  # a recent reference's spread is at least this share of its median
 CHUNK = 8  # transactions whose hourly histograms are merged at once (bounds memory)
 
 
@@ -57,6 +65,8 @@ class Recent:
     def metric(self, name: str) -> Array:
         if name == "p95_ms":
             return self.p95_ms
+        if name == "work_ms":
+            return np.nansum(self.tier_ms, axis=1) if len(self.keys) else np.zeros(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.calls > 0, self.errors / self.calls, np.nan)
 
@@ -145,6 +155,8 @@ def _matrix(
     values[bt_of_row[busy] * metrics + 1, step_of_row[busy]] = errors[busy] / calls[busy]
     for t in range(len(TIERS)):
         values[bt_of_row[busy] * metrics + 2 + t, step_of_row[busy]] = tier_us[busy, t] / calls[busy] / 1000
+    work = tier_us[busy].sum(axis=1) / calls[busy] / 1000
+    values[bt_of_row[busy] * metrics + WORK, step_of_row[busy]] = work
     # p95 per transaction and hour, a few transactions at a time (dense histograms are wide).
     for first in range(0, n, CHUNK):
         chosen = np.flatnonzero((bt_of_row >= first) & (bt_of_row < first + CHUNK) & busy)
@@ -205,6 +217,56 @@ async def refresh_baselines(
 
 
 @dataclass
+class RecentReference:
+    """Median and robust spread of each transaction's per-minute p95, error rate
+    and work over the minutes before ``end`` (see :data:`RECENT_REFERENCE`):
+    the reference of transactions the hour-of-week baseline has not learnt."""
+
+    figures: dict[tuple[str, str], dict[str, tuple[float, float]]]  # key -> metric -> (median, spread)
+
+    def get(self, key: tuple[str, str], metric: str) -> tuple[float, float]:
+        return self.figures.get(key, {}).get(metric, (np.nan, np.nan))
+
+
+def recent_reference(
+    rows: list[tuple[str, str, datetime, int, int, bytes, list[int]]],
+    ends: dict[tuple[str, str], datetime],
+    floors: dict[str, float],
+) -> RecentReference:
+    """Per transaction, the figures of its minutes in ``[ends[key] - RECENT_REFERENCE,
+    ends[key])``; ``floors`` are the metrics' smallest meaningful excess, which
+    also bounds their spread from below (half of it: a flat series is not a
+    license to page on noise)."""
+
+    def within(row: tuple[Any, ...]) -> bool:
+        until = ends.get((row[0], row[1]))
+        return until is not None and until - RECENT_REFERENCE <= row[2] < until and row[3] > 0
+
+    chosen = [row for row in rows if within(row)]
+    if not chosen:
+        return RecentReference({})
+    p95 = histogram.Merged(list(range(len(chosen))), (row[5] for row in chosen)).quantile_of_each(0.95)
+    series: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for i, (service, bt, _, calls, errors, _, tier_us) in enumerate(chosen):
+        figures = series.setdefault((service, bt), {"p95_ms": [], "error_rate": [], "work_ms": []})
+        figures["p95_ms"].append(float(p95[i]) / 1000)
+        figures["error_rate"].append(errors / calls)
+        figures["work_ms"].append(sum(tier_us) / calls / 1000)
+    reference: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    for key, figures in series.items():
+        if len(figures["p95_ms"]) < RECENT_MIN_MINUTES:
+            continue
+        reference[key] = {}
+        for metric, values in figures.items():
+            array = np.asarray(values)
+            median = float(np.median(array))
+            mad = 1.4826 * float(np.median(np.abs(array - median)))
+            floor_spread = floors.get(metric, 0.0) / 2
+            reference[key][metric] = (median, max(mad, RECENT_RELATIVE_SPREAD * abs(median), floor_spread))
+    return RecentReference(reference)
+
+
+@dataclass
 class Signal:
     """A rule holding for a subject at one evaluation."""
 
@@ -237,8 +299,12 @@ def judge_transactions(
     recent_by_window: dict[timedelta, Recent],
     model: BaselineModel,
     widths: tuple[float, ...],
+    reference: RecentReference | None = None,
 ) -> list[Signal]:
-    """Baseline and threshold rules over every transaction's judged window."""
+    """Baseline and threshold rules over every transaction's judged window.
+
+    A baseline rule holds a transaction against its hour-of-week band; where
+    that band has not learnt yet, against its ``reference`` minutes."""
     default_bands = dict(zip(SEVERITIES, widths, strict=False))
     signals: list[Signal] = []
     model_rows = {key: i for i, key in enumerate(model.keys)}
@@ -269,14 +335,19 @@ def judge_transactions(
                     )
             continue
         known = [i for i in chosen if recent.keys[i] in model_rows]
-        if not known:
-            continue
         middle = recent.start + (recent.end - recent.start) / 2
         expected = model.expected(middle, [model_rows[recent.keys[i]] for i in known])
+        learnt = {i: j for j, i in enumerate(known)}
         bands = rule.bands or default_bands
-        for j, i in enumerate(known):
-            value, base = values[i], expected[rule.metric][j]
-            spread = expected[rule.metric + ":spread"][j]
+        for i in chosen:
+            j = learnt.get(i)
+            base = expected[rule.metric][j] if j is not None else np.nan
+            spread = expected[rule.metric + ":spread"][j] if j is not None else np.nan
+            basis = "baseline"
+            if not np.isfinite(base) and reference is not None:
+                base, spread = reference.get(recent.keys[i], rule.metric)
+                basis = "recent minutes"
+            value = values[i]
             if recent.calls[i] < rule.min_requests or not (np.isfinite(value) and np.isfinite(base)):
                 continue
             if value - base < rule.excess_floor() or not np.isfinite(spread) or spread <= 0:
@@ -286,7 +357,7 @@ def judge_transactions(
             if severity is None:
                 continue
             lowest = min(bands.values())
-            edge_us = (base + lowest * spread) * 1000 if rule.metric == "p95_ms" else float("inf")
+            edge_us = (base + lowest * spread) * 1000 if rule.metric != "error_rate" else float("inf")
             signals.append(
                 Signal(
                     rule,
@@ -296,7 +367,7 @@ def judge_transactions(
                     float(value),
                     float(base),
                     float(edge_us),
-                    {"z": round(float(z), 2), "bands": bands},
+                    {"z": round(float(z), 2), "bands": bands, "baseline_from": basis},
                 )
             )
     return signals

@@ -124,13 +124,15 @@ def store(database_factory: Callable[..., str]) -> str:
 
 @pytest.fixture
 def collectors(store: str, tmp_path: Path) -> Iterator[list[CollectorProcess]]:
-    started: list[CollectorProcess] = []
-    for name in ("a", "b"):
-        started.append(CollectorProcess(tmp_path / name, database_url=store, env=SETTINGS).start())
-    yield started
-    for collector in started:
-        if collector.process is not None and collector.process.poll() is None:
-            collector.stop()
+    started = [CollectorProcess(tmp_path / name, database_url=store, env=SETTINGS) for name in ("a", "b")]
+    try:
+        for collector in started:
+            collector.start()
+        yield started
+    finally:  # also when one failed to start: the other, or its half-started self, must not linger
+        for collector in started:
+            if collector.process is not None and collector.process.poll() is None:
+                collector.stop()
 
 
 def test_the_evaluator_is_a_supervised_process_of_its_own_that_keeps_alerting(
