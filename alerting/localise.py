@@ -31,6 +31,9 @@ from tierscope.store import slo as slo_store
 
 REFERENCE = timedelta(hours=1)  # the fallback baseline: the hour before the incident
 ERROR_METRICS = ("error_rate", "availability")
+# Tiers whose components are the instances (or hosts) that ran the code: an
+# instance id alone says nothing to whoever is paged, so its service is named.
+INSTANCE_TIERS = ("app", "web", "platform")
 
 
 @dataclass
@@ -186,9 +189,20 @@ async def _component(
             best = (current - usual, name, current, usual)
     if best is None or best[0] <= 0:
         return None, {}
-    return best[1], {
-        "name": best[1],
+    name = best[1]
+    if tier in INSTANCE_TIERS:
+        name = await _instance_name(conn, tenant_id, name)
+    return name, {
+        "name": name,
         "now": round(best[2], 3),
         "baseline": round(best[3], 3),
         "excess": round(best[0], 3),
     }
+
+
+async def _instance_name(conn: AsyncConnection, tenant_id: int, instance: str) -> str:
+    """``<service> <instance>`` when the instance (or host) is known to run one service."""
+    services = await store.instance_services(conn, tenant_id, instance)
+    if len(services) == 1 and services[0] != instance:
+        return f"{services[0]} {instance}"
+    return instance

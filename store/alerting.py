@@ -275,3 +275,17 @@ async def affected_users(
     row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+@wrap_errors
+async def instance_services(conn: AsyncConnection, tenant_id: int, instance: str) -> list[str]:
+    """The services whose resources name ``instance`` as their instance id or host."""
+    cur = await conn.execute(
+        """SELECT DISTINCT service FROM resources
+           WHERE tenant_id = %(tenant_id)s
+             AND (attributes->>'service.instance.id' = %(name)s
+                  OR (attributes->>'service.instance.id' IS NULL AND attributes->>'host.name' = %(name)s))
+           ORDER BY service LIMIT 2""",
+        {"tenant_id": tenant_id, "name": instance},
+    )
+    return [str(row[0]) for row in await cur.fetchall()]
