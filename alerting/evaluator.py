@@ -99,9 +99,11 @@ def title(incident: Incident) -> str:
     service, bt = main.bts[0]
     if main.slo:
         text = f"SLO {main.slo} burning {main.detail['burn_rate_short']}x its error budget"
-    elif main.metric in ("p95_ms", "work_ms"):
+    elif main.metric in ("p95_ms", "work_ms", "tier_ms"):
         reference = "baseline" if main.rule.kind == "baseline" else "limit"
-        what = "p95" if main.metric == "p95_ms" else "work per request"
+        what = {"p95_ms": "p95", "work_ms": "work per request"}.get(
+            main.metric, f"{main.detail.get('tier', 'tier')} time per request"
+        )
         text = f"{service} / {bt} {what} {_ms(main.value or 0)} ({reference} {_ms(main.expected or 0)})"
     else:
         reference = "baseline" if main.rule.kind == "baseline" else "limit"

@@ -47,10 +47,10 @@ def _written(value: timedelta) -> str:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(_written, when_used="json")]
-METRICS = ("p95_ms", "error_rate", "work_ms")
+METRICS = ("p95_ms", "error_rate", "work_ms", "tier_ms")
 # Below these, a deviation is noise whatever the band says (a band of a flat
 # series is narrow): latency or work 50 ms above normal, errors 5 points above.
-DEFAULT_MIN_EXCESS = {"p95_ms": 50.0, "error_rate": 0.05, "work_ms": 50.0}
+DEFAULT_MIN_EXCESS = {"p95_ms": 50.0, "error_rate": 0.05, "work_ms": 50.0, "tier_ms": 50.0}
 
 
 class _Strict(BaseModel):
@@ -63,8 +63,10 @@ class Rule(_Strict):
     service: str | None = None  # baseline/threshold: only this service's transactions
     bt: str | None = None  # ...and only this transaction
     # p95_ms: response time; error_rate; work_ms: time spent per request in all
-    # tiers, asynchronous jobs included (p95 does not see a slow job a request queued)
-    metric: Literal["p95_ms", "error_rate", "work_ms"] = "p95_ms"
+    # tiers, asynchronous jobs included (p95 does not see a slow job a request
+    # queued); tier_ms: each tier's time per request, judged on its own (a slow
+    # database stands out there long before it moves a noisy p95)
+    metric: Literal["p95_ms", "error_rate", "work_ms", "tier_ms"] = "p95_ms"
     window: Duration = timedelta(minutes=5)  # recent minutes judged at each evaluation
     min_requests: int = Field(default=20, ge=1)  # fewer requests in the window: no judgement
     for_: Duration = Field(default=timedelta(minutes=2), alias="for")

@@ -67,6 +67,8 @@ class Recent:
             return self.p95_ms
         if name == "work_ms":
             return np.nansum(self.tier_ms, axis=1) if len(self.keys) else np.zeros(0)
+        if name == "tier_ms":  # the busiest tier (a threshold on any tier)
+            return np.nanmax(self.tier_ms, axis=1) if len(self.keys) else np.zeros(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.calls > 0, self.errors / self.calls, np.nan)
 
@@ -248,10 +250,12 @@ def recent_reference(
     p95 = histogram.Merged(list(range(len(chosen))), (row[5] for row in chosen)).quantile_of_each(0.95)
     series: dict[tuple[str, str], dict[str, list[float]]] = {}
     for i, (service, bt, _, calls, errors, _, tier_us) in enumerate(chosen):
-        figures = series.setdefault((service, bt), {"p95_ms": [], "error_rate": [], "work_ms": []})
-        figures["p95_ms"].append(float(p95[i]) / 1000)
-        figures["error_rate"].append(errors / calls)
-        figures["work_ms"].append(sum(tier_us) / calls / 1000)
+        figures = series.setdefault((service, bt), {})
+        figures.setdefault("p95_ms", []).append(float(p95[i]) / 1000)
+        figures.setdefault("error_rate", []).append(errors / calls)
+        figures.setdefault("work_ms", []).append(sum(tier_us) / calls / 1000)
+        for t, tier in enumerate(TIERS):
+            figures.setdefault(f"tier_ms.{tier}", []).append(tier_us[t] / calls / 1000)
     reference: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     for key, figures in series.items():
         if len(figures["p95_ms"]) < RECENT_MIN_MINUTES:
@@ -261,7 +265,7 @@ def recent_reference(
             array = np.asarray(values)
             median = float(np.median(array))
             mad = 1.4826 * float(np.median(np.abs(array - median)))
-            floor_spread = floors.get(metric, 0.0) / 2
+            floor_spread = floors.get(metric.partition(".")[0], 0.0) / 2
             reference[key][metric] = (median, max(mad, RECENT_RELATIVE_SPREAD * abs(median), floor_spread))
     return RecentReference(reference)
 
@@ -292,6 +296,22 @@ class Signal:
 def _band_severity(z: float, bands: dict[str, float]) -> str | None:
     held = [s for s in SEVERITIES if s in bands and z >= bands[s]]
     return held[-1] if held else None
+
+
+def _against(
+    name: str,
+    row: int | None,
+    expected: dict[str, Array],
+    key: tuple[str, str],
+    reference: RecentReference | None,
+) -> tuple[float, float, str]:
+    """(median, spread, where from) a transaction's metric is judged against:
+    its learnt hour-of-week band (``row`` of ``expected``), else its recent minutes."""
+    base = float(expected[name][row]) if row is not None else np.nan
+    spread = float(expected[name + ":spread"][row]) if row is not None else np.nan
+    if not np.isfinite(base) and reference is not None:
+        return (*reference.get(key, name), "recent minutes")
+    return base, spread, "baseline"
 
 
 def judge_transactions(
@@ -339,35 +359,47 @@ def judge_transactions(
         expected = model.expected(middle, [model_rows[recent.keys[i]] for i in known])
         learnt = {i: j for j, i in enumerate(known)}
         bands = rule.bands or default_bands
+        # tier_ms: each tier's time per request is judged; the worst one speaks.
+        names = [f"tier_ms.{tier}" for tier in TIERS] if rule.metric == "tier_ms" else [rule.metric]
         for i in chosen:
-            j = learnt.get(i)
-            base = expected[rule.metric][j] if j is not None else np.nan
-            spread = expected[rule.metric + ":spread"][j] if j is not None else np.nan
-            basis = "baseline"
-            if not np.isfinite(base) and reference is not None:
-                base, spread = reference.get(recent.keys[i], rule.metric)
-                basis = "recent minutes"
-            value = values[i]
-            if recent.calls[i] < rule.min_requests or not (np.isfinite(value) and np.isfinite(base)):
+            if recent.calls[i] < rule.min_requests:
                 continue
-            if value - base < rule.excess_floor() or not np.isfinite(spread) or spread <= 0:
+            judged = (learnt.get(i), expected, recent.keys[i], reference)
+
+            worst: tuple[float, str, float, float, str] | None = None
+            for name in names:
+                value = values[i] if len(names) == 1 else recent.tier_ms[i, TIERS.index(name[8:])]
+                base, spread, basis = _against(name, *judged)
+                if not (np.isfinite(value) and np.isfinite(base) and np.isfinite(spread)) or spread <= 0:
+                    continue
+                if value - base < rule.excess_floor():
+                    continue
+                z = float((value - base) / spread)
+                if worst is None or z > worst[0]:
+                    worst = (z, name, float(value), float(base), basis)
+            if worst is None:
                 continue
-            z = (value - base) / spread
-            severity = _band_severity(float(z), bands)
+            z, name, value, base, basis = worst
+            severity = _band_severity(z, bands)
             if severity is None:
                 continue
+            # Requests slower than the edge of the p95 band count as affected.
+            p95_base, p95_spread, _ = _against("p95_ms", *judged)
             lowest = min(bands.values())
-            edge_us = (base + lowest * spread) * 1000 if rule.metric != "error_rate" else float("inf")
+            edge_us = (p95_base + lowest * p95_spread) * 1000 if rule.metric != "error_rate" else float("inf")
+            detail: dict[str, Any] = {"z": round(z, 2), "bands": bands, "baseline_from": basis}
+            if rule.metric == "tier_ms":
+                detail["tier"] = name[8:]
             signals.append(
                 Signal(
                     rule,
                     severity,
                     [recent.keys[i]],
                     rule.metric,
-                    float(value),
-                    float(base),
-                    float(edge_us),
-                    {"z": round(float(z), 2), "bands": bands, "baseline_from": basis},
+                    value,
+                    base,
+                    float(edge_us) if np.isfinite(edge_us) else float("inf"),
+                    detail,
                 )
             )
     return signals

@@ -5,7 +5,8 @@ The fault table (``demo_faults``, from :data:`tierscope.demo.faults.CATALOG`)
 writes components for people: ``INSERT INTO leads``, ``ext-services
 /verify-address``, ``crm-web /pipeline``. An alert names what the telemetry
 shows: the normalised statement, the peer's address, ``<service> <instance>``
-for code, the site for the network, the page for the browser. Used by the
+for slow code or ``<service> <operation>`` for failing code, the site for the
+network, the page for the browser. Used by the
 demo's alert test and by ``bench/alerting.py``.
 """
 
@@ -46,9 +47,11 @@ def names_component(
     if tier == "external":  # the table names the peer by its service: where it listens
         url = apps.get(expected.split()[0], "")
         return bool(url) and component == urlsplit(url).netloc
-    if tier in ("app", "web", "platform"):  # an instance of the fault's service
+    if tier in ("app", "web", "platform"):
+        # The failing operation of the fault's service (errors), or an instance
+        # of that service (time: the code that ran slow).
         service, _, instance = component.partition(" ")
-        return service == fault["service"] and instances.get(instance) == service
+        return component == expected or (service == fault["service"] and instances.get(instance) == service)
     if tier == "network":
         return component == fault["site"]
     if tier == "browser":  # the page the table names after the service

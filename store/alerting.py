@@ -289,3 +289,19 @@ async def instance_services(conn: AsyncConnection, tenant_id: int, instance: str
         {"tenant_id": tenant_id, "name": instance},
     )
     return [str(row[0]) for row in await cur.fetchall()]
+
+
+@wrap_errors
+async def error_origins(
+    conn: AsyncConnection,
+    tenant_id: int,
+    transactions: Sequence[tuple[str, str]],
+    start: datetime,
+    end: datetime,
+) -> list[tuple[str, str, int]]:
+    """(tier, component, failed requests) where ``transactions``' requests failed."""
+    cur = await conn.execute(
+        ALERT_QUERIES["error_origins"],
+        {"tenant_id": tenant_id, **_keys(transactions), "start": start, "end": end},
+    )
+    return [(str(t), str(c), int(n)) for t, c, n in await cur.fetchall()]

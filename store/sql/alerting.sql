@@ -149,3 +149,13 @@ FROM trace_summaries t
 JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON t.service = k.service AND t.bt = k.bt
 WHERE t.tenant_id = %(tenant_id)s AND t.start_time >= %(start)s AND t.start_time < %(end)s
   AND (t.error OR t.duration_us > %(threshold_us)s)
+
+-- error_origins --
+-- Where some transactions' failed requests failed: the tier and component of
+-- each one's deepest failing span, counted, over [start, end).
+SELECT t.error_tier, coalesce(t.error_component, ''), count(*)::int8
+FROM trace_summaries t
+JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON t.service = k.service AND t.bt = k.bt
+WHERE t.tenant_id = %(tenant_id)s AND t.start_time >= %(start)s AND t.start_time < %(end)s
+  AND t.error AND t.error_tier IS NOT NULL
+GROUP BY 1, 2
