@@ -88,6 +88,7 @@ class CycleReport:
     failed: list[int] = field(default_factory=list)
     fired: int = 0
     resolved: int = 0
+    escalated: int = 0
 
 
 def _ms(value: float) -> str:
@@ -410,7 +411,13 @@ class Evaluator:
                 await store.enqueue(conn, tenant_id, fields["id"], name, "firing", shown, now)
             await store.mark_notified(conn, tenant_id, fields["id"])
             return
-        for name in receivers:  # Alertmanager forgets an alert not re-sent: refresh it
+        for name in receivers:
+            # Worse than when it was sent (warning -> critical): sent again, now,
+            # even muted (the mute was judged when it first fired).
+            if await store.escalate(conn, tenant_id, fields["id"], name, shown, now):
+                report.escalated += 1
+                continue
+            # Alertmanager forgets an alert not re-sent: refresh it
             receiver = config.receiver(name)
             if receiver is not None and receiver.type == "alertmanager":
                 await store.refresh(conn, tenant_id, fields["id"], name, shown, now, now - AM_REFRESH)

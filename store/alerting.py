@@ -305,3 +305,26 @@ async def error_origins(
         {"tenant_id": tenant_id, **_keys(transactions), "start": start, "end": end},
     )
     return [(str(t), str(c), int(n)) for t, c, n in await cur.fetchall()]
+
+
+@wrap_errors
+async def escalate(
+    conn: AsyncConnection,
+    tenant_id: int,
+    alert_id: int,
+    receiver: str,
+    payload: dict[str, Any],
+    at: datetime,
+) -> bool:
+    """Re-send an alert's firing notification if its severity rose since; True if so."""
+    cur = await conn.execute(
+        ALERT_QUERIES["escalate"],
+        {
+            "tenant_id": tenant_id,
+            "alert_id": alert_id,
+            "receiver": receiver,
+            "payload": Jsonb(payload),
+            "at": at,
+        },
+    )
+    return await cur.fetchone() is not None

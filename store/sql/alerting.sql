@@ -99,6 +99,16 @@ UPDATE notifications SET delivered_at = NULL, next_attempt_at = %(at)s, payload 
 WHERE tenant_id = %(tenant_id)s AND alert_id = %(alert_id)s AND receiver = %(receiver)s
   AND event = 'firing' AND delivered_at < %(before)s
 
+-- escalate --
+-- Send a firing notification again, with the alert's new severity, when that
+-- is worse than the severity it was last sent with.
+UPDATE notifications SET delivered_at = NULL, attempts = 0, next_attempt_at = %(at)s, payload = %(payload)s
+WHERE tenant_id = %(tenant_id)s AND alert_id = %(alert_id)s AND receiver = %(receiver)s
+  AND event = 'firing'
+  AND array_position(ARRAY['info', 'warning', 'critical'], payload->>'severity')
+      < array_position(ARRAY['info', 'warning', 'critical'], %(payload)s::jsonb->>'severity')
+RETURNING id
+
 -- due_notifications --
 -- Notifications whose next attempt is due, oldest first, locked for this sender.
 SELECT id, tenant_id, alert_id, receiver, event, payload, attempts FROM notifications
