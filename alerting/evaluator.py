@@ -84,6 +84,7 @@ class Incident:
 @dataclass
 class CycleReport:
     tenants: int = 0
+    evaluated: list[int] = field(default_factory=list)  # judged without failure
     signals: int = 0
     failed: list[int] = field(default_factory=list)
     fired: int = 0
@@ -144,6 +145,7 @@ class Evaluator:
             try:
                 async with self.database.connection() as conn:
                     await self.evaluate_tenant(conn, tenant_id, end, report)
+                report.evaluated.append(tenant_id)
             except Exception as exc:  # a failed evaluation changes nothing; the next cycle tries again
                 _logger.warning("alert evaluation of tenant %d failed: %s", tenant_id, exc)
                 report.failed.append(tenant_id)

@@ -156,6 +156,23 @@ class Maintenance(_Strict):
     comment: str = ""
 
 
+class Heartbeat(_Strict):
+    """The watchdog's beats (``alerting/heartbeat.py``)."""
+
+    receiver: str
+    every: Duration = timedelta(minutes=1)
+    # No minute of data newer than this: the pipeline is silent and beats stop.
+    max_silence: Duration = timedelta(minutes=10)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Heartbeat:
+        if self.every < timedelta(seconds=10):
+            raise ValueError("every must be at least 10s")
+        if self.max_silence < timedelta(minutes=2):
+            raise ValueError("max_silence must be at least 2m (minutes are judged once complete)")
+        return self
+
+
 class AlertingConfig(_Strict):
     defaults: bool = True
     rules: list[Rule] = Field(default_factory=list)
@@ -164,6 +181,7 @@ class AlertingConfig(_Strict):
     severity_names: dict[Severity, str] = Field(default_factory=dict)  # e.g. critical: page
     cost_per_user_minute: dict[str, float] = Field(default_factory=dict)  # business service -> cost
     maintenance: list[Maintenance] = Field(default_factory=list)
+    heartbeat: Heartbeat | None = None
 
     @model_validator(mode="after")
     def _names(self) -> AlertingConfig:
@@ -173,6 +191,12 @@ class AlertingConfig(_Strict):
         for route in self.routes:
             if route.receiver not in names:
                 raise ValueError(f"route to unknown receiver {route.receiver!r}")
+        if self.heartbeat is not None:
+            beat_to = self.receiver(self.heartbeat.receiver)
+            if beat_to is None:
+                raise ValueError(f"heartbeat to unknown receiver {self.heartbeat.receiver!r}")
+            if beat_to.type not in ("webhook", "alertmanager"):
+                raise ValueError("the heartbeat receiver must be a webhook or an alertmanager")
         rule_names = [r.name for r in self.rules]
         if len(rule_names) != len(set(rule_names)):
             raise ValueError("rule names must be unique")

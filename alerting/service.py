@@ -28,6 +28,7 @@ import psycopg
 
 from tierscope.alerting.delivery import Backoff, deliver_due
 from tierscope.alerting.evaluator import Evaluator
+from tierscope.alerting.heartbeat import Heartbeats
 from tierscope.config import Settings
 from tierscope.store import Database
 
@@ -60,6 +61,7 @@ async def run(database: Database, settings: Settings, dsn: str, stop: asyncio.Ev
     ``stop`` is set (or cancelled)."""
     stop = stop or asyncio.Event()
     evaluator = Evaluator(database, settings)
+    heartbeats = Heartbeats(database, list(settings.alert_allowed_networks), settings.alert_runbook_url)
     backoff = Backoff(settings.alert_retry_initial, settings.alert_retry_max)
     allowed = list(settings.alert_allowed_networks)
     lock: psycopg.AsyncConnection | None = None
@@ -73,7 +75,9 @@ async def run(database: Database, settings: Settings, dsn: str, stop: asyncio.Ev
                 if time.monotonic() >= next_evaluation:
                     next_evaluation = time.monotonic() + settings.alert_interval.total_seconds()
                     try:
-                        await evaluator.cycle()
+                        report = await evaluator.cycle()
+                        # Only tenants judged without failure beat: a failing evaluator goes quiet.
+                        await heartbeats.beat(report.evaluated, datetime.now(UTC))
                     except Exception as exc:  # the next cycle tries again; nothing was resolved
                         _logger.warning("alert evaluation failed: %s", exc)
                 try:

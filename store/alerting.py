@@ -328,3 +328,10 @@ async def escalate(
         },
     )
     return await cur.fetchone() is not None
+
+
+@wrap_errors
+async def latest_minute(conn: AsyncConnection, tenant_id: int, now: datetime) -> datetime | None:
+    cur = await conn.execute(ALERT_QUERIES["latest_minute"], {"tenant_id": tenant_id, "now": now})
+    row = await cur.fetchone()
+    return row[0] if row else None

@@ -169,3 +169,9 @@ JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON t.servic
 WHERE t.tenant_id = %(tenant_id)s AND t.start_time >= %(start)s AND t.start_time < %(end)s
   AND t.error AND t.error_tier IS NOT NULL
 GROUP BY 1, 2
+
+-- latest_minute --
+-- The end of the newest minute of data a tenant has, in the day before now.
+SELECT max(bucket) + interval '1 minute' FROM bt_rollups
+WHERE tenant_id = %(tenant_id)s AND resolution = 'minute'
+  AND bucket > %(now)s - interval '1 day' AND bucket < %(now)s
