@@ -43,7 +43,10 @@ WORK = 2 + len(TIERS)  # the row of work_ms among a transaction's series
 # a new transaction) is held against its own recent minutes instead.
 RECENT_REFERENCE = timedelta(minutes=30)
 RECENT_MIN_MINUTES = 3  # fewer busy minutes than this: no reference, no judgement
-RECENT_RELATIVE_SPREAD = 0.25  # a recent reference's spread is at least this share of its median
+# A recent reference's spread is at least this share of its median: half an
+# hour is a weak estimate of normal (a busy host doubles response times for
+# minutes), so with bands 3 and 4 a warning needs 2.5 times the median.
+RECENT_RELATIVE_SPREAD = 0.5
 CHUNK = 8  # transactions whose hourly histograms are merged at once (bounds memory)
 
 
