@@ -42,6 +42,7 @@ WORK = 2 + len(TIERS)  # the row of work_ms among a transaction's series
 # A transaction whose hour-of-week baseline has not learnt yet (a new estate,
 # a new transaction) is held against its own recent minutes instead.
 RECENT_REFERENCE = timedelta(minutes=30)
+COMMON_MIN_TRANSACTIONS = 5  # fewer judged alike: no common slowdown is taken out
 RECENT_MIN_MINUTES = 3  # fewer busy minutes than this: no reference, no judgement
 # A recent reference's spread is at least this share of its median: half an
 # hour is a weak estimate of normal (a busy host doubles response times for
@@ -317,6 +318,26 @@ def _against(
     return base, spread, "baseline"
 
 
+def _common_slowdown(
+    recent: Recent,
+    chosen: list[int],
+    learnt: dict[int, int],
+    expected: dict[str, Array],
+    reference: RecentReference | None,
+) -> float:
+    """How much slower than their recent minutes most transactions are now (the
+    median ratio of p95s, at least 1): a busy host or a saturated database slows
+    everything alike. Against recent minutes, each transaction is judged after
+    taking that common factor out, so what stands out is what differs."""
+    ratios = []
+    for i in chosen:
+        base, _, basis = _against("p95_ms", learnt.get(i), expected, recent.keys[i], reference)
+        value = recent.p95_ms[i]
+        if basis == "recent minutes" and np.isfinite(base) and base > 0 and np.isfinite(value):
+            ratios.append(float(value) / base)
+    return max(1.0, float(np.median(ratios))) if len(ratios) >= COMMON_MIN_TRANSACTIONS else 1.0
+
+
 def judge_transactions(
     rules: list[Rule],
     recent_by_window: dict[timedelta, Recent],
@@ -364,6 +385,9 @@ def judge_transactions(
         bands = rule.bands or default_bands
         # tier_ms: each tier's time per request is judged; the worst one speaks.
         names = [f"tier_ms.{tier}" for tier in TIERS] if rule.metric == "tier_ms" else [rule.metric]
+        common = 1.0
+        if rule.metric != "error_rate":
+            common = _common_slowdown(recent, chosen, learnt, expected, reference)
         for i in chosen:
             if recent.calls[i] < rule.min_requests:
                 continue
@@ -373,6 +397,8 @@ def judge_transactions(
             for name in names:
                 value = values[i] if len(names) == 1 else recent.tier_ms[i, TIERS.index(name[8:])]
                 base, spread, basis = _against(name, *judged)
+                if basis == "recent minutes":  # the whole estate slowing is not this transaction's fault
+                    base, spread = base * common, spread * common
                 if not (np.isfinite(value) and np.isfinite(base) and np.isfinite(spread)) or spread <= 0:
                     continue
                 if value - base < rule.excess_floor():
@@ -391,6 +417,8 @@ def judge_transactions(
             lowest = min(bands.values())
             edge_us = (p95_base + lowest * p95_spread) * 1000 if rule.metric != "error_rate" else float("inf")
             detail: dict[str, Any] = {"z": round(z, 2), "bands": bands, "baseline_from": basis}
+            if basis == "recent minutes" and common > 1:
+                detail["common_slowdown"] = round(common, 2)
             if rule.metric == "tier_ms":
                 detail["tier"] = name[8:]
             signals.append(
