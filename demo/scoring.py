@@ -5,8 +5,8 @@ The fault table (``demo_faults``, from :data:`tierscope.demo.faults.CATALOG`)
 writes components for people: ``INSERT INTO leads``, ``ext-services
 /verify-address``, ``crm-web /pipeline``. An alert names what the telemetry
 shows: the normalised statement, the peer's address, ``<service> <instance>``
-for slow code or ``<service> <operation>`` for failing code, the site for the
-network, the page for the browser. Used by the
+for slow code or ``<service> <operation>`` for failing code (scored by the
+service), the site for the network, the page for the browser. Used by the
 demo's alert test and by ``bench/alerting.py``.
 """
 
@@ -48,10 +48,12 @@ def names_component(
         url = apps.get(expected.split()[0], "")
         return bool(url) and component == urlsplit(url).netloc
     if tier in ("app", "web", "platform"):
-        # The failing operation of the fault's service (errors), or an instance
-        # of that service (time: the code that ran slow).
-        service, _, instance = component.partition(" ")
-        return component == expected or (service == fault["service"] and instances.get(instance) == service)
+        # Code is named by its service: an instance of it (time: the code that
+        # ran slow) or one of its operations (failures: the deepest failing
+        # span, e.g. "erp-api orders.validate" for the table's "erp-api POST
+        # /api/orders"; the transaction is checked by covers()).
+        service, _, rest = component.partition(" ")
+        return service == fault["service"] and bool(rest) and (rest in instances or tier != "platform")
     if tier == "network":
         return component == fault["site"]
     if tier == "browser":  # the page the table names after the service
