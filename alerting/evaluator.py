@@ -106,6 +106,8 @@ def title(incident: Incident) -> str:
         what = {"p95_ms": "p95", "work_ms": "work per request"}.get(
             main.metric, f"{main.detail.get('tier', 'tier')} time per request"
         )
+        if main.detail.get("missing"):
+            what = "jobs missing from the traces (a backlog?):" + " " + what
         text = f"{service} / {bt} {what} {_ms(main.value or 0)} ({reference} {_ms(main.expected or 0)})"
     else:
         reference = "baseline" if main.rule.kind == "baseline" else "limit"

@@ -72,6 +72,8 @@ async def localise(
     if requests <= 0:
         return Localisation(evidence={"reason": "no requests in the judged window"})
     reference_start = since - REFERENCE
+    if signal.detail.get("missing"):
+        return await _missing(conn, tenant_id, signal, reference_start, since)
     reference = await slo_store.bt_buckets(conn, tenant_id, signal.bts, "minute", reference_start, since)
     reference_requests = float(reference.calls.sum())
     errors = signal.metric in ERROR_METRICS
@@ -253,3 +255,25 @@ async def _instance_name(conn: AsyncConnection, tenant_id: int, instance: str) -
     if len(services) == 1 and services[0] != instance:
         return f"{services[0]} {instance}"
     return instance
+
+
+async def _missing(
+    conn: AsyncConnection, tenant_id: int, signal: Signal, reference_start: datetime, since: datetime
+) -> Localisation:
+    """Work that stopped showing up is blamed on its tier and on the component
+    that did most of it before (the worker instance whose jobs are missing)."""
+    tier = str(signal.detail["tier"])
+    before = await store.component_window(conn, tenant_id, signal.bts, tier, reference_start, since)
+    named = [(self_us, name) for name, (_, _, self_us) in before.items() if name != "_other"]
+    evidence: dict[str, Any] = {
+        "unit": "ms per request",
+        "baseline_from": "hour before",
+        "tiers": {tier: {"now": _round(signal.value or 0.0), "baseline": _round(signal.expected or 0.0)}},
+        "missing": True,
+    }
+    if not named:
+        return Localisation(tier, None, 1.0, evidence)
+    self_us, name = max(named)
+    component, detail = await _named(conn, tenant_id, tier, (0.0, name, 0.0, self_us / 1000))
+    evidence["component"] = detail
+    return Localisation(tier, component, 1.0, evidence)

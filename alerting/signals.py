@@ -42,6 +42,9 @@ WORK = 2 + len(TIERS)  # the row of work_ms among a transaction's series
 # A transaction whose hour-of-week baseline has not learnt yet (a new estate,
 # a new transaction) is held against its own recent minutes instead.
 RECENT_REFERENCE = timedelta(minutes=30)
+# Platform time of at least this much per request, down to under this share of
+# it: the transaction's jobs no longer finish within its trace (a backlog).
+MISSING_MIN_MS, MISSING_SHARE = 15.0, 0.2
 COMMON_MIN_TRANSACTIONS = 5  # fewer judged alike: no common slowdown is taken out
 RECENT_MIN_MINUTES = 3  # fewer busy minutes than this: no reference, no judgement
 # A recent reference's spread is at least this share of its median: half an
@@ -338,6 +341,36 @@ def _common_slowdown(
     return max(1.0, float(np.median(ratios))) if len(ratios) >= COMMON_MIN_TRANSACTIONS else 1.0
 
 
+def _missing_work(
+    rule: Rule,
+    recent: Recent,
+    i: int,
+    judged: tuple[int | None, dict[str, Array], tuple[str, str], RecentReference | None],
+    common: float,
+) -> list[Signal]:
+    """Asynchronous work that stopped showing up: a transaction whose requests
+    always had jobs finishing within their trace (``platform`` time) now has
+    next to none. The jobs are queued behind a stalled or starved worker and
+    finish too late to be part of their trace (processing does not reopen a
+    settled trace), so the backlog shows as work missing, not as work slower."""
+    base, _, basis = _against("tier_ms.platform", *judged)
+    value = float(np.nan_to_num(recent.tier_ms[i, TIERS.index("platform")]))
+    if not np.isfinite(base) or base < MISSING_MIN_MS or value > MISSING_SHARE * base:
+        return []
+    return [
+        Signal(
+            rule,
+            "warning",
+            [recent.keys[i]],
+            rule.metric,
+            value,
+            float(base),
+            float("inf"),
+            {"tier": "platform", "missing": True, "baseline_from": basis, "common": round(common, 2)},
+        )
+    ]
+
+
 def judge_transactions(
     rules: list[Rule],
     recent_by_window: dict[timedelta, Recent],
@@ -407,6 +440,8 @@ def judge_transactions(
                 if worst is None or z > worst[0]:
                     worst = (z, name, float(value), float(base), basis)
             if worst is None:
+                if rule.metric == "tier_ms":
+                    signals += _missing_work(rule, recent, i, judged, common)
                 continue
             z, name, value, base, basis = worst
             severity = _band_severity(z, bands)
@@ -418,7 +453,7 @@ def judge_transactions(
             edge_us = (p95_base + lowest * p95_spread) * 1000 if rule.metric != "error_rate" else float("inf")
             detail: dict[str, Any] = {"z": round(z, 2), "bands": bands, "baseline_from": basis}
             if basis == "recent minutes" and common > 1:
-                detail["common_slowdown"] = round(common, 2)
+                detail["common"] = round(common, 2)  # the slowdown shared by most transactions
             if rule.metric == "tier_ms":
                 detail["tier"] = name[8:]
             signals.append(
