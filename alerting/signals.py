@@ -431,7 +431,8 @@ def judge_transactions(
                 value = values[i] if len(names) == 1 else recent.tier_ms[i, TIERS.index(name[8:])]
                 base, spread, basis = _against(name, *judged)
                 if basis == "recent minutes":  # the whole estate slowing is not this transaction's fault
-                    base, spread = base * common, spread * common
+                    base = base * common
+                    spread = max(spread, RECENT_RELATIVE_SPREAD * base)
                 if not (np.isfinite(value) and np.isfinite(base) and np.isfinite(spread)) or spread <= 0:
                     continue
                 if value - base < rule.excess_floor():
