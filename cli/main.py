@@ -222,13 +222,11 @@ def tenant_revoke(name: str, key: str | None, kind: str | None, data_dir: Path |
 @main.command()
 @data_dir_option
 def process(data_dir: Path | None) -> None:
-    """Run trace processing and the alert evaluator alone, in the foreground
-    (tierscope up runs them by default).
+    """Run trace processing alone, in the foreground (tierscope up runs it by default).
 
-    Processing runs one process per shard (TIERSCOPE_PROCESSING_SHARDS), the
-    evaluator one more (off with TIERSCOPE_ALERTING=false). Any number may run
-    against one store: one works per shard (one evaluates) at a time, the
-    others wait to take over.
+    It runs one process per shard (TIERSCOPE_PROCESSING_SHARDS). Any number may
+    run against one store: one works per shard at a time, the others wait to
+    take over.
     """
     from tierscope.collector.server import ProcessorProcesses, migrate, store_dsn
 
@@ -241,9 +239,7 @@ def process(data_dir: Path | None) -> None:
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            with ProcessorProcesses(
-                enabled=True, shards=settings.processing_shards, alerting=settings.alerting
-            ):
+            with ProcessorProcesses(enabled=True, shards=settings.processing_shards):
                 while not stop.wait(0.5):
                     pass
         except KeyboardInterrupt:
