@@ -78,7 +78,8 @@ async def test_a_failing_evaluation_does_not_beat(estate: Estate, sink: Sink) ->
             "webhook or an alertmanager",
         ),
         (
-            "receivers: [{name: w, webhook: {url: 'https://x.example'}}]\nheartbeat: {receiver: w, every: 1s}",
+            "receivers: [{name: w, webhook: {url: 'https://x.example'}}]\n"
+            "heartbeat: {receiver: w, every: 1s}",
             "at least 10s",
         ),
     ],
