@@ -110,11 +110,14 @@ async def localise(
             if np.isfinite(tiers_now[t]) and (tiers_now[t] > 0 or np.nan_to_num(tiers_base[t]) > 0)
         },
     }
-    if total <= 0:
+    # A tier_ms signal already knows its tier: another tier's excess in the same
+    # window (the tail of an earlier fault) must not take the blame from it.
+    judged = signal.detail.get("tier")
+    if total <= 0 and judged not in TIERS:
         return Localisation(evidence=evidence)
-    top = int(np.argmax(excess))
+    top = TIERS.index(judged) if judged in TIERS and not errors else int(np.argmax(excess))
     tier = TIERS[top]
-    confidence = float(excess[top] / total)
+    confidence = float(excess[top] / total) if total > 0 else 1.0
     if errors:
         services = sorted({service for service, _ in signal.bts})
         component, component_evidence = await _error_component(
