@@ -176,7 +176,11 @@ def _campaign(data: Path, url: str, receiver: Receiver, log: Any) -> dict[str, A
         notified = [
             (at, alert)
             for at, event, alert in receiver.received
-            if event == "firing" and start <= at <= start + FAULT_SECONDS and scoring.covers(fault, alert)
+            if event == "firing"
+            and start <= at <= start + FAULT_SECONDS
+            and scoring.covers(fault, alert)
+            # A fault without transactions (the WAN) is only answered by its own tier.
+            and (fault["bts"] or alert["tier"] == fault["tier"])
         ]
         good = [(at, a) for at, a in notified if scoring.right(fault, a, state["apps"], instances)]
         first = good[0] if good else notified[0] if notified else None
@@ -189,4 +193,6 @@ def _campaign(data: Path, url: str, receiver: Receiver, log: Any) -> dict[str, A
             and scoring.names_component(fault, first[1]["component"], state["apps"], instances),
             "alert": first[1]["title"] if first else None,
         }
+    # A fault of a component already alerting joins its incident: no second page
+    # (the alert test counts it when the alert newly covers the fault's transaction).
     return {"faults": figures, "false_alarms_fault_free": quiet, "browser_users": experiences > 0}
