@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench bench-agent bench-demo lint check soak clean dashboards fuzz
+.PHONY: run test bench bench-agent bench-demo bench-alerting lint check soak clean dashboards fuzz
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ dashboards: $(INSTALLED)
 ## bench-agent: only the agent benchmark
 bench-agent: $(INSTALLED)
 	$(BIN)/python bench/agent.py
+
+## bench-alerting: evaluation cost for 1,000 transactions, then per fault of the
+## demo estate the time to the notification and whether tier and component were right
+bench-alerting: $(INSTALLED)
+	$(BIN)/python bench/alerting.py --days 42 --cycles 5
 
 ## bench-demo: the demo estate's own CPU, memory and spans/s at its default load
 bench-demo: $(INSTALLED)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from psycopg import AsyncConnection
 
 from tierscope.alerting import lifecycle, mute, routing
@@ -31,13 +32,16 @@ from tierscope.alerting.impact import assess
 from tierscope.alerting.localise import Localisation, localise
 from tierscope.alerting.rules import SEVERITIES, AlertingConfig, Rule, effective_rules, from_document
 from tierscope.alerting.signals import (
+    RECENT_REFERENCE,
     BaselineModel,
     Recent,
+    RecentReference,
     Signal,
     judge_slos,
     judge_transactions,
     minute_window,
     read_recent,
+    recent_reference,
     refresh_baselines,
 )
 from tierscope.alerting.views import view
@@ -80,10 +84,12 @@ class Incident:
 @dataclass
 class CycleReport:
     tenants: int = 0
+    evaluated: list[int] = field(default_factory=list)  # judged without failure
     signals: int = 0
     failed: list[int] = field(default_factory=list)
     fired: int = 0
     resolved: int = 0
+    escalated: int = 0
 
 
 def _ms(value: float) -> str:
@@ -95,9 +101,14 @@ def title(incident: Incident) -> str:
     service, bt = main.bts[0]
     if main.slo:
         text = f"SLO {main.slo} burning {main.detail['burn_rate_short']}x its error budget"
-    elif main.metric == "p95_ms":
+    elif main.metric in ("p95_ms", "work_ms", "tier_ms"):
         reference = "baseline" if main.rule.kind == "baseline" else "limit"
-        text = f"{service} / {bt} p95 {_ms(main.value or 0)} ({reference} {_ms(main.expected or 0)})"
+        what = {"p95_ms": "p95", "work_ms": "work per request"}.get(
+            main.metric, f"{main.detail.get('tier', 'tier')} time per request"
+        )
+        if main.detail.get("missing"):
+            what = "jobs missing from the traces (a backlog?):" + " " + what
+        text = f"{service} / {bt} {what} {_ms(main.value or 0)} ({reference} {_ms(main.expected or 0)})"
     else:
         reference = "baseline" if main.rule.kind == "baseline" else "limit"
         text = f"{service} / {bt} error rate {main.value or 0:.1%} ({reference} {main.expected or 0:.1%})"
@@ -136,6 +147,7 @@ class Evaluator:
             try:
                 async with self.database.connection() as conn:
                     await self.evaluate_tenant(conn, tenant_id, end, report)
+                report.evaluated.append(tenant_id)
             except Exception as exc:  # a failed evaluation changes nothing; the next cycle tries again
                 _logger.warning("alert evaluation of tenant %d failed: %s", tenant_id, exc)
                 report.failed.append(tenant_id)
@@ -175,10 +187,13 @@ class Evaluator:
             start, stop = minute_window(end, window)
             recent_by_window[window] = await read_recent(conn, tenant_id, start, stop)
         model = await self._model(conn, tenant_id, end)
-        signals = judge_transactions(rules, recent_by_window, model, self.settings.baseline_bands)
+        open_rows = {row["group_key"]: row for row in await store.open_alerts(conn, tenant_id)}
+        reference = await self._recent_reference(
+            conn, tenant_id, rules, recent_by_window, model, open_rows, end
+        )
+        signals = judge_transactions(rules, recent_by_window, model, self.settings.baseline_bands, reference)
         signals += await judge_slos(conn, tenant_id, rules, objectives, end)
         report.signals += len(signals)
-        open_rows = {row["group_key"]: row for row in await store.open_alerts(conn, tenant_id)}
         no_data = all(not len(r.keys) for r in recent_by_window.values())
         incidents = await self._incidents(conn, tenant_id, signals, recent_by_window, model, open_rows, end)
         services = await slo_store.list_business_services(conn, tenant_id)
@@ -191,6 +206,43 @@ class Evaluator:
                 continue  # no rollup at all: processing is behind, which says nothing of the incident
             rule = incident.main.rule if incident else by_name.get(row["rule"]) if row else None
             await self._step(conn, tenant_id, key, incident, row, rule, end, config, services, muter, report)
+
+    async def _recent_reference(
+        self,
+        conn: AsyncConnection,
+        tenant_id: int,
+        rules: list[Rule],
+        recent_by_window: dict[timedelta, Recent],
+        model: BaselineModel,
+        open_rows: dict[str, dict[str, Any]],
+        end: datetime,
+    ) -> RecentReference | None:
+        """The recent minutes of the transactions whose baseline has not learnt.
+
+        Each one's reference ends where its judged window starts, or where an
+        open alert of it began: a fault that lasts does not become normal."""
+        baseline_rules = [r for r in rules if r.kind == "baseline"]
+        if not baseline_rules:
+            return None
+        judged_from = end - max(r.window for r in baseline_rules)
+        keys = sorted({key for recent in recent_by_window.values() for key in recent.keys})
+        in_model = {key: i for i, key in enumerate(model.keys)}
+        known = [key for key in keys if key in in_model]
+        learnt = model.expected(judged_from, [in_model[key] for key in known])["p95_ms"]
+        unlearnt = set(keys) - {key for key, value in zip(known, learnt, strict=True) if np.isfinite(value)}
+        if not unlearnt:
+            return None
+        ends = dict.fromkeys(unlearnt, judged_from)
+        for row in open_rows.values():
+            for service, bt in row["bts"]:
+                if (service, bt) in ends:
+                    ends[(service, bt)] = min(ends[(service, bt)], row["pending_since"])
+        floors: dict[str, float] = {}
+        for rule in baseline_rules:
+            floors[rule.metric] = min(floors.get(rule.metric, float("inf")), rule.excess_floor())
+        since = min(ends.values()) - RECENT_REFERENCE
+        rows = await store.bt_window(conn, tenant_id, "minute", since, judged_from)
+        return recent_reference(rows, ends, floors)
 
     async def _incidents(
         self,
@@ -363,7 +415,13 @@ class Evaluator:
                 await store.enqueue(conn, tenant_id, fields["id"], name, "firing", shown, now)
             await store.mark_notified(conn, tenant_id, fields["id"])
             return
-        for name in receivers:  # Alertmanager forgets an alert not re-sent: refresh it
+        for name in receivers:
+            # Worse than when it was sent (warning -> critical): sent again, now,
+            # even muted (the mute was judged when it first fired).
+            if await store.escalate(conn, tenant_id, fields["id"], name, shown, now):
+                report.escalated += 1
+                continue
+            # Alertmanager forgets an alert not re-sent: refresh it
             receiver = config.receiver(name)
             if receiver is not None and receiver.type == "alertmanager":
                 await store.refresh(conn, tenant_id, fields["id"], name, shown, now, now - AM_REFRESH)

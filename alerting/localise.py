@@ -31,6 +31,9 @@ from tierscope.store import slo as slo_store
 
 REFERENCE = timedelta(hours=1)  # the fallback baseline: the hour before the incident
 ERROR_METRICS = ("error_rate", "availability")
+# Tiers whose components are the instances (or hosts) that ran the code: an
+# instance id alone says nothing to whoever is paged, so its service is named.
+INSTANCE_TIERS = ("app", "web", "platform")
 
 
 @dataclass
@@ -69,11 +72,14 @@ async def localise(
     if requests <= 0:
         return Localisation(evidence={"reason": "no requests in the judged window"})
     reference_start = since - REFERENCE
+    if signal.detail.get("missing"):
+        return await _missing(conn, tenant_id, signal, reference_start, since)
     reference = await slo_store.bt_buckets(conn, tenant_id, signal.bts, "minute", reference_start, since)
     reference_requests = float(reference.calls.sum())
     errors = signal.metric in ERROR_METRICS
+    error_components: dict[str, tuple[float, float]] = {}
     if errors:
-        tiers_now, tiers_base, basis = await _tier_errors(
+        tiers_now, tiers_base, basis, error_components = await _tier_errors(
             conn, tenant_id, signal, recent, reference_start, since, requests, reference_requests
         )
     else:
@@ -104,14 +110,23 @@ async def localise(
             if np.isfinite(tiers_now[t]) and (tiers_now[t] > 0 or np.nan_to_num(tiers_base[t]) > 0)
         },
     }
-    if total <= 0:
+    # A tier_ms signal already knows its tier: another tier's excess in the same
+    # window (the tail of an earlier fault) must not take the blame from it.
+    judged = signal.detail.get("tier")
+    if total <= 0 and judged not in TIERS:
         return Localisation(evidence=evidence)
-    top = int(np.argmax(excess))
+    top = TIERS.index(judged) if judged in TIERS and not errors else int(np.argmax(excess))
     tier = TIERS[top]
-    confidence = float(excess[top] / total)
-    component, component_evidence = await _component(
-        conn, tenant_id, signal, tier, recent, reference_start, since, requests, reference_requests, errors
-    )
+    confidence = float(excess[top] / total) if total > 0 else 1.0
+    if errors:
+        services = sorted({service for service, _ in signal.bts})
+        component, component_evidence = await _error_component(
+            conn, tenant_id, tier, error_components, services[0] if len(services) == 1 else None
+        )
+    else:
+        component, component_evidence = await _component(
+            conn, tenant_id, signal, tier, recent, reference_start, since, requests, reference_requests
+        )
     evidence["component"] = component_evidence
     return Localisation(tier, component, round(confidence, 3), evidence)
 
@@ -145,18 +160,29 @@ async def _tier_errors(
     since: datetime,
     requests: float,
     reference_requests: float,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    now = await slo_store.tier_buckets(conn, tenant_id, signal.bts, "minute", recent.start, recent.end)
-    before = await slo_store.tier_buckets(conn, tenant_id, signal.bts, "minute", reference_start, since)
+) -> tuple[np.ndarray, np.ndarray, str, dict[str, tuple[float, float]]]:
+    """Failed requests per request, by the tier where each failure began (its
+    deepest failing span, not every span the failure passed through: the app
+    that answers 500 because a partner failed did not fail first), now and in
+    the reference hour; and the same per component of each tier."""
+    now = await store.error_origins(conn, tenant_id, signal.bts, recent.start, recent.end)
+    before = await store.error_origins(conn, tenant_id, signal.bts, reference_start, since)
 
-    def per_request(rows: list[tuple[datetime, str, int, int]], total: float) -> np.ndarray:
+    def per_request(rows: list[tuple[str, str, int]], total: float) -> np.ndarray:
         sums = np.zeros(len(TIERS))
-        for _, tier, _, errors in rows:
+        for tier, _, count in rows:
             if tier in TIERS:
-                sums[TIERS.index(tier)] += errors
+                sums[TIERS.index(tier)] += count
         return sums / total if total > 0 else np.zeros(len(TIERS))
 
-    return per_request(now, requests), per_request(before, reference_requests), "hour before"
+    components: dict[str, tuple[float, float]] = {}
+    for rows, total, slot in ((now, requests, 0), (before, reference_requests, 1)):
+        for tier, component, count in rows:
+            key = f"{tier}\x00{component}"
+            pair = list(components.get(key, (0.0, 0.0)))
+            pair[slot] += count / total if total > 0 else 0.0
+            components[key] = (pair[0], pair[1])
+    return per_request(now, requests), per_request(before, reference_requests), "hour before", components
 
 
 async def _component(
@@ -169,26 +195,88 @@ async def _component(
     since: datetime,
     requests: float,
     reference_requests: float,
-    errors: bool,
 ) -> tuple[str | None, dict[str, Any]]:
     now = await store.component_window(conn, tenant_id, signal.bts, tier, recent.start, recent.end)
     before = await store.component_window(conn, tenant_id, signal.bts, tier, reference_start, since)
     best: tuple[float, str, float, float] | None = None
-    for name, (_, errs, self_us) in now.items():
+    for name, (_, _, self_us) in now.items():
         if name == "_other":
             continue
-        value = errs if errors else self_us / 1000
-        _, ref_errs, ref_us = before.get(name, (0, 0, 0))
-        ref_value = ref_errs if errors else ref_us / 1000
+        value = self_us / 1000
+        _, _, ref_us = before.get(name, (0, 0, 0))
+        ref_value = ref_us / 1000
         current = value / requests
         usual = ref_value / reference_requests if reference_requests > 0 else 0.0
         if best is None or current - usual > best[0]:
             best = (current - usual, name, current, usual)
     if best is None or best[0] <= 0:
         return None, {}
-    return best[1], {
-        "name": best[1],
+    return await _named(conn, tenant_id, tier, best)
+
+
+async def _error_component(
+    conn: AsyncConnection,
+    tenant_id: int,
+    tier: str,
+    components: dict[str, tuple[float, float]],
+    service: str | None,
+) -> tuple[str | None, dict[str, Any]]:
+    """The component of ``tier`` whose failures per request grew the most. In
+    the code's tiers that is the failing operation, named with its service."""
+    best: tuple[float, str, float, float] | None = None
+    for key, (now, usual) in components.items():
+        component_tier, _, name = key.partition("\x00")
+        if component_tier != tier or not name:
+            continue
+        if best is None or now - usual > best[0]:
+            best = (now - usual, name, now, usual)
+    if best is None or best[0] <= 0:
+        return None, {}
+    if tier in INSTANCE_TIERS and service:
+        best = (best[0], f"{service} {best[1]}", best[2], best[3])
+        return best[1], {"name": best[1], "now": round(best[2], 3), "baseline": round(best[3], 3)}
+    return await _named(conn, tenant_id, tier, best)
+
+
+async def _named(
+    conn: AsyncConnection, tenant_id: int, tier: str, best: tuple[float, str, float, float]
+) -> tuple[str, dict[str, Any]]:
+    name = best[1]
+    if tier in INSTANCE_TIERS:
+        name = await _instance_name(conn, tenant_id, name)
+    return name, {
+        "name": name,
         "now": round(best[2], 3),
         "baseline": round(best[3], 3),
         "excess": round(best[0], 3),
     }
+
+
+async def _instance_name(conn: AsyncConnection, tenant_id: int, instance: str) -> str:
+    """``<service> <instance>`` when the instance (or host) is known to run one service."""
+    services = await store.instance_services(conn, tenant_id, instance)
+    if len(services) == 1 and services[0] != instance:
+        return f"{services[0]} {instance}"
+    return instance
+
+
+async def _missing(
+    conn: AsyncConnection, tenant_id: int, signal: Signal, reference_start: datetime, since: datetime
+) -> Localisation:
+    """Work that stopped showing up is blamed on its tier and on the component
+    that did most of it before (the worker instance whose jobs are missing)."""
+    tier = str(signal.detail["tier"])
+    before = await store.component_window(conn, tenant_id, signal.bts, tier, reference_start, since)
+    named = [(self_us, name) for name, (_, _, self_us) in before.items() if name != "_other"]
+    evidence: dict[str, Any] = {
+        "unit": "ms per request",
+        "baseline_from": "hour before",
+        "tiers": {tier: {"now": _round(signal.value or 0.0), "baseline": _round(signal.expected or 0.0)}},
+        "missing": True,
+    }
+    if not named:
+        return Localisation(tier, None, 1.0, evidence)
+    self_us, name = max(named)
+    component, detail = await _named(conn, tenant_id, tier, (0.0, name, 0.0, self_us / 1000))
+    evidence["component"] = detail
+    return Localisation(tier, component, 1.0, evidence)

@@ -35,7 +35,22 @@ from tierscope.store import alerting as store
 from tierscope.store import slo as slo_store
 
 Array = npt.NDArray[np.float64]
-BASELINE_METRICS = ("p95_ms", "error_rate", *(f"tier_ms.{tier}" for tier in TIERS))
+# work_ms: all the time spent per request, in every tier, including work done
+# for it after the response (a job the request queued): what p95 cannot see.
+BASELINE_METRICS = ("p95_ms", "error_rate", *(f"tier_ms.{tier}" for tier in TIERS), "work_ms")
+WORK = 2 + len(TIERS)  # the row of work_ms among a transaction's series
+# A transaction whose hour-of-week baseline has not learnt yet (a new estate,
+# a new transaction) is held against its own recent minutes instead.
+RECENT_REFERENCE = timedelta(minutes=30)
+# Platform time of at least this much per request, down to under this share of
+# it: the transaction's jobs no longer finish within its trace (a backlog).
+MISSING_MIN_MS, MISSING_SHARE = 15.0, 0.2
+COMMON_MIN_TRANSACTIONS = 5  # fewer judged alike: no common slowdown is taken out
+RECENT_MIN_MINUTES = 3  # fewer busy minutes than this: no reference, no judgement
+# A recent reference's spread is at least this share of its median: half an
+# hour is a weak estimate of normal (a busy host doubles response times for
+# minutes), so with bands 3 and 4 a warning needs 2.5 times the median.
+RECENT_RELATIVE_SPREAD = 0.5
 CHUNK = 8  # transactions whose hourly histograms are merged at once (bounds memory)
 
 
@@ -57,6 +72,10 @@ class Recent:
     def metric(self, name: str) -> Array:
         if name == "p95_ms":
             return self.p95_ms
+        if name == "work_ms":
+            return np.nansum(self.tier_ms, axis=1) if len(self.keys) else np.zeros(0)
+        if name == "tier_ms":  # the busiest tier (a threshold on any tier)
+            return np.nanmax(self.tier_ms, axis=1) if len(self.keys) else np.zeros(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.calls > 0, self.errors / self.calls, np.nan)
 
@@ -145,6 +164,8 @@ def _matrix(
     values[bt_of_row[busy] * metrics + 1, step_of_row[busy]] = errors[busy] / calls[busy]
     for t in range(len(TIERS)):
         values[bt_of_row[busy] * metrics + 2 + t, step_of_row[busy]] = tier_us[busy, t] / calls[busy] / 1000
+    work = tier_us[busy].sum(axis=1) / calls[busy] / 1000
+    values[bt_of_row[busy] * metrics + WORK, step_of_row[busy]] = work
     # p95 per transaction and hour, a few transactions at a time (dense histograms are wide).
     for first in range(0, n, CHUNK):
         chosen = np.flatnonzero((bt_of_row >= first) & (bt_of_row < first + CHUNK) & busy)
@@ -205,6 +226,58 @@ async def refresh_baselines(
 
 
 @dataclass
+class RecentReference:
+    """Median and robust spread of each transaction's per-minute p95, error rate
+    and work over the minutes before ``end`` (see :data:`RECENT_REFERENCE`):
+    the reference of transactions the hour-of-week baseline has not learnt."""
+
+    figures: dict[tuple[str, str], dict[str, tuple[float, float]]]  # key -> metric -> (median, spread)
+
+    def get(self, key: tuple[str, str], metric: str) -> tuple[float, float]:
+        return self.figures.get(key, {}).get(metric, (np.nan, np.nan))
+
+
+def recent_reference(
+    rows: list[tuple[str, str, datetime, int, int, bytes, list[int]]],
+    ends: dict[tuple[str, str], datetime],
+    floors: dict[str, float],
+) -> RecentReference:
+    """Per transaction, the figures of its minutes in ``[ends[key] - RECENT_REFERENCE,
+    ends[key])``; ``floors`` are the metrics' smallest meaningful excess, which
+    also bounds their spread from below (half of it: a flat series is not a
+    license to page on noise)."""
+
+    def within(row: tuple[Any, ...]) -> bool:
+        until = ends.get((row[0], row[1]))
+        return until is not None and until - RECENT_REFERENCE <= row[2] < until and row[3] > 0
+
+    chosen = [row for row in rows if within(row)]
+    if not chosen:
+        return RecentReference({})
+    p95 = histogram.Merged(list(range(len(chosen))), (row[5] for row in chosen)).quantile_of_each(0.95)
+    series: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for i, (service, bt, _, calls, errors, _, tier_us) in enumerate(chosen):
+        figures = series.setdefault((service, bt), {})
+        figures.setdefault("p95_ms", []).append(float(p95[i]) / 1000)
+        figures.setdefault("error_rate", []).append(errors / calls)
+        figures.setdefault("work_ms", []).append(sum(tier_us) / calls / 1000)
+        for t, tier in enumerate(TIERS):
+            figures.setdefault(f"tier_ms.{tier}", []).append(tier_us[t] / calls / 1000)
+    reference: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    for key, figures in series.items():
+        if len(figures["p95_ms"]) < RECENT_MIN_MINUTES:
+            continue
+        reference[key] = {}
+        for metric, values in figures.items():
+            array = np.asarray(values)
+            median = float(np.median(array))
+            mad = 1.4826 * float(np.median(np.abs(array - median)))
+            floor_spread = floors.get(metric.partition(".")[0], 0.0) / 2
+            reference[key][metric] = (median, max(mad, RECENT_RELATIVE_SPREAD * abs(median), floor_spread))
+    return RecentReference(reference)
+
+
+@dataclass
 class Signal:
     """A rule holding for a subject at one evaluation."""
 
@@ -232,13 +305,83 @@ def _band_severity(z: float, bands: dict[str, float]) -> str | None:
     return held[-1] if held else None
 
 
+def _against(
+    name: str,
+    row: int | None,
+    expected: dict[str, Array],
+    key: tuple[str, str],
+    reference: RecentReference | None,
+) -> tuple[float, float, str]:
+    """(median, spread, where from) a transaction's metric is judged against:
+    its learnt hour-of-week band (``row`` of ``expected``), else its recent minutes."""
+    base = float(expected[name][row]) if row is not None else np.nan
+    spread = float(expected[name + ":spread"][row]) if row is not None else np.nan
+    if not np.isfinite(base) and reference is not None:
+        return (*reference.get(key, name), "recent minutes")
+    return base, spread, "baseline"
+
+
+def _common_slowdown(
+    recent: Recent,
+    chosen: list[int],
+    learnt: dict[int, int],
+    expected: dict[str, Array],
+    reference: RecentReference | None,
+) -> float:
+    """How much slower than their recent minutes most transactions are now (the
+    median ratio of p95s, at least 1): a busy host or a saturated database slows
+    everything alike. Against recent minutes, each transaction is judged after
+    taking that common factor out, so what stands out is what differs."""
+    ratios = []
+    for i in chosen:
+        base, _, basis = _against("p95_ms", learnt.get(i), expected, recent.keys[i], reference)
+        value = recent.p95_ms[i]
+        if basis == "recent minutes" and np.isfinite(base) and base > 0 and np.isfinite(value):
+            ratios.append(float(value) / base)
+    return max(1.0, float(np.median(ratios))) if len(ratios) >= COMMON_MIN_TRANSACTIONS else 1.0
+
+
+def _missing_work(
+    rule: Rule,
+    recent: Recent,
+    i: int,
+    judged: tuple[int | None, dict[str, Array], tuple[str, str], RecentReference | None],
+    common: float,
+) -> list[Signal]:
+    """Asynchronous work that stopped showing up: a transaction whose requests
+    always had jobs finishing within their trace (``platform`` time) now has
+    next to none. The jobs are queued behind a stalled or starved worker and
+    finish too late to be part of their trace (processing does not reopen a
+    settled trace), so the backlog shows as work missing, not as work slower."""
+    base, _, basis = _against("tier_ms.platform", *judged)
+    value = float(np.nan_to_num(recent.tier_ms[i, TIERS.index("platform")]))
+    if not np.isfinite(base) or base < MISSING_MIN_MS or value > MISSING_SHARE * base:
+        return []
+    return [
+        Signal(
+            rule,
+            "warning",
+            [recent.keys[i]],
+            rule.metric,
+            value,
+            float(base),
+            float("inf"),
+            {"tier": "platform", "missing": True, "baseline_from": basis, "common": round(common, 2)},
+        )
+    ]
+
+
 def judge_transactions(
     rules: list[Rule],
     recent_by_window: dict[timedelta, Recent],
     model: BaselineModel,
     widths: tuple[float, ...],
+    reference: RecentReference | None = None,
 ) -> list[Signal]:
-    """Baseline and threshold rules over every transaction's judged window."""
+    """Baseline and threshold rules over every transaction's judged window.
+
+    A baseline rule holds a transaction against its hour-of-week band; where
+    that band has not learnt yet, against its ``reference`` minutes."""
     default_bands = dict(zip(SEVERITIES, widths, strict=False))
     signals: list[Signal] = []
     model_rows = {key: i for i, key in enumerate(model.keys)}
@@ -269,34 +412,61 @@ def judge_transactions(
                     )
             continue
         known = [i for i in chosen if recent.keys[i] in model_rows]
-        if not known:
-            continue
         middle = recent.start + (recent.end - recent.start) / 2
         expected = model.expected(middle, [model_rows[recent.keys[i]] for i in known])
+        learnt = {i: j for j, i in enumerate(known)}
         bands = rule.bands or default_bands
-        for j, i in enumerate(known):
-            value, base = values[i], expected[rule.metric][j]
-            spread = expected[rule.metric + ":spread"][j]
-            if recent.calls[i] < rule.min_requests or not (np.isfinite(value) and np.isfinite(base)):
+        # tier_ms: each tier's time per request is judged; the worst one speaks.
+        names = [f"tier_ms.{tier}" for tier in TIERS] if rule.metric == "tier_ms" else [rule.metric]
+        common = 1.0
+        if rule.metric != "error_rate":
+            common = _common_slowdown(recent, chosen, learnt, expected, reference)
+        for i in chosen:
+            if recent.calls[i] < rule.min_requests:
                 continue
-            if value - base < rule.excess_floor() or not np.isfinite(spread) or spread <= 0:
+            judged = (learnt.get(i), expected, recent.keys[i], reference)
+
+            worst: tuple[float, str, float, float, str] | None = None
+            for name in names:
+                value = values[i] if len(names) == 1 else recent.tier_ms[i, TIERS.index(name[8:])]
+                base, spread, basis = _against(name, *judged)
+                if basis == "recent minutes":  # the whole estate slowing is not this transaction's fault
+                    base = base * common
+                    spread = max(spread, RECENT_RELATIVE_SPREAD * base)
+                if not (np.isfinite(value) and np.isfinite(base) and np.isfinite(spread)) or spread <= 0:
+                    continue
+                if value - base < rule.excess_floor():
+                    continue
+                z = float((value - base) / spread)
+                if worst is None or z > worst[0]:
+                    worst = (z, name, float(value), float(base), basis)
+            if worst is None:
+                if rule.metric == "tier_ms":
+                    signals += _missing_work(rule, recent, i, judged, common)
                 continue
-            z = (value - base) / spread
-            severity = _band_severity(float(z), bands)
+            z, name, value, base, basis = worst
+            severity = _band_severity(z, bands)
             if severity is None:
                 continue
+            # Requests slower than the edge of the p95 band count as affected.
+            p95_base, p95_spread, _ = _against("p95_ms", *judged)
             lowest = min(bands.values())
-            edge_us = (base + lowest * spread) * 1000 if rule.metric == "p95_ms" else float("inf")
+            edge_us = (p95_base + lowest * p95_spread) * 1000 if rule.metric != "error_rate" else float("inf")
+            detail: dict[str, Any] = {"z": round(z, 2), "bands": bands, "baseline_from": basis}
+            if basis == "recent minutes" and common > 1:
+                detail["common"] = round(common, 2)  # the slowdown shared by most transactions
+            if rule.metric == "tier_ms":
+                detail["tier"] = name[8:]
             signals.append(
                 Signal(
                     rule,
                     severity,
                     [recent.keys[i]],
                     rule.metric,
-                    float(value),
-                    float(base),
-                    float(edge_us),
-                    {"z": round(float(z), 2), "bands": bands},
+                    value,
+                    base,
+                    float(edge_us) if np.isfinite(edge_us) else float("inf"),
+                    detail,
                 )
             )
     return signals

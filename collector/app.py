@@ -24,7 +24,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tierscope.alerting import api as alerting_api
-from tierscope.alerting import service as alerting_service
 from tierscope.collector import ingest, rum
 from tierscope.collector.api import admin, openapi, traces
 from tierscope.collector.auth import KeyVerifier
@@ -109,9 +108,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
             # periodic round tries again (another worker may hold the lock now).
             _logger.warning("maintenance at start-up failed: %s", exc)
         maintenance = asyncio.create_task(_maintain_forever(database, settings))
-        background = [maintenance]
-        if settings.alerting:
-            background.append(asyncio.create_task(alerting_service.run(database, settings, dsn)))
+        background = [maintenance]  # the alert evaluator is a process of its own (server.py)
         if settings.report_schedule_interval.total_seconds() > 0:
             background.append(
                 asyncio.create_task(report_schedule.run_forever(database, settings.report_schedule_interval))

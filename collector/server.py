@@ -125,7 +125,10 @@ def serve(settings: Settings, console: Console, companion: Companion | None = No
             _worker_environment(settings, dsn)
             beside = companion(dsn, credentials) if companion is not None else contextlib.nullcontext()
             # The companion stops last: the processors are not restarted while it stops.
-            with beside, ProcessorProcesses(enabled=settings.processing, shards=settings.processing_shards):
+            background = ProcessorProcesses(
+                enabled=settings.processing, shards=settings.processing_shards, alerting=settings.alerting
+            )
+            with beside, background:
                 _serve_workers(settings)
             console.print("tierscope stopped.")
     except KeyboardInterrupt:
@@ -183,39 +186,55 @@ class CollectorError(Exception):
 
 
 class ProcessorProcesses:
-    """The trace processor, one process per shard, each restarted if it dies,
-    stopped (SIGTERM: each finishes its window) when the collector stops."""
+    """The background processes of ``tierscope up``: the trace processor, one
+    process per shard, and the alert evaluator (``alerting``). Each is restarted
+    if it dies and stopped (SIGTERM: each finishes its cycle) when the collector
+    stops; each also stops by itself if this process is killed
+    (``processing/runner.py``, ``_orphan_safe``).
 
-    def __init__(self, *, enabled: bool, shards: int) -> None:
+    Why the evaluator is not a task of the HTTP workers: fitting baselines is
+    seconds of CPU per hour, which slowed the query API it shared a worker with.
+    """
+
+    def __init__(self, *, enabled: bool, shards: int, alerting: bool = False) -> None:
         self.enabled = enabled
         self.shards = shards
+        self.alerting = alerting
         self._context = multiprocessing.get_context("spawn")
-        self._processes: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._processes: dict[str, multiprocessing.process.BaseProcess] = {}
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="processor-watchdog", daemon=True)
 
-    def _spawn(self, shard: int) -> None:
-        from tierscope.processing.runner import main
+    @property
+    def pids(self) -> dict[str, int | None]:
+        return {name: process.pid for name, process in self._processes.items()}
 
-        process = self._context.Process(target=main, args=(shard,), name=f"tierscope-processor-{shard}")
+    def _spawn(self, name: str) -> None:
+        if name == "alerting":
+            from tierscope.alerting.runner import main as alerting_main
+
+            process = self._context.Process(target=alerting_main, name="tierscope-alerting")
+        else:
+            from tierscope.processing.runner import main
+
+            shard = int(name.removeprefix("processor-"))
+            process = self._context.Process(target=main, args=(shard,), name=f"tierscope-processor-{shard}")
         process.start()
-        self._processes[shard] = process
+        self._processes[name] = process
 
     def _watch(self) -> None:
         while not self._stopping.wait(2.0):
-            for shard, process in list(self._processes.items()):
+            for name, process in list(self._processes.items()):
                 if not process.is_alive() and not self._stopping.is_set():
-                    _logger.warning(
-                        "the trace processor of shard %d exited (%s); starting it again",
-                        shard,
-                        process.exitcode,
-                    )
-                    self._spawn(shard)
+                    _logger.warning("the %s process exited (%s); starting it again", name, process.exitcode)
+                    self._spawn(name)
 
     def __enter__(self) -> ProcessorProcesses:
-        if self.enabled:
-            for shard in range(self.shards):
-                self._spawn(shard)
+        names = [f"processor-{shard}" for shard in range(self.shards)] if self.enabled else []
+        names += ["alerting"] if self.alerting else []
+        for name in names:
+            self._spawn(name)
+        if names:
             self._watchdog.start()
         return self
 

@@ -314,8 +314,8 @@ class Settings(BaseSettings):
     # -- alerting (alerting/) ------------------------------------------------
     alerting: bool = Field(
         default=True,
-        description="Run the alert evaluator and notification sender inside tierscope up (one leader "
-        "per store).",
+        description="Run the alert evaluator and notification sender in a process of its own under "
+        "tierscope up (one leader per store).",
     )
     alert_interval: Duration = Field(
         default=timedelta(seconds=30), description="How often alert rules are evaluated."

@@ -27,6 +27,7 @@ from types import TracebackType
 
 import httpx
 import psycopg
+import yaml
 from rich.console import Console
 
 from tierscope.config import Settings
@@ -375,11 +376,13 @@ async def _allow_origins(dsn: str, tenant_id: int, origins: list[str]) -> None:
 
 
 async def _apply_definitions(dsn: str) -> int:
-    """The estate's naming rules and SLOs, applied to tenant ``default`` as
+    """The estate's naming rules, SLOs and alert rules, applied to tenant ``default`` as
     ``tierscope bt apply`` and ``tierscope slo apply`` would; returns its id."""
+    from tierscope.alerting import rules as alert_rules
     from tierscope.collector.server import DEFAULT_TENANT
     from tierscope.processing.naming import Rules
     from tierscope.slo import definitions
+    from tierscope.store import alerting as alert_store
     from tierscope.store import processing as processing_store
     from tierscope.store import slo as slo_store
 
@@ -406,12 +409,26 @@ async def _apply_definitions(dsn: str) -> int:
             calendar=None,
             prune=False,
         )
+        # Alert rules, unless the user has set an alerting document of their own.
+        if await alert_store.get_config(conn, tenant_id) is None:
+            text = package.joinpath("alerting.yaml").read_text()
+            alert_rules.parse(text)  # a broken shipped document fails here, by its field
+            await alert_store.save_config(conn, tenant_id, yaml.safe_load(text), text)
     return tenant_id
+
+
+# Alerts within two minutes of a fault: rules are judged on minutes 30 s old
+# (the settle delay is 15 s), every 10 s. Set in the environment, which is
+# where the evaluator process reads its settings; a user's own values win.
+DEMO_ALERTING_ENV = {f"{ENV_PREFIX}ALERT_DELAY": "30s", f"{ENV_PREFIX}ALERT_INTERVAL": "10s"}
 
 
 def run(settings: Settings, options: Options, console: Console) -> None:
     """The whole estate in the foreground until Ctrl-C, SIGTERM or ``--minutes``."""
     from tierscope.collector.server import serve
+
+    for name, value in DEMO_ALERTING_ENV.items():
+        os.environ.setdefault(name, value)
 
     def companion(dsn: str, credentials: Path) -> Estate:
         return Estate(settings, options, console, dsn, credentials)

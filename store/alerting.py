@@ -275,3 +275,63 @@ async def affected_users(
     row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+@wrap_errors
+async def instance_services(conn: AsyncConnection, tenant_id: int, instance: str) -> list[str]:
+    """The services whose resources name ``instance`` as their instance id or host."""
+    cur = await conn.execute(
+        """SELECT DISTINCT service FROM resources
+           WHERE tenant_id = %(tenant_id)s
+             AND (attributes->>'service.instance.id' = %(name)s
+                  OR (attributes->>'service.instance.id' IS NULL AND attributes->>'host.name' = %(name)s))
+           ORDER BY service LIMIT 2""",
+        {"tenant_id": tenant_id, "name": instance},
+    )
+    return [str(row[0]) for row in await cur.fetchall()]
+
+
+@wrap_errors
+async def error_origins(
+    conn: AsyncConnection,
+    tenant_id: int,
+    transactions: Sequence[tuple[str, str]],
+    start: datetime,
+    end: datetime,
+) -> list[tuple[str, str, int]]:
+    """(tier, component, failed requests) where ``transactions``' requests failed."""
+    cur = await conn.execute(
+        ALERT_QUERIES["error_origins"],
+        {"tenant_id": tenant_id, **_keys(transactions), "start": start, "end": end},
+    )
+    return [(str(t), str(c), int(n)) for t, c, n in await cur.fetchall()]
+
+
+@wrap_errors
+async def escalate(
+    conn: AsyncConnection,
+    tenant_id: int,
+    alert_id: int,
+    receiver: str,
+    payload: dict[str, Any],
+    at: datetime,
+) -> bool:
+    """Re-send an alert's firing notification if its severity rose since; True if so."""
+    cur = await conn.execute(
+        ALERT_QUERIES["escalate"],
+        {
+            "tenant_id": tenant_id,
+            "alert_id": alert_id,
+            "receiver": receiver,
+            "payload": Jsonb(payload),
+            "at": at,
+        },
+    )
+    return await cur.fetchone() is not None
+
+
+@wrap_errors
+async def latest_minute(conn: AsyncConnection, tenant_id: int, now: datetime) -> datetime | None:
+    cur = await conn.execute(ALERT_QUERIES["latest_minute"], {"tenant_id": tenant_id, "now": now})
+    row = await cur.fetchone()
+    return row[0] if row else None

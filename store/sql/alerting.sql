@@ -99,6 +99,16 @@ UPDATE notifications SET delivered_at = NULL, next_attempt_at = %(at)s, payload 
 WHERE tenant_id = %(tenant_id)s AND alert_id = %(alert_id)s AND receiver = %(receiver)s
   AND event = 'firing' AND delivered_at < %(before)s
 
+-- escalate --
+-- Send a firing notification again, with the alert's new severity, when that
+-- is worse than the severity it was last sent with.
+UPDATE notifications SET delivered_at = NULL, attempts = 0, next_attempt_at = %(at)s, payload = %(payload)s
+WHERE tenant_id = %(tenant_id)s AND alert_id = %(alert_id)s AND receiver = %(receiver)s
+  AND event = 'firing'
+  AND array_position(ARRAY['info', 'warning', 'critical'], payload->>'severity')
+      < array_position(ARRAY['info', 'warning', 'critical'], %(payload)s::jsonb->>'severity')
+RETURNING id
+
 -- due_notifications --
 -- Notifications whose next attempt is due, oldest first, locked for this sender.
 SELECT id, tenant_id, alert_id, receiver, event, payload, attempts FROM notifications
@@ -149,3 +159,19 @@ FROM trace_summaries t
 JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON t.service = k.service AND t.bt = k.bt
 WHERE t.tenant_id = %(tenant_id)s AND t.start_time >= %(start)s AND t.start_time < %(end)s
   AND (t.error OR t.duration_us > %(threshold_us)s)
+
+-- error_origins --
+-- Where some transactions' failed requests failed: the tier and component of
+-- each one's deepest failing span, counted, over [start, end).
+SELECT t.error_tier, coalesce(t.error_component, ''), count(*)::int8
+FROM trace_summaries t
+JOIN unnest(%(services)s::text[], %(bts)s::text[]) AS k(service, bt) ON t.service = k.service AND t.bt = k.bt
+WHERE t.tenant_id = %(tenant_id)s AND t.start_time >= %(start)s AND t.start_time < %(end)s
+  AND t.error AND t.error_tier IS NOT NULL
+GROUP BY 1, 2
+
+-- latest_minute --
+-- The end of the newest minute of data a tenant has, in the day before now.
+SELECT max(bucket) + interval '1 minute' FROM bt_rollups
+WHERE tenant_id = %(tenant_id)s AND resolution = 'minute'
+  AND bucket > %(now)s - interval '1 day' AND bucket < %(now)s

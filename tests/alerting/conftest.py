@@ -110,6 +110,15 @@ class Estate:
             for key in BTS:
                 parts, failing = self.per_request(minute, key)
                 duration = int(sum(parts.values()) * 1000)
+                # Where failures begin: the component a failing fault slowed.
+                origin = next(
+                    (
+                        (f.tier, f.component)
+                        for f in self.faults
+                        if f.errors and key in f.bts and f.start <= minute < f.end
+                    ),
+                    (None, None),
+                )
                 for user in range(users):
                     rows.append(
                         (
@@ -121,6 +130,7 @@ class Estate:
                             failing > 0,
                             f"user-{user}",
                             f"session-{user}",
+                            *(origin if failing > 0 else (None, None)),
                         )
                     )
         days = {row[1].date() for row in rows}
@@ -129,11 +139,11 @@ class Estate:
         with psycopg.connect(self.dsn) as conn, conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO trace_summaries (tenant_id, trace_id, start_time, duration_us, service, bt, "
-                "error, tier_us, span_count, user_hash, session_id) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)",
+                "error, tier_us, span_count, user_hash, session_id, error_tier, error_component) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s)",
                 [
-                    (t, os.urandom(16), s, d, sv, b, e, [0] * len(TIERS), u, ss)
-                    for t, s, sv, b, d, e, u, ss in rows
+                    (t, os.urandom(16), s, d, sv, b, e, [0] * len(TIERS), u, ss, et, ec)
+                    for t, s, sv, b, d, e, u, ss, et, ec in rows
                 ],
             )
 

@@ -204,7 +204,7 @@ def test_restarting_tierscope_up_mid_incident_neither_pages_again_nor_drops_the_
     collector_factory: Callable[..., CollectorProcess], sink: Sink
 ) -> None:
     collector = collector_factory(
-        TIERSCOPE_WORKERS="2",  # two evaluators contend for the leader lock: still one page
+        TIERSCOPE_WORKERS="2",  # two HTTP workers, one evaluator process: still one page
         TIERSCOPE_PROCESSING="false",
         TIERSCOPE_ALERT_DELAY="0s",
         TIERSCOPE_ALERT_INTERVAL="1s",

@@ -1,5 +1,6 @@
-"""Delivery: at least once through a receiver that is down and then up, signed
-webhooks, and SSRF checks at save and at send time."""
+"""Delivery: at least once through a receiver that is down and then up, again
+when the severity rises, signed webhooks, and SSRF checks at save and at send
+time."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tierscope.alerting.ssrf import UnsafeAddress, check_url
 from tierscope.store import Database
 
 from .conftest import Estate, Fault, Sink
-from .test_evaluator import SETTINGS, configure, minute, webhook_config
+from .test_evaluator import CHECKOUT, SETTINGS, configure, minute, webhook_config
 
 pytestmark = pytest.mark.anyio
 LOOPBACK = [ipaddress.ip_network("127.0.0.1/32")]
@@ -57,6 +58,45 @@ async def test_a_receiver_down_then_up_gets_the_alert_at_least_once_and_the_reso
     assert firing[1]["group_key"] == resolved[1]["group_key"] == "cause:db:UPDATE orders"
     # The last slow minute (10:11) stays in the 5-minute window until 10:16; then keep_firing_for 5m.
     assert resolved[1]["resolved_at"] == "2026-11-23T10:21:00Z"
+
+
+async def test_a_severity_rise_while_firing_notifies_again_and_a_fall_does_not(
+    estate: Estate, sink: Sink
+) -> None:
+    configure(
+        estate,
+        f"""
+defaults: false
+rules:
+  - {{name: slow, kind: threshold, service: shop, bt: POST /checkout, above: 500, severity: warning,
+      window: 1m, min_requests: 1, for: 0s, keep_firing_for: 10m}}
+  - {{name: very-slow, kind: threshold, service: shop, bt: POST /checkout, above: 1500,
+      severity: critical, window: 1m, min_requests: 1, for: 0s, keep_firing_for: 10m}}
+receivers: [{{name: ops, webhook: {{url: "{sink.url}"}}}}]
+routes: [{{receiver: ops}}]
+""",
+    )
+    # 900 ms more from minute 5 (warning), 2.4 s from minute 10 (critical), 900 ms again from 15.
+    estate.faults += [
+        Fault("db", "UPDATE orders", 900, minute(5), bts=(CHECKOUT,)),
+        Fault("db", "UPDATE orders", 1500, minute(10), minute(15), bts=(CHECKOUT,)),
+    ]
+    estate.write_minutes(minute(-60), 80)
+    backoff = Backoff(timedelta(seconds=1), timedelta(seconds=1))
+    async with Database(estate.dsn) as database:
+        evaluator = Evaluator(database, SETTINGS)
+        for n in range(1, 20):
+            await evaluator.cycle(minute(n))
+            await deliver_due(database, minute(n), backoff, LOOPBACK)
+    events = sink.events()
+    assert [(event, alert["severity"]) for event, alert in events] == [
+        ("firing", "warning"),
+        ("firing", "critical"),
+    ]
+    assert events[0][1]["id"] == events[1][1]["id"]  # one incident, told again because it got worse
+    with psycopg.connect(estate.dsn) as conn:
+        (severity,) = conn.execute("SELECT severity FROM alerts").fetchone()
+    assert severity == "warning"  # it fell back, and that was not paged
 
 
 async def test_webhooks_are_signed_over_timestamp_and_body(estate: Estate, sink: Sink) -> None:

@@ -161,6 +161,7 @@ async def test_fault_free_traffic_gives_no_alert(estate: Estate) -> None:
 async def test_errors_from_the_database_are_localised_by_errors(estate: Estate) -> None:
     estate.faults.append(Fault("db", "UPDATE orders", 1, minute(5), bts=(CHECKOUT,), errors=0.5))
     estate.write_minutes(minute(-60), 70)
+    estate.write_traces(minute(-60), 70, users=10)  # failures are localised where each began
     async with Database(estate.dsn) as database:
         evaluator = Evaluator(database, SETTINGS)
         for n in range(1, 10):

@@ -25,8 +25,10 @@ from tierscope.testing.collector import free_port, tierscope_command
 
 
 class DemoProcess:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, minutes: int = 15) -> None:
         self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.minutes = minutes
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / "demo.log"
@@ -45,6 +47,7 @@ class DemoProcess:
     def start(self) -> DemoProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSCOPE_")}
         env.update(TIERSCOPE_WORKERS="1", TIERSCOPE_LOG_LEVEL="warning", TIERSCOPE_SETTLE_DELAY="5s")
+        env.update(self.extra_env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -63,7 +66,7 @@ class DemoProcess:
                     "--seed",
                     "7",
                     "--minutes",
-                    "15",
+                    str(self.minutes),
                 ],
                 env=env,
                 stdout=log,
@@ -143,11 +146,16 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def demo(chromium: str) -> Iterator[DemoProcess]:
+    yield from running_demo()
+
+
+def running_demo(env: dict[str, str] | None = None, minutes: int = 15) -> Iterator[DemoProcess]:
     # Not under pytest's basetemp: a concurrent pytest session resets that tree
     # to mode 0700, which would lock the embedded PostgreSQL's user out mid-run.
     root = Path(tempfile.mkdtemp(prefix="tierscope-demo-test-"))
-    process = DemoProcess(root / "data").start()
+    process = DemoProcess(root / "data", env, minutes)
     try:
+        process.start()
         yield process
     finally:
         process.kill()

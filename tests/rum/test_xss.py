@@ -20,10 +20,11 @@ import httpx
 import pytest
 
 from tierscope.testing import otlp
+from tierscope.testing.browser import NOT_LOOPBACK
 from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.routes import collector_app, endpoints
 
-from .conftest import FAST, NOT_LOOPBACK, credentials, tierscope
+from .conftest import FAST, credentials, tierscope
 
 ORIGIN = "https://erp.example.test"
 HOSTILE = "<img src=x onerror=alert('xss')>"

@@ -1,6 +1,5 @@
 -- API tokens carry a role (viewer < editor < admin) within their tenant, and a
 -- tenant may keep its telemetry for less time than the collector's default.
--- (Reserved number 0013.)
 
 ALTER TABLE api_keys ADD COLUMN role text;
 -- Before roles, an API token could do everything the API offered (read, silence,

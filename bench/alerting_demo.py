@@ -1,0 +1,198 @@
+"""Per fault of the demo estate's catalog: from the fault's start to the
+notification a real webhook receiver on 127.0.0.1 got, and whether the alert
+named the right tier and component. Imported by ``bench/alerting.py``.
+
+A ``tierscope demo`` of its own (fresh store, flat load) gets the demo's alert
+rules plus a webhook receiver; once its transactions have the recent minutes
+they are judged against, the faults are switched on in the two phases of
+``tests/demo/test_alerts.py`` (faults on different transactions at once).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import yaml
+
+from tierscope.demo import scoring
+from tierscope.testing.collector import free_port, tierscope_command
+
+# Faults of one phase touch different transactions; db_lock and external_slow
+# (both in Create lead) are apart, and external_down, whose failures burn an SLO
+# of four CRM transactions, comes after external_slow rather than before it.
+PHASES = [
+    ["db_slow", "external_slow", "worker_backlog", "app_cpu", "wan_latency"],
+    ["db_lock", "external_down", "error_spike", "browser_slow"],
+]
+FAULT_SECONDS = 150
+ENV = {
+    "TIERSCOPE_WORKERS": "1",
+    "TIERSCOPE_LOG_LEVEL": "warning",
+    "TIERSCOPE_SETTLE_DELAY": "5s",
+    "TIERSCOPE_ALERT_DELAY": "15s",
+    "TIERSCOPE_ALERT_INTERVAL": "5s",
+    "TIERSCOPE_ALERT_ALLOWED_NETWORKS": "127.0.0.1/32",
+}
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: (arrival time, event, alert) of each POST."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, str, dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+                receiver.received.append((time.time(), body["event"], body["alert"]))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _rules(receiver: Receiver) -> str:
+    document = yaml.safe_load(resources.files("tierscope.demo").joinpath("alerting.yaml").read_text())
+    document["receivers"] = [{"name": "bench", "webhook": {"url": receiver.url}}]
+    document["routes"] = [{"receiver": "bench"}]
+    return yaml.safe_dump(document)
+
+
+def run(log: Any) -> dict[str, Any]:
+    """Run the estate and its faults; per fault figures and the false alarms."""
+    root = Path(tempfile.mkdtemp(prefix="tierscope-bench-demo-"))
+    data, port = root / "data", free_port()
+    receiver = Receiver()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSCOPE_")} | ENV
+    command = [*tierscope_command(), "demo", "--data-dir", str(data), "--port", str(port)]
+    command += ["--users", "12", "--think", "0.6", "--compress", "0", "--seed", "7", "--minutes", "30"]
+    with (root / "demo.log").open("ab") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        return _campaign(data, f"http://127.0.0.1:{port}", receiver, log)
+    finally:
+        receiver.stop()
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _store(data: Path) -> psycopg.Connection:
+    access = json.loads((data / "postgres.json").read_text())
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=access["port"],
+        user=access["user"],
+        password=access["password"],
+        dbname="tierscope",
+        autocommit=True,
+    )
+
+
+def _campaign(data: Path, url: str, receiver: Receiver, log: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            up = (data / "demo" / "estate.json").exists()
+            if up and httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("tierscope demo did not start")
+        time.sleep(0.5)
+    state = json.loads((data / "demo" / "estate.json").read_text())
+    token = json.loads((data / "credentials.json").read_text())["api_token"]
+    applied = httpx.put(
+        f"{url}/api/v1/alerting/config",
+        content=_rules(receiver),
+        headers={"Authorization": f"Bearer {token}", "content-type": "application/yaml"},
+        timeout=30,
+    )
+    applied.raise_for_status()
+    log("estate up; waiting for the recent minutes new transactions are judged against (about 6 min)")
+    while True:
+        with _store(data) as conn:
+            (first,) = conn.execute(
+                "SELECT min(bucket) FROM bt_rollups WHERE resolution = 'minute' AND calls > 0"
+            ).fetchone()
+        if first is not None and (datetime.now(UTC) - first).total_seconds() > 5 * 60 + 30:
+            break
+        time.sleep(5)
+    quiet_from = time.time()
+    time.sleep(60)
+    quiet = [a["title"] for at, _, a in receiver.received if at >= quiet_from]
+    for phase in PHASES:
+        log(f"faults on: {', '.join(phase)}")
+        for name in phase:
+            httpx.post(f"{state['control_url']}/faults/{name}", params={"for": FAULT_SECONDS}, timeout=30)
+        time.sleep(FAULT_SECONDS)
+    with _store(data) as conn:
+        keys = ("fault", "tier", "service", "component", "site", "bts", "started_at")
+        faults = [
+            dict(zip(keys, row, strict=True))
+            for row in conn.execute(
+                "SELECT fault, tier, service, component, site, affected_bts, started_at"
+                " FROM demo_faults ORDER BY id"
+            ).fetchall()
+        ]
+        rows = conn.execute("SELECT service, attributes->>'service.instance.id' FROM resources").fetchall()
+        instances = {str(i): str(s) for s, i in rows if i}
+        (experiences,) = conn.execute("SELECT count(*) FROM rum_experiences").fetchone()
+    figures = {}
+    for fault in faults:
+        start = fault["started_at"].timestamp()
+        notified = [
+            (at, alert)
+            for at, event, alert in receiver.received
+            if event == "firing"
+            and start <= at <= start + FAULT_SECONDS
+            and scoring.covers(fault, alert)
+            # A fault without transactions (the WAN) is only answered by its own tier.
+            and (fault["bts"] or alert["tier"] == fault["tier"])
+        ]
+        good = [(at, a) for at, a in notified if scoring.right(fault, a, state["apps"], instances)]
+        first = good[0] if good else notified[0] if notified else None
+        figures[fault["fault"]] = {
+            "tier": fault["tier"],
+            "to_notification_s": round(first[0] - start, 1) if first else None,
+            "severity": first[1]["severity"] if first else None,
+            "tier_right": bool(first) and first[1]["tier"] == fault["tier"],
+            "component_right": bool(first)
+            and scoring.names_component(fault, first[1]["component"], state["apps"], instances),
+            "alert": first[1]["title"] if first else None,
+        }
+    # A fault of a component already alerting joins its incident: no second page
+    # (the alert test counts it when the alert newly covers the fault's transaction).
+    return {"faults": figures, "false_alarms_fault_free": quiet, "browser_users": experiences > 0}
