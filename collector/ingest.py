@@ -145,7 +145,7 @@ async def _handle(request: Request, ctx: IngestContext, media: str | None, reade
         ctx.metrics.spans_rejected.labels(reason).inc(count)
     written_at = time.perf_counter()
     try:
-        async with ctx.database.connection() as conn:
+        async with ctx.database.connection(bounded=True) as conn:
             result = await write_spans(conn, conversion.rows, conversion.resources, ctx.known_resources)
     except StoreUnavailable as exc:
         _logger.warning("ingest: %s", exc)
