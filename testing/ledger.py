@@ -93,7 +93,7 @@ class Ledger:
         return Audit(
             sent=len(sent) * self.spans_per_body,
             acknowledged=len(acked) * self.spans_per_body - sum(rejected.values()),
-            stored=sum(distinct for _, distinct in stored.values()),
+            stored=sum(distinct for number, (_, distinct) in stored.items() if number in sent),
             lost=lost,
             duplicates=duplicates,
             phantoms=phantoms,
