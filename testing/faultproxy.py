@@ -62,6 +62,7 @@ class FaultProxy:
         self._mode: Mode = mode
         self.delay = delay
         self._links: set[_Link] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -98,9 +99,12 @@ class FaultProxy:
                 self._server.close()
             for link in list(self._links):
                 self._close(link, reset=False)
+            # Connection handlers end by themselves once their sockets are
+            # closed (cancelling them makes asyncio's stream server log errors).
             for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
+                if task is not asyncio.current_task() and task not in self._handlers:
                     task.cancel()
+            await asyncio.sleep(0.2)
 
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
@@ -142,6 +146,10 @@ class FaultProxy:
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         link = _Link(client_writer)
         self._links.add(link)
         if self._mode == "reset":
