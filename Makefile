@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench bench-agent bench-demo lint check soak clean dashboards
+.PHONY: run test bench bench-agent bench-demo lint check soak reliability clean dashboards
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ bench-agent: $(INSTALLED)
 ## bench-demo: the demo estate's own CPU, memory and spans/s at its default load
 bench-demo: $(INSTALLED)
 	$(BIN)/python bench/demo.py
+
+## reliability: the fault and overload tests (tests/reliability), figures into docs/reliability.md
+reliability: $(INSTALLED)
+	$(BIN)/python -m tierscope.testing.reliability
+
+## soak: their long variants and the 2-hour soak T-23 (TIERSCOPE_SOAK_SECONDS to shorten it)
+soak: $(INSTALLED)
+	$(BIN)/python -m tierscope.testing.reliability --soak
 
 ## lint: ruff
 lint: $(INSTALLED)
