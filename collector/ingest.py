@@ -13,8 +13,10 @@ code  when                                                  client retries
 403   a revoked, expired or wrong-kind key                  no
 413   body over the limit after decompression               no
 415   unsupported Content-Type or Content-Encoding          no
-503   store unavailable or collector saturated, with        yes, after
-      ``Retry-After``                                        Retry-After
+429   the tenant is over its ingest rate (when one is       yes, after
+      set), with ``Retry-After``                             Retry-After
+503   store unavailable or collector saturated (bytes or    yes, after
+      requests in flight), with ``Retry-After``              Retry-After
 ====  ===================================================  ==============
 
 Errors carry a ``google.rpc.Status`` in the request's encoding. Bad input never
