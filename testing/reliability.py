@@ -28,6 +28,8 @@ ORDER = ["T-01", "T-02", "T-03", "T-04", "T-05", "T-06", "T-07", "T-08", "overlo
 MAIN = ["sent", "acknowledged", "stored", "lost", "duplicates", "rss_mib", "recovery_s"]
 HEADINGS = ["sent", "acknowledged", "stored", "lost", "dup.", "RSS MiB", "recovery s"]
 SKIP = {"test", "soak", "fault", "held"}
+# Settings that shorten the soak; a table made with them says so.
+SOAK_KNOBS = ("TIERSCOPE_SOAK_SECONDS", "TIERSCOPE_SOAK_FAULT_EVERY")
 
 
 def _cell(value: Any) -> str:
@@ -93,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
     variant = "soak" if args.soak else "short"
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = f"Last run: {stamp}, `{'make soak' if args.soak else 'make reliability'}`.\n\n{table(rows)}"
+    command_line = "make soak" if args.soak else "make reliability"
+    shortened = [f"{name}={os.environ[name]}" for name in SOAK_KNOBS if name in os.environ]
+    if shortened:
+        command_line = f"{' '.join(shortened)} {command_line}"
+    body = f"Last run: {stamp}, `{command_line}`.\n\n{table(rows)}"
     args.doc.write_text(place(args.doc.read_text(), variant, body))
     print(f"{len(rows)} rows written to {args.doc}")
     return 0
