@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench bench-agent bench-demo bench-alerting lint check soak clean dashboards fuzz
+.PHONY: run test bench bench-agent bench-demo bench-alerting lint check soak reliability clean dashboards fuzz
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,14 @@ FUZZ_SECONDS ?= 300
 fuzz: $(INSTALLED)
 	TIERSCOPE_FUZZ_SECONDS=$(FUZZ_SECONDS) TIERSCOPE_SCHEMATHESIS_EXAMPLES=300 \
 	$(BIN)/python -m pytest -o timeout=0 tests/fuzz tests/security/test_openapi.py
+
+## reliability: the fault and overload tests (tests/reliability), figures into docs/reliability.md
+reliability: $(INSTALLED)
+	$(BIN)/python -m tierscope.testing.reliability
+
+## soak: their long variants and the 2-hour soak T-23 (TIERSCOPE_SOAK_SECONDS to shorten it)
+soak: $(INSTALLED)
+	$(BIN)/python -m tierscope.testing.reliability --soak
 
 ## lint: ruff
 lint: $(INSTALLED)

@@ -35,6 +35,7 @@ from tierscope.collector.metrics import (
     forget_dead_workers,
     multiprocess_dir,
 )
+from tierscope.collector.ratelimit import RateLimiter, RequestGate
 from tierscope.config import Settings, load_settings
 from tierscope.dashboards import schedule as report_schedule
 from tierscope.dashboards.console import app as console
@@ -152,6 +153,11 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
         ),
         max_body_size=settings.max_body_size,
         retry_after_seconds=math.ceil(settings.retry_after.total_seconds()),
+        requests=RequestGate(settings.max_inflight_requests),
+        tenant_rate=RateLimiter(settings.ingest_rate_per_tenant, 2 * settings.ingest_rate_per_tenant)
+        if settings.ingest_rate_per_tenant
+        else None,
+        tenant_rate_status=settings.ingest_rate_status,
     )
     app.state.rum = rum.RumContext.build(database, verifier, app.state.ingest.budget, settings)
     app.include_router(ingest.router)

@@ -77,7 +77,7 @@ class KeyVerifier:
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self._database.connection() as conn:
+        async with self._database.connection(bounded=True) as conn:
             info = await tenant_store.lookup(conn, key)
         if len(self._cache) >= _MAX_CACHED:
             # Evict the oldest entry, not everything: a flood of unknown keys must

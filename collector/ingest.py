@@ -13,8 +13,10 @@ code  when                                                  client retries
 403   a revoked, expired or wrong-kind key                  no
 413   body over the limit after decompression               no
 415   unsupported Content-Type or Content-Encoding          no
-503   store unavailable or collector saturated, with        yes, after
-      ``Retry-After``                                        Retry-After
+429   the tenant is over its ingest rate (when one is       yes, after
+      set), with ``Retry-After``                             Retry-After
+503   store unavailable or collector saturated (bytes or    yes, after
+      requests in flight), with ``Retry-After``              Retry-After
 ====  ===================================================  ==============
 
 Errors carry a ``google.rpc.Status`` in the request's encoding. Bad input never
@@ -35,6 +37,7 @@ from tierscope.collector.auth import AuthError, KeyVerifier
 from tierscope.collector.body import BadEncoding, BodyReader, BodyTooLarge, InflightBudget, Saturated
 from tierscope.collector.convert import Limits, convert
 from tierscope.collector.metrics import CollectorMetrics
+from tierscope.collector.ratelimit import RateLimiter, RequestGate, retry_after
 from tierscope.store import Database, StoreError, StoreUnavailable
 from tierscope.store.spans import KnownResources, write_spans
 
@@ -54,6 +57,9 @@ class IngestContext:
     limits: Limits
     max_body_size: int
     retry_after_seconds: int
+    requests: RequestGate
+    tenant_rate: RateLimiter | None = None
+    tenant_rate_status: int = 429
     known_resources: KnownResources = field(default_factory=KnownResources)
 
 
@@ -68,6 +74,7 @@ class _Refusal(Exception):
         self.reason = reason
         self.field = field
         self.spans = spans
+        self.retry_after: str | None = None
 
 
 @router.post(
@@ -80,14 +87,21 @@ async def export_traces(request: Request) -> Response:
     started = time.perf_counter()
     media = otlp.media_type(request.headers.get("content-type"))
     reader = BodyReader(ctx.budget, ctx.max_body_size)
+    admitted = ctx.requests.enter()
     try:
+        if not admitted:
+            raise _Refusal(503, "the collector is saturated; retry later", "saturated")
         response = await _handle(request, ctx, media, reader)
     except _Refusal as refusal:
         ctx.metrics.requests_refused.labels(refusal.reason).inc()
         if refusal.spans:
             ctx.metrics.spans_rejected.labels(refusal.reason).inc(refusal.spans)
-        response = _error(refusal.status, str(refusal), media or otlp.JSON, ctx, refusal.field)
+        response = _error(
+            refusal.status, str(refusal), media or otlp.JSON, ctx, refusal.field, refusal.retry_after
+        )
     finally:
+        if admitted:
+            ctx.requests.leave()
         ctx.budget.give_back(reader.held)
         ctx.metrics.inflight_bytes.set(ctx.budget.used)
     ctx.metrics.request_latency.labels("/v1/traces").observe(time.perf_counter() - started)
@@ -117,6 +131,17 @@ async def _handle(request: Request, ctx: IngestContext, media: str | None, reade
             503, "cannot verify the key: the store is unavailable; retry later", "store_unavailable"
         ) from None
 
+    if ctx.tenant_rate is not None:
+        wait = ctx.tenant_rate.waiting(str(key.tenant_id))
+        if wait:
+            refusal = _Refusal(
+                ctx.tenant_rate_status,
+                f"tenant {key.tenant!r} is over its ingest rate; retry after the Retry-After delay",
+                "rate_limited",
+            )
+            refusal.retry_after = retry_after(wait)
+            raise refusal
+
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > ctx.max_body_size:
         raise _Refusal(
@@ -141,11 +166,13 @@ async def _handle(request: Request, ctx: IngestContext, media: str | None, reade
 
     conversion = convert(decoded, key.tenant_id, ctx.limits, time.time_ns())
     del decoded
+    if ctx.tenant_rate is not None:
+        ctx.tenant_rate.spend(str(key.tenant_id), conversion.rows.count)
     for reason, count in conversion.rejected.items():
         ctx.metrics.spans_rejected.labels(reason).inc(count)
     written_at = time.perf_counter()
     try:
-        async with ctx.database.connection() as conn:
+        async with ctx.database.connection(bounded=True) as conn:
             result = await write_spans(conn, conversion.rows, conversion.resources, ctx.known_resources)
     except StoreUnavailable as exc:
         _logger.warning("ingest: %s", exc)
@@ -166,10 +193,19 @@ async def _handle(request: Request, ctx: IngestContext, media: str | None, reade
     return Response(body_out, status_code=200, media_type=media)
 
 
-def _error(status: int, message: str, media: str, ctx: IngestContext, field: str | None = None) -> Response:
+def _error(
+    status: int,
+    message: str,
+    media: str,
+    ctx: IngestContext,
+    field: str | None = None,
+    retry_after_value: str | None = None,
+) -> Response:
     ctx.metrics.requests.labels("/v1/traces", str(status)).inc()
     headers = {}
-    if status == 503:
+    if retry_after_value is not None:
+        headers["Retry-After"] = retry_after_value
+    elif status == 503:
         headers["Retry-After"] = str(max(1, math.ceil(ctx.retry_after_seconds)))
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="tierscope"'

@@ -88,7 +88,7 @@ class RumContext:
         cached = self._tenants.get(tenant_id)
         if cached and cached[0] > now:
             return cached[1]
-        async with self.database.connection() as conn:
+        async with self.database.connection(bounded=True) as conn:
             found = await rum_store.load_settings(conn, tenant_id)
         if len(self._tenants) > 10_000:
             self._tenants.clear()
@@ -210,7 +210,7 @@ async def receive(request: Request) -> Response:
         except ValueError as exc:
             raise _Refusal(400, f"{exc}: the time is outside the accepted window", str(exc)) from None
         try:
-            async with ctx.database.connection() as conn:
+            async with ctx.database.connection(bounded=True) as conn:
                 await rum_store.write_beacon(conn, key.tenant_id, experiences, errors)
         except StoreUnavailable as exc:
             _logger.warning("rum: %s", exc)

@@ -32,6 +32,7 @@ from rich.console import Console
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from tierscope.collector.connections import HeadDeadlineProtocol
 from tierscope.collector.metrics import MULTIPROCESS_DIR
 from tierscope.config import Settings
 from tierscope.config.settings import ENV_PREFIX
@@ -144,6 +145,7 @@ def _worker_environment(settings: Settings, dsn: str) -> None:
     os.environ[f"{ENV_PREFIX}PORT"] = str(settings.port)
     os.environ[f"{ENV_PREFIX}DATA_DIR"] = str(settings.data_dir)
     os.environ[f"{ENV_PREFIX}WORKERS"] = str(settings.workers)
+    os.environ[f"{ENV_PREFIX}HEADER_TIMEOUT"] = f"{settings.header_timeout.total_seconds()}s"
     if settings.workers > 1 or settings.processing:
         # Workers and the processor write metric samples here; a scrape of any
         # worker sums them all.
@@ -170,6 +172,8 @@ def _serve_workers(settings: Settings) -> None:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout.total_seconds()),
         timeout_keep_alive=5,
         server_header=False,
+        # uvicorn's protocol, plus a deadline for the request head (slowloris).
+        http=HeadDeadlineProtocol,
     )
     try:
         socket = config.bind_socket()

@@ -165,6 +165,30 @@ class Settings(BaseSettings):
         default=timedelta(minutes=15),
         description="Spans that start further in the future than this (clock skew) are rejected.",
     )
+    max_inflight_requests: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Trace ingest requests a worker works on at once; past it the "
+        "collector answers 503 with Retry-After at once instead of queueing (overload sheds load "
+        "early and keeps latency and memory bounded).",
+    )
+    ingest_rate_per_tenant: float = Field(
+        default=0.0,
+        ge=0,
+        description="Spans per second one tenant may send to a collector worker (bursts of twice as "
+        "many); past it, TIERSCOPE_INGEST_RATE_STATUS with Retry-After. 0: no limit.",
+    )
+    ingest_rate_status: int = Field(
+        default=429,
+        description="The answer to a tenant over its rate: 429 (a quota; SDKs before 1.45 drop "
+        "the batch) or 503 (every SDK retries).",
+    )
+    header_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="A connection must finish each request's line and headers within this time "
+        "or it is closed (slow-header and idle-connection floods).",
+    )
     retry_after: Duration = Field(
         default=timedelta(seconds=2),
         description="Retry-After sent with 503 when the store is unavailable or the collector is saturated.",
@@ -375,6 +399,8 @@ class Settings(BaseSettings):
     )
 
     def model_post_init(self, __context: Any) -> None:
+        if self.ingest_rate_status not in (429, 503):
+            raise ValueError(f"{ENV_PREFIX}INGEST_RATE_STATUS ({self.ingest_rate_status}) must be 429 or 503")
         if self.max_body_size > self.max_inflight_bytes:
             raise ValueError(
                 f"{ENV_PREFIX}MAX_BODY_SIZE ({self.max_body_size}) must not be larger than "

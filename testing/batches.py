@@ -191,6 +191,19 @@ class BatchTemplate:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
 
+    def trace_ids(self, number: int) -> list[bytes]:
+        """The trace ids of the body :meth:`next_body` returned for ``number``
+        (for a reader that fetches acknowledged traces back)."""
+        request = ExportTraceServiceRequest.FromString(self.bodies[number % len(self.bodies)])
+        prefix = number.to_bytes(_ID_PREFIX, "big")
+        ids = dict.fromkeys(
+            span.trace_id
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        )
+        return [prefix + trace_id[_ID_PREFIX:] for trace_id in ids]
+
     def next_body(self) -> tuple[int, bytes]:
         """A body no other call returned, and its sequence number."""
         with self._lock:

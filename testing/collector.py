@@ -7,6 +7,7 @@ stopped with SIGTERM like a service manager would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -149,6 +150,15 @@ class CollectorProcess:
         """SIGKILL: a crash."""
         if self.process is not None:
             self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def crash(self) -> None:
+        """SIGKILL to the whole process group (supervisor and workers): a crash
+        of the machine's collector service, nothing gets to clean up."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.process = None
 

@@ -6,16 +6,28 @@ records one line per request (prefix, status, times) and the store can be
 checked with one query: every acknowledged prefix must be stored exactly
 ``spans_per_body`` times (nothing lost, nothing duplicated), and nothing else
 may be stored (no phantoms).
+
+RELIABILITY.md's ledger method, with its names: **acknowledged** = spans in
+200 responses minus those the response reported rejected; **lost** =
+acknowledged but not stored; **phantom** = stored but never sent;
+**duplicates** = rows minus distinct spans. With ``resend=True`` a client sends
+a refused or unanswered body again (the same ids) until it gets a 200, as an
+OpenTelemetry SDK retries: the store must still hold each span once.
+:meth:`Ledger.save` writes the ledger to SQLite for a look afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import psycopg
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tierscope.testing.batches import BatchTemplate
 
@@ -27,6 +39,7 @@ class Entry:
     done: float
     status: int  # 0: no response (connection refused, reset, timeout)
     retry_after: str | None
+    rejected: int = 0  # partial_success.rejected_spans of a 200
 
 
 @dataclass
@@ -35,7 +48,23 @@ class Ledger:
     entries: list[Entry] = field(default_factory=list)
 
     def acknowledged(self) -> list[int]:
-        return [entry.number for entry in self.entries if entry.status == 200]
+        """Request numbers answered 200 (once each, however often they were sent)."""
+        return sorted({entry.number for entry in self.entries if entry.status == 200})
+
+    def sent_spans(self) -> int:
+        return len({entry.number for entry in self.entries}) * self.spans_per_body
+
+    def save(self, path: Path) -> None:
+        """The ledger as an SQLite table ``requests``, one row per attempt."""
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS requests (number INTEGER, sent REAL, done REAL, "
+                "status INTEGER, retry_after TEXT, rejected INTEGER)"
+            )
+            db.executemany(
+                "INSERT INTO requests VALUES (:number, :sent, :done, :status, :retry_after, :rejected)",
+                [asdict(entry) for entry in self.entries],
+            )
 
     def statuses(self) -> dict[int, int]:
         counts: dict[int, int] = {}
@@ -46,6 +75,7 @@ class Ledger:
     def audit(self, dsn: str) -> Audit:
         """Compare the ledger with what the store holds."""
         acked = self.acknowledged()
+        rejected = {entry.number: entry.rejected for entry in self.entries if entry.status == 200}
         with psycopg.connect(dsn) as conn:
             rows = conn.execute(
                 """SELECT get_byte(trace_id, 0)::bigint << 24 | get_byte(trace_id, 1) << 16
@@ -55,12 +85,15 @@ class Ledger:
             ).fetchall()
         stored = {int(number): (int(spans), int(distinct)) for number, spans, distinct in rows}
         sent = {entry.number for entry in self.entries}
-        lost = sum(self.spans_per_body - stored.get(number, (0, 0))[1] for number in acked)
+        lost = sum(
+            max(0, self.spans_per_body - rejected[number] - stored.get(number, (0, 0))[1]) for number in acked
+        )
         duplicates = sum(spans - distinct for spans, distinct in stored.values())
         phantoms = sum(spans for number, (spans, _) in stored.items() if number not in sent)
         return Audit(
-            acknowledged=len(acked) * self.spans_per_body,
-            stored=sum(distinct for _, distinct in stored.values()),
+            sent=len(sent) * self.spans_per_body,
+            acknowledged=len(acked) * self.spans_per_body - sum(rejected.values()),
+            stored=sum(distinct for number, (_, distinct) in stored.items() if number in sent),
             lost=lost,
             duplicates=duplicates,
             phantoms=phantoms,
@@ -69,6 +102,7 @@ class Ledger:
 
 @dataclass(frozen=True)
 class Audit:
+    sent: int
     acknowledged: int
     stored: int
     lost: int
@@ -88,14 +122,22 @@ class LedgerLoad:
         clients: int = 2,
         pause: float = 0.0,
         timeout: float = 10.0,
+        rate: float | None = None,
+        resend: bool = False,
+        template: BatchTemplate | None = None,
     ) -> None:
+        """``rate``: spans per second across all clients (None: as fast as
+        answered, less ``pause`` after each request). ``resend``: send a body
+        again until a 200, like an SDK; otherwise move on to a fresh one."""
         self.url = url
         self.key = key
-        self.template = BatchTemplate.build(spans=spans_per_body, variants=4)
-        self.ledger = Ledger(spans_per_body)
+        self.template = template or BatchTemplate.build(spans=spans_per_body, variants=4)
+        self.ledger = Ledger(self.template.spans_per_body)
         self._clients = clients
         self._pause = pause
         self._timeout = timeout
+        self._interval = clients * self.template.spans_per_body / rate if rate else 0.0
+        self._resend = resend
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -117,22 +159,39 @@ class LedgerLoad:
         host, port = self.url.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=self._timeout)
         headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {self.key}"}
+        due = time.monotonic()
+        pending: tuple[int, bytes] | None = None
         while not self._stop.is_set():
-            number, body = self.template.next_body()
+            if self._interval:
+                due += self._interval
+                wait = due - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    break
+            number, body = pending or self.template.next_body()
             sent = time.monotonic()
-            status, retry_after = 0, None
+            status, retry_after, rejected = 0, None, 0
             try:
                 conn.request("POST", "/v1/traces", body=body, headers=headers)
                 response = conn.getresponse()
-                response.read()
+                content = response.read()
                 status, retry_after = response.status, response.getheader("Retry-After")
+                if status == 200 and content:
+                    parsed = ExportTraceServiceResponse.FromString(content)
+                    rejected = parsed.partial_success.rejected_spans
             except (OSError, http.client.HTTPException):
                 conn.close()
                 conn = http.client.HTTPConnection(host, int(port), timeout=self._timeout)
             with self._lock:
-                self.ledger.entries.append(Entry(number, sent, time.monotonic(), status, retry_after))
+                self.ledger.entries.append(
+                    Entry(number, sent, time.monotonic(), status, retry_after, rejected)
+                )
+            pending = (number, body) if self._resend and status != 200 else None
             if status != 200:
-                time.sleep(0.1)  # a real client backs off
+                # A real client backs off: Retry-After when given (capped, so a
+                # short test keeps moving), else a short pause.
+                backoff = min(float(retry_after), 2.0) if retry_after and retry_after.isdigit() else 0.1
+                self._stop.wait(backoff)
+                due = time.monotonic()
             elif self._pause:
                 time.sleep(self._pause)
         conn.close()

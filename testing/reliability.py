@@ -1,0 +1,109 @@
+"""Run the fault and overload tests and write their figures into docs/reliability.md.
+
+    .venv/bin/python -m tierscope.testing.reliability          # make reliability
+    .venv/bin/python -m tierscope.testing.reliability --soak   # make soak
+
+Runs ``pytest tests/reliability`` with ``TIERSCOPE_RELIABILITY_OUT`` set; each
+test appends one JSON line with what it injected, what held and its figures.
+The lines become a Markdown table placed between the markers of the
+"Faults and overload" section (one table for the short variants, one for the
+soak), so the document always shows what the last run measured. The exit code
+is pytest's: a failing test leaves the table as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ORDER = ["T-01", "T-02", "T-03", "T-04", "T-05", "T-06", "T-07", "T-08", "overload", "T-24", "T-23"]
+# The columns every fault test fills; the rest of a row's figures go to "other".
+MAIN = ["sent", "acknowledged", "stored", "lost", "duplicates", "rss_mib", "recovery_s"]
+HEADINGS = ["sent", "acknowledged", "stored", "lost", "dup.", "RSS MiB", "recovery s"]
+SKIP = {"test", "soak", "fault", "held"}
+# Settings that shorten the soak; a table made with them says so.
+SOAK_KNOBS = ("TIERSCOPE_SOAK_SECONDS", "TIERSCOPE_SOAK_FAULT_EVERY")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, list):
+        return "; ".join(_cell(item) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_cell(item)}" for key, item in value.items())
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of one run, in test order."""
+    rows = sorted(rows, key=lambda row: ORDER.index(row["test"]) if row["test"] in ORDER else len(ORDER))
+    lines = [
+        "| test | fault injected | what held | " + " | ".join(HEADINGS) + " | other figures |",
+        "|---|---|---|" + "---:|" * len(HEADINGS) + "---|",
+    ]
+    for row in rows:
+        main = [_cell(row.get(key)) for key in MAIN]
+        extra = {key: value for key, value in row.items() if key not in SKIP | set(MAIN)}
+        other = "; ".join(f"{key}: {_cell(value)}" for key, value in extra.items())
+        lines.append(
+            f"| {row['test']} | {_cell(row.get('fault'))} | {_cell(row.get('held'))} | "
+            + " | ".join(main)
+            + f" | {other or '—'} |"
+        )
+    return "\n".join(lines)
+
+
+def place(document: str, variant: str, body: str) -> str:
+    """Put ``body`` between the markers of ``variant`` (short or soak)."""
+    begin, end = f"<!-- reliability:{variant}:begin -->", f"<!-- reliability:{variant}:end -->"
+    if begin not in document or end not in document:
+        raise SystemExit(f"docs/reliability.md has no {begin} ... {end} markers: put them back")
+    head, rest = document.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--soak", action="store_true", help="the long variants and the 2-hour soak")
+    parser.add_argument("--doc", type=Path, default=Path("docs/reliability.md"))
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (e.g. -k T03)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="tierscope-reliability-") as directory:
+        out = Path(directory) / "figures.jsonl"
+        env = {**os.environ, "TIERSCOPE_RELIABILITY_OUT": str(out)}
+        if args.soak:
+            env["TIERSCOPE_SOAK"] = "1"
+        command = [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider"]
+        if args.soak:
+            command += ["-o", "timeout=0"]  # the soak runs for hours
+        code = subprocess.call([*command, *args.pytest_args], env=env)
+        rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    if code != 0:
+        print(f"pytest failed (exit {code}); {args.doc} left as it was", file=sys.stderr)
+        return code
+    variant = "soak" if args.soak else "short"
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command_line = "make soak" if args.soak else "make reliability"
+    shortened = [f"{name}={os.environ[name]}" for name in SOAK_KNOBS if name in os.environ]
+    if shortened:
+        command_line = f"{' '.join(shortened)} {command_line}"
+    body = f"Last run: {stamp}, `{command_line}`.\n\n{table(rows)}"
+    args.doc.write_text(place(args.doc.read_text(), variant, body))
+    print(f"{len(rows)} rows written to {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

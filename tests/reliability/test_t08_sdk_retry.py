@@ -1,0 +1,176 @@
+"""T-08: what the real OpenTelemetry SDK does against 503 + Retry-After.
+
+The collector's store connection is reset by the fault proxy, so the collector
+answers every export 503 with ``Retry-After: 2``. The SDK's OTLP/HTTP exporter
+(the version pinned in pyproject.toml) must wait at least the 2 s it was told
+between attempts; a batch whose export deadline passes during the fault is
+dropped and shows in the SDK's own metrics (``otel.sdk.exporter.span.exported``
+with ``error.type``); a batch whose retry lands after the fault gets its 200
+and is stored whole. Attempts are seen through the exporter's own
+``requests.Session`` (a response hook), the exporter itself is untouched.
+
+SDK 1.39.x (which drops 429) is not tested here: see docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import requests
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.reliability.conftest import QUIET, Figures, ProxiedStore, seconds
+from tierscope.testing.collector import CollectorProcess
+
+FAULT = seconds(9, 20)
+
+
+def make_spans(count: int, name: str) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "t08-app"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t08")
+    for _ in range(count):
+        with tracer.start_as_current_span(name):
+            pass
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+class Attempts:
+    """Every HTTP answer the exporter's session got: (monotonic time, status)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, int]] = []
+        self.session = requests.Session()
+        self.session.hooks["response"].append(self._hook)
+
+    def _hook(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        self.seen.append((time.monotonic(), response.status_code))
+
+    def gaps(self) -> list[float]:
+        times = [at for at, _ in self.seen]
+        return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def stored(dsn: str, name: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM spans WHERE name = %s", (name,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_sdk_honours_retry_after_counts_its_drops_and_loses_nothing_after_a_200(
+    proxied_store: ProxiedStore,
+    tmp_path: Path,
+    figures: Callable[[str], Figures],
+) -> None:
+    os.environ["OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"] = "true"
+    env = {**QUIET, "TIERSCOPE_RETRY_AFTER": "2s", "TIERSCOPE_KEY_CACHE_TTL": "0s"}
+    collector = CollectorProcess(tmp_path / "collector", database_url=proxied_store.proxied_dsn, env=env)
+    collector.start()
+    key = collector.credentials()["ingest_key"]
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+
+    def exporter(attempts: Attempts, timeout: float) -> OTLPSpanExporter:
+        return OTLPSpanExporter(
+            endpoint=f"{collector.url}/v1/traces",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+            session=attempts.session,
+            meter_provider=meters,
+        )
+
+    dropped_spans = make_spans(40, "t08 dropped")
+    retried_spans = make_spans(30, "t08 retried")
+    dropped, retried = Attempts(), Attempts()
+    results: dict[str, SpanExportResult] = {}
+    try:
+        proxied_store.proxy.set_mode("reset")
+        fault_from = time.monotonic()
+        late = threading.Timer(
+            FAULT - 4,
+            lambda: results.__setitem__("retried", exporter(retried, 10).export(retried_spans)),
+        )
+        late.start()
+        results["dropped"] = exporter(dropped, 6).export(dropped_spans)
+        time.sleep(max(0.0, FAULT - (time.monotonic() - fault_from)))
+        proxied_store.proxy.set_mode("pass")
+        healed_at = time.monotonic()
+        late.join(30)
+    finally:
+        collector.stop()
+        os.environ.pop("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", None)
+
+    assert results["dropped"] == SpanExportResult.FAILURE
+    assert [status for _, status in dropped.seen] == [503] * len(dropped.seen)
+    assert len(dropped.seen) >= 2
+    assert min(dropped.gaps()) >= 1.9, f"waits at least Retry-After between attempts: {dropped.gaps()}"
+
+    assert results["retried"] == SpanExportResult.SUCCESS
+    statuses = [status for _, status in retried.seen]
+    assert statuses[-1] == 200
+    assert set(statuses[:-1]) == {503}, statuses
+    assert min(retried.gaps()) >= 1.9, retried.gaps()
+    assert retried.seen[-1][0] > healed_at
+    assert stored(proxied_store.direct_dsn, "t08 retried") == 30, "0 lost after a 200"
+    assert stored(proxied_store.direct_dsn, "t08 dropped") == 0
+
+    # The SDK's own metrics. Finding: 1.45 counts a batch dropped after
+    # retryable HTTP answers as *exported* without ``error.type`` (its
+    # transport reports no exception for a status code); the drop shows only
+    # in the operation-duration histogram, as ``http.response.status_code``.
+    exported: dict[str, int] = {}
+    failed_operations: dict[int, int] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    if metric.name == "otel.sdk.exporter.span.exported":
+                        outcome = str(point.attributes.get("error.type", "ok"))
+                        exported[outcome] = exported.get(outcome, 0) + int(point.value)  # type: ignore[attr-defined]
+                    elif metric.name == "otel.sdk.exporter.operation.duration":
+                        status = point.attributes.get("http.response.status_code")
+                        if status is not None:
+                            failed_operations[int(status)] = failed_operations.get(int(status), 0) + int(
+                                point.count  # type: ignore[attr-defined]
+                            )
+    assert sum(exported.values()) == 70, exported
+    assert failed_operations == {503: 1}, "the dropped batch shows in the SDK's operation metric"
+    figures("T-08").record(
+        fault=f"store connections reset for {FAULT:.0f} s: the collector answers 503 + Retry-After: 2 "
+        "to OTLPSpanExporter (SDK 1.45)",
+        held="≥ 2 s between attempts; the batch past its deadline dropped (seen in the SDK operation "
+        "metric as status 503, not flagged in span.exported); "
+        "the batch retried after the fault stored whole",
+        sent=70,
+        acknowledged=30,
+        stored=stored_total(proxied_store.direct_dsn),
+        lost=0,
+        duplicates=0,
+        shortest_wait_s=round(min(dropped.gaps() + retried.gaps()), 2),
+        sdk_metric=f"span.exported {exported}; operation.duration with status 503: "
+        f"{failed_operations.get(503, 0)} (the drop is not flagged on span.exported)",
+    )
+
+
+def stored_total(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM spans").fetchone()
+    assert row is not None
+    return int(row[0])
