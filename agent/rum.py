@@ -37,7 +37,8 @@ _MARK = "tierscope.rum"
 def snippet(collector_url: str, rum_key: str) -> bytes:
     url = html.escape(collector_url.rstrip("/"), quote=True)
     key = html.escape(rum_key, quote=True)
-    attributes = f'src="{url}/rum.js" data-tierscope-endpoint="{url}" data-tierscope-key="{key}"'
+    # The attribute names are the ones rum.js reads from its own tag (dataset.key, .endpoint).
+    attributes = f'src="{url}/rum.js" data-endpoint="{url}" data-key="{key}"'
     return f"<script async {attributes}></script>".encode()
 
 

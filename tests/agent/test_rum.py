@@ -20,7 +20,7 @@ TAG = snippet("https://rum.example.com/", 'pub"key')
 def test_the_tag_is_escaped() -> None:
     assert TAG == (
         b'<script async src="https://rum.example.com/rum.js" '
-        b'data-tierscope-endpoint="https://rum.example.com" data-tierscope-key="pub&quot;key"></script>'
+        b'data-endpoint="https://rum.example.com" data-key="pub&quot;key"></script>'
     )
 
 
