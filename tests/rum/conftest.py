@@ -26,6 +26,9 @@ FAST = {
     "TIERSCOPE_RUM_ROLLUP_WAIT": "1s",
 }
 WEB_VITALS = "web-vitals@5"
+# Beacons per second the browser tests' collector takes from one address (bursts of
+# twice as many): far above what their pages send, low enough for a flood to pass it.
+BROWSER_RATE_PER_IP = 10
 
 
 def tierscope(collector: CollectorProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,7 +67,7 @@ def web_vitals_script() -> Path:
 
 @pytest.fixture(scope="module")
 def rum_collector(collector_factory: Callable[..., CollectorProcess]) -> Iterator[CollectorProcess]:
-    started = collector_factory(**FAST)
+    started = collector_factory(**FAST, TIERSCOPE_RUM_RATE_PER_IP=str(BROWSER_RATE_PER_IP))
     yield started
     started.stop()  # now, not at the end of the session: its store connections are needed by others
 

@@ -203,6 +203,57 @@ class PageApp:
         request.wfile.write(body)
 
 
+class OtherOrigin:
+    """Another origin on 127.0.0.1 (a port of its own): serves ``html`` at ``/page``,
+    and answers in-page calls to ``/ping`` by CORS (preflights included), recording
+    the ``traceparent`` header each call arrived with."""
+
+    def __init__(self, html: str = "") -> None:
+        self.html = html
+        self.calls: list[tuple[str, str | None]] = []  # (method, traceparent) of each /ping
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_OPTIONS(self) -> None:
+                PageApp._reply(
+                    self,
+                    204,
+                    b"",
+                    "text/plain",
+                    {
+                        "Access-Control-Allow-Origin": "*",
+                        "Access-Control-Allow-Methods": "GET, POST",
+                        "Access-Control-Allow-Headers": "traceparent, content-type",
+                    },
+                )
+
+            def do_GET(self) -> None:
+                if urlsplit(self.path).path == "/page":
+                    PageApp._reply(self, 200, site.html.encode(), "text/html; charset=utf-8")
+                    return
+                site.calls.append((self.command, self.headers.get("traceparent")))
+                cors = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*"}
+                PageApp._reply(self, 200, b'{"pong":true}', "application/json", cors)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtherOrigin:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def wait_until(check: Any, timeout: float = 30.0, what: str = "it") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -62,7 +62,13 @@ def beacon(**changes: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def collector(collector_factory: Callable[..., CollectorProcess]) -> Iterator[CollectorProcess]:
     started = collector_factory(
-        **{**FAST, "TIERSCOPE_RUM_JOIN_WAIT": "1s", "TIERSCOPE_RUM_RATE_PER_IP": "20"}
+        **{
+            **FAST,
+            "TIERSCOPE_RUM_JOIN_WAIT": "1s",
+            "TIERSCOPE_RUM_RATE_PER_IP": "20",
+            # Above the per-address rate (so one address alone never spends it), below two addresses'.
+            "TIERSCOPE_RUM_RATE_PER_KEY": "25",
+        }
     )
     tierscope(started, "rum", "origins", ORIGIN)
     tierscope(started, "rum", "site", "127.0.0.0/8", "head-office")
@@ -244,6 +250,46 @@ def test_a_flood_from_one_address_gets_429_and_others_still_get_through(collecto
     other = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(transport=other) as elsewhere:
         assert send(collector, beacon(), client=elsewhere).status_code == 200
+
+
+def test_a_key_past_its_rate_gets_429_from_every_address_while_another_key_gets_through(
+    collector: CollectorProcess,
+) -> None:
+    """The key may send 25 beacons/s (bursts of 50) here, each address 20/s (bursts
+    of 40): two addresses taking turns spend the key's rate before their own."""
+    time.sleep(2.0)  # full buckets again after the flood above, for the key and for 127.0.0.1
+    addresses = ("127.0.0.1", "127.0.0.2")
+    clients = {a: httpx.Client(transport=httpx.HTTPTransport(local_address=a)) for a in addresses}
+    stored = 0
+    refused: dict[str, httpx.Response] = {}
+    began = time.monotonic()
+    try:
+        for turn in range(200):
+            address = addresses[turn % 2]
+            response = send(collector, beacon(), client=clients[address])
+            if response.status_code == 200:
+                stored += 1
+                continue
+            assert response.status_code == 429, response.text
+            assert response.json()["detail"] == "too many beacons with this key; retry later"
+            refused.setdefault(address, response)
+            if len(refused) == len(addresses):
+                break
+        elapsed = time.monotonic() - began
+        assert set(refused) == set(addresses), (stored, refused)
+        # The key's whole burst went through, then no more than its rate gave back meanwhile.
+        assert 50 <= stored <= 50 + 25 * elapsed + 1, (stored, elapsed)
+        for response in refused.values():
+            assert int(response.headers["retry-after"]) >= 1
+            assert response.headers["access-control-allow-origin"] == ORIGIN  # the page may read when
+
+        second = json.loads(tierscope(collector, "tenant", "create", "second-shop", "--json").stdout)
+        tierscope(collector, "rum", "origins", "--tenant", "second-shop", ORIGIN)
+        response = send(collector, beacon(), key=second["rum_key"], client=clients["127.0.0.1"])
+        assert response.status_code == 200, response.text
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 def test_another_tenants_experience_is_not_found(collector: CollectorProcess) -> None:
