@@ -40,6 +40,7 @@ class PageApp:
         self.dsn = dsn
         self.web_vitals = web_vitals
         self.db_seconds = 0.0
+        self.propagate = ""  # the tag's data-propagate: other origins that get a traceparent
         self.traces: dict[str, str] = {}  # path -> trace id of its last response
         self.reference: list[dict[str, Any]] = []  # what web-vitals reported
         self.provider = TracerProvider(resource=Resource.create({"service.name": "erp-web"}))
@@ -69,9 +70,10 @@ class PageApp:
     # -- pages -------------------------------------------------------------------
 
     def snippet(self) -> str:
+        propagate = f' data-propagate="{self.propagate}"' if self.propagate else ""
         return (
             f'<script src="{self.collector_url}/rum.js" data-key="{self.rum_key}" '
-            'data-user="clerk-17" data-site="branch-b"></script>'
+            f'data-user="clerk-17" data-site="branch-b"{propagate}></script>'
         )
 
     def invoice_page(self, number: str, vitals: bool) -> str:
@@ -82,6 +84,7 @@ class PageApp:
                 navigator.sendBeacon('/vitals-ref', JSON.stringify({name: m.name, value: m.value}));
               }
               webVitals.onLCP(report); webVitals.onCLS(report); webVitals.onINP(report);
+              webVitals.onFCP(report); webVitals.onTTFB(report);
             </script>"""
         return f"""<!doctype html><html><head><title>Invoice {number}</title>{self.snippet()}{reference}
           </head><body><div id="top"></div>

@@ -3,6 +3,7 @@ beacons become experiences joined to the app's traces, split into tiers."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,15 @@ def stranger(app: PageApp) -> Iterator[OtherOrigin]:
     html = f"<!doctype html><html><head>{app.snippet()}</head><body><p>Copied tag</p></body></html>"
     with OtherOrigin(html) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def partner(app: PageApp) -> Iterator[OtherOrigin]:
+    """Another origin the pages call, named in the tag's data-propagate."""
+    with OtherOrigin() as started:
+        app.propagate = started.url
+        yield started
+        app.propagate = ""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -207,12 +217,85 @@ def test_delay_on_the_wan_shows_as_network_and_a_slow_database_as_db(
         assert max(slow["tier_ms"], key=slow["tier_ms"].get) == "db" or kind == "page_load"
 
 
-def test_lcp_cls_and_inp_agree_with_googles_web_vitals_library(
+def test_an_xhr_call_becomes_a_request_experience_joined_to_its_trace(
     rum_collector: CollectorProcess, app: PageApp, page: Any
 ) -> None:
-    """The same page, the same browser, both measuring: a late banner shifts the
-    layout, a click blocks the main thread for 250 ms, and leaving the page makes
-    both report their final values."""
+    app.db_seconds = 0.03
+    page.goto(f"{app.url}/invoices/321")
+    status = page.evaluate(
+        """() => new Promise((done) => {
+          const x = new XMLHttpRequest();
+          x.open('POST', '/api/invoices/321/post');
+          x.onloadend = () => done(x.status);
+          x.send();
+        })"""
+    )
+    assert status == 200
+    browser_ms = timed_in_browser(page, "/api/invoices/321/post")
+    page.evaluate("tierscope.flush()")
+    app.db_seconds = 0.0
+    app.flush()
+
+    (call,) = finished(rum_collector, "/api/invoices/321/post", "request")
+    assert call["state"] == "joined"
+    assert call["trace_id"] == app.traces["/api/invoices/321/post"]
+    assert call["bt"] == "POST /api/invoices/{id}/post"
+    assert call["method"] == "POST"
+    assert call["status"] == 200
+    assert call["tier_ms"]["db"] >= 25
+    assert_adds_up(call, browser_ms["request"])
+
+
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
+
+
+def test_a_traceparent_goes_to_allow_listed_origins_and_not_to_others(
+    app: PageApp, partner: OtherOrigin, stranger: OtherOrigin, page: Any
+) -> None:
+    partner.calls.clear()
+    stranger.calls.clear()
+    page.goto(f"{app.url}/invoices/322")
+    statuses = page.evaluate(
+        "(urls) => Promise.all(urls.map((url) => fetch(url).then((r) => r.status)))",
+        [f"{partner.url}/ping", f"{stranger.url}/ping"],
+    )
+    assert statuses == [200, 200]
+    ((method, header),) = partner.calls
+    assert method == "GET"
+    assert header is not None
+    assert TRACEPARENT.match(header), header
+    assert stranger.calls == [("GET", None)]  # what the servers received, not what the page meant to send
+
+
+def test_tierscope_action_names_the_request_that_follows(
+    rum_collector: CollectorProcess, app: PageApp, page: Any
+) -> None:
+    app.db_seconds = 0.0
+    page.goto(f"{app.url}/invoices/323")
+    post = "(number) => fetch('/api/invoices/' + number + '/post', {method: 'POST'}).then((r) => r.status)"
+    assert page.evaluate(post, "323") == 200  # no action named: named by method and path
+    page.evaluate("tierscope.action('Recalculate totals')")
+    assert page.evaluate(post, "324") == 200
+    page.evaluate("tierscope.flush()")
+    app.flush()
+
+    (plain,) = finished(rum_collector, "/api/invoices/323/post", "request")
+    (named,) = finished(rum_collector, "/api/invoices/324/post", "request")
+    assert plain["page"] == "POST /api/invoices/{id}/post"  # ids collapsed, like a page's path
+    assert named["page"] == "Recalculate totals"
+    assert named["bt"] == "POST /api/invoices/{id}/post"  # the server's name stays the server's
+
+
+VITALS = {"lcp": "LCP", "cls": "CLS", "inp": "INP", "fcp": "FCP", "ttfb": "TTFB"}  # ours: web-vitals'
+
+
+def test_the_web_vitals_agree_with_googles_web_vitals_library(
+    rum_collector: CollectorProcess, app: PageApp, page: Any
+) -> None:
+    """LCP, CLS, INP, FCP and TTFB (the same definitions in both). The same page,
+    the same browser, both measuring: a late banner shifts the layout, a click
+    blocks the main thread for 250 ms, and leaving the page makes both report
+    their final values."""
     app.db_seconds = 0.0
     app.reference.clear()
     page.goto(f"{app.url}/invoices/900?vitals=1")
@@ -226,12 +309,12 @@ def test_lcp_cls_and_inp_agree_with_googles_web_vitals_library(
     def reported() -> dict[str, float] | None:
         values = {m["name"]: float(m["value"]) for m in app.reference}
         vitals = api(rum_collector, f"/api/v1/experiences/{load['id']}").json()["vitals"]
-        if {"LCP", "CLS", "INP"} <= values.keys() and {"lcp", "cls", "inp"} <= vitals.keys():
+        if set(VITALS.values()) <= values.keys() and set(VITALS) <= vitals.keys():
             return {**values, **{k: float(v) for k, v in vitals.items()}}
         return None
 
     both = wait_until(reported, 20, "both reports")
-    for ours, theirs in (("lcp", "LCP"), ("cls", "CLS"), ("inp", "INP")):
+    for ours, theirs in VITALS.items():
         assert both[theirs] > 0, both
         assert abs(both[ours] - both[theirs]) <= 0.1 * both[theirs], (ours, both)
     assert both["inp"] >= 250
