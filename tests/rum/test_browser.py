@@ -3,7 +3,9 @@ beacons become experiences joined to the app's traces, split into tiers."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.apps import AppProcess
+from tierscope.testing.collector import CollectorProcess, free_port
 from tierscope.testing.latency_proxy import LatencyProxy
 
 from .conftest import BROWSER_RATE_PER_IP, api, credentials, tierscope
@@ -53,9 +56,45 @@ def partner(app: PageApp) -> Iterator[OtherOrigin]:
         app.propagate = ""
 
 
+@pytest.fixture(scope="module")
+def shop_port() -> int:
+    return free_port()
+
+
 @pytest.fixture(scope="module", autouse=True)
-def allowed(rum_collector: CollectorProcess, app: PageApp, proxy: LatencyProxy) -> None:
-    tierscope(rum_collector, "rum", "origins", app.url, f"http://127.0.0.1:{proxy.port}")
+def allowed(rum_collector: CollectorProcess, app: PageApp, proxy: LatencyProxy, shop_port: int) -> None:
+    origins = (app.url, f"http://127.0.0.1:{proxy.port}", f"http://127.0.0.1:{shop_port}")
+    tierscope(rum_collector, "rum", "origins", *origins)
+
+
+@pytest.fixture(scope="module")
+def shop(
+    rum_collector: CollectorProcess,
+    database_factory: Any,
+    shop_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[AppProcess]:
+    """A Flask app under the real agent (``tierscope-agent run``), which injects the
+    RUM tag into its pages and exports its spans to the collector."""
+    keys = credentials(rum_collector)
+    env = {
+        **os.environ,
+        # gunicorn is beside this interpreter
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "DATABASE_URL": database_factory(),
+        "TIERSCOPE_SERVICE": "shop-web",
+        "TIERSCOPE_ENDPOINT": rum_collector.url,
+        "TIERSCOPE_INGEST_KEY": keys["ingest_key"],
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "TIERSCOPE_RUM_INJECT": "true",
+        "TIERSCOPE_RUM_KEY": keys["rum_key"],
+        "TIERSCOPE_RUM_URL": rum_collector.url,
+    }
+    command = ["gunicorn", "-w", "1", "-b", f"127.0.0.1:{shop_port}", "shop_page:app"]
+    log = tmp_path_factory.mktemp("shop") / "shop.log"
+    started = AppProcess(command, env, log, shop_port, cwd=Path(__file__).parent / "apps").start()
+    yield started
+    started.stop()
 
 
 def experiences(collector: CollectorProcess, **params: Any) -> list[dict[str, Any]]:
@@ -87,10 +126,12 @@ MEASURED = """(path) => {
 }"""
 
 
-def timed_in_browser(page: Any, call_path: str) -> dict[str, float]:
+def timed_in_browser(page: Any, call_path: str | None = None) -> dict[str, float]:
     """Milliseconds of the page load and of the call to ``call_path``, per the browser."""
     found = page.evaluate(MEASURED, call_path)
     assert found["page_load"] > 0, found
+    if call_path is None:
+        return {"page_load": float(found["page_load"])}
     assert found["request"], found
     return {kind: float(ms) for kind, ms in found.items()}
 
@@ -319,6 +360,35 @@ def test_the_web_vitals_agree_with_googles_web_vitals_library(
         assert abs(both[ours] - both[theirs]) <= 0.1 * both[theirs], (ours, both)
     assert both["inp"] >= 250
     assert both["cls"] > 0.05
+
+
+def test_a_page_the_agent_put_the_tag_into_sends_a_page_load_joined_to_the_apps_trace(
+    rum_collector: CollectorProcess, shop: AppProcess, page: Any
+) -> None:
+    """End to end with no hand-written tag: the agent injects rum.js and names the
+    trace in Server-Timing; the browser's beacon is joined to that trace."""
+    page.goto(f"{shop.url}/orders/88")
+    assert page.locator("script[data-key]").get_attribute("src") == f"{rum_collector.url}/rum.js"
+    page.wait_for_function("window.tierscope && window.tierscope.v === 1")  # the tag is async
+    traceparent = page.evaluate(
+        "performance.getEntriesByType('navigation')[0].serverTiming"
+        ".find((s) => s.name === 'traceparent').description"
+    )
+    browser_ms = timed_in_browser(page)
+    page.evaluate("new Promise((done) => setTimeout(done, 0))")  # after the script's own load handler
+    page.evaluate("tierscope.flush()")
+
+    (load,) = finished(rum_collector, f"{shop.url}/orders/88", "page_load")
+    assert load["state"] == "joined"
+    assert load["trace_id"] == traceparent.split("-")[1]
+    assert load["service"] == "shop-web"
+    assert load["bt"].startswith("GET /orders/"), load
+    assert load["page"] == "/orders/{id}"
+    assert load["tier_ms"]["db"] >= 45
+    assert_adds_up(load, browser_ms["page_load"])
+    detail = api(rum_collector, f"/api/v1/experiences/{load['id']}").json()
+    kinds = {span["kind"] for span in detail["trace"]["spans"]}
+    assert {"server", "client"} <= kinds, detail["trace"]["spans"]
 
 
 def test_beacons_from_a_page_whose_origin_the_key_does_not_allow_are_refused_and_not_stored(
