@@ -104,6 +104,7 @@ class SpanEncoder:
         self._mark_background = mark_background
         self._memo: dict[tuple[str, type, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
+        self._texts: dict[tuple[str, str], str] = {}
         self._resources: dict[int, tuple[Any, bytes]] = {}
         self._forked = False
         self._background = _field(b"\x4a", _key_value(BACKGROUND_ATTRIBUTE, True))
@@ -151,7 +152,7 @@ class SpanEncoder:
         if cached is None:
             text = name
             if self._scrubber is not None:
-                text = self._scrubber.mask(self._scrubber.url(text) if "://" in text else text)
+                text = self._scrubber.mask(self._scrubber.text(text))
             cached = _field(b"\x2a", text.encode("utf-8", "surrogatepass")) if text else b""
             if len(self._names) >= _CACHE_LIMIT:
                 self._names.clear()
@@ -196,7 +197,8 @@ class SpanEncoder:
         for event in span.events:
             body = [b"\x09", _pack_fixed64(event.timestamp)]
             if event.name:
-                body.append(_field(b"\x12", self._scrub_text(event.name).encode("utf-8", "surrogatepass")))
+                name = self._scrub_text("", event.name)
+                body.append(_field(b"\x12", name.encode("utf-8", "surrogatepass")))
             body += self._event_attributes(event.attributes)
             if event.dropped_attributes:
                 body.append(b"\x20" + varint(event.dropped_attributes))
@@ -220,7 +222,8 @@ class SpanEncoder:
         if code or description:
             body = b""
             if description:
-                body += _field(b"\x12", self._scrub_text(description).encode("utf-8", "surrogatepass"))
+                description = self._scrub_text("exception.message", description)
+                body += _field(b"\x12", description.encode("utf-8", "surrogatepass"))
             if code:
                 body += b"\x18" + _SMALL[code]
             parts.append(_field(b"\x7a", body))
@@ -229,19 +232,31 @@ class SpanEncoder:
         parts.append(_FLAGS[parent is not None and parent.is_remote])
         return b"".join(parts)
 
-    def _scrub_text(self, text: str) -> str:
-        return self._scrubber.mask(text) if self._scrubber is not None else text
+    def _scrub_text(self, key: str, text: str) -> str:
+        """A free text scrubbed as the value of ``key`` (a status description as an error
+        text); remembered, as the same exception message recurs span after span."""
+        scrubber = self._scrubber
+        if scrubber is None:
+            return text
+        cached = self._texts.get((key, text))
+        if cached is None:
+            cached = scrubber.value(key, text) if key else scrubber.mask(scrubber.text(text))
+            if len(text) <= _CACHED_VALUE_LENGTH:
+                if len(self._texts) >= _CACHE_LIMIT:
+                    self._texts.clear()
+                self._texts[(key, text)] = cached
+        return cached
 
     def _event_attributes(self, attributes: Mapping[str, Any] | None) -> list[bytes]:
-        # Event values (exception messages, stack traces) are mostly unique: scrub
-        # them without filling the memo.
+        # Event values (exception messages, stack traces) are mostly unique: they are
+        # scrubbed apart from the attribute memo (stack traces are too long to keep).
         if not attributes:
             return []
         parts: list[bytes] = []
         scrubber = self._scrubber
         for key, value in attributes.items():
             if scrubber is not None and isinstance(value, str):
-                value = scrubber.value(key, value)
+                value = self._scrub_text(key, value)
             body = _key_value(key, value)
             parts.append(b"\x1a" + varint(len(body)) + body)
         return parts

@@ -8,7 +8,9 @@ whole: only the bytes before the insertion point (at most
 sends the body chunked); a body labelled HTML that is no document (Flask's
 default type for plain strings) is left alone; gzip-encoded HTML is
 decompressed and recompressed on the fly; other encodings (br, deflate, ...)
-and non-HTML responses pass untouched.
+and non-HTML responses pass untouched. Should rewriting fail (a body labelled
+gzip that is not), the error is swallowed and counted (:mod:`.guard`) and the
+rest of the body, with what was held back, passes through unchanged.
 
 Zero-code, the agent wraps Flask's ``wsgi_app``, Django's WSGI handler and
 Starlette's ``__call__`` (FastAPI included); :class:`RumWsgiMiddleware` and
@@ -52,6 +54,8 @@ class Injector:
         self._at_end = False
         self._inflate = zlib.decompressobj(wbits=31) if gzipped else None
         self._deflate = zlib.compressobj(wbits=31) if gzipped else None
+        # Input not yet answered by any output: what is sent unchanged if rewriting fails.
+        self._pending: list[bytes] = []
 
     def _plain(self, data: bytes) -> bytes:
         if self._done or self._at_end:
@@ -76,9 +80,20 @@ class Injector:
 
     def feed(self, chunk: bytes) -> bytes:
         if self._inflate is None or self._deflate is None:
-            return self._plain(chunk)
-        out = self._plain(self._inflate.decompress(chunk))
-        return self._deflate.compress(out) + self._deflate.flush(zlib.Z_SYNC_FLUSH) if out else b""
+            out = self._plain(chunk)
+        else:
+            out = self._plain(self._inflate.decompress(chunk))
+            out = self._deflate.compress(out) + self._deflate.flush(zlib.Z_SYNC_FLUSH) if out else b""
+        if out:
+            self._pending.clear()
+        else:
+            self._pending.append(chunk)
+        return out
+
+    def unsent(self) -> bytes:
+        """The input held back so far, as it came: sent as is once rewriting failed."""
+        held, self._pending = b"".join(self._pending), []
+        return held
 
     def finish(self) -> bytes:
         out = self._plain(self._inflate.flush()) if self._inflate is not None else b""
@@ -147,18 +162,38 @@ class RumWsgiMiddleware:
         return _InjectedBody(self.app(environ, start), state)
 
 
+def _feed(state: dict[str, Injector], injector: Injector, chunk: bytes) -> bytes:
+    try:
+        return injector.feed(chunk)
+    except Exception as error:
+        # The body is not what its headers say (gzip that is not): from here on it
+        # passes unchanged, with the part held back so far.
+        swallowed(error)
+        state.pop("injector", None)
+        return injector.unsent() + chunk
+
+
+def _finish(injector: Injector) -> bytes:
+    try:
+        return injector.finish()
+    except Exception as error:
+        swallowed(error)
+        return injector.unsent()
+
+
 class _InjectedBody:
     def __init__(self, result: Iterable[bytes], state: dict[str, Injector]) -> None:
         self._result = result
         self._state = state
 
     def __iter__(self) -> Iterator[bytes]:
+        state = self._state
         for chunk in self._result:
-            injector = self._state.get("injector")
-            yield injector.feed(chunk) if injector is not None else chunk
-        injector = self._state.get("injector")
+            injector = state.get("injector")
+            yield chunk if injector is None else _feed(state, injector, chunk)
+        injector = state.pop("injector", None)
         if injector is not None:
-            yield injector.finish()
+            yield _finish(injector)
 
     def close(self) -> None:
         close = getattr(self._result, "close", None)
@@ -178,23 +213,24 @@ class RumAsgiMiddleware:
             await self.app(scope, receive, send)
             return
         scope[_MARK] = True
-        injector: Injector | None = None
+        state: dict[str, Injector] = {}
 
         async def send_injected(message: dict[str, Any]) -> None:
-            nonlocal injector
             if message["type"] == "http.response.start":
                 try:
                     headers = list(message.get("headers", []))
                     inject, gzipped = _decide(headers, int(message["status"]))
                     if inject:
-                        injector = Injector(self.tag, gzipped=gzipped)
+                        state["injector"] = Injector(self.tag, gzipped=gzipped)
                         message = {**message, "headers": _without_length(headers)}
                 except Exception as error:
                     swallowed(error)
-            elif message["type"] == "http.response.body" and injector is not None:
-                body = injector.feed(message.get("body", b""))
+            elif message["type"] == "http.response.body" and "injector" in state:
+                body = _feed(state, state["injector"], message.get("body", b""))
                 if not message.get("more_body", False):
-                    body += injector.finish()
+                    injector = state.pop("injector", None)
+                    if injector is not None:
+                        body += _finish(injector)
                 message = {**message, "body": body}
             await send(message)
 

@@ -3,7 +3,14 @@
 - SQL: string, dollar-quoted and numeric literals become ``?``; comments go.
 - URLs: credentials (``user:pass@``) and the values of sensitive query
   parameters (``token``, ``password``, ``sig``, ``X-Amz-Signature``, ...) become
-  ``REDACTED``.
+  ``REDACTED``, in URL attributes and wherever a URL appears inside any other
+  value, span name, event or status description (an ``HTTPError`` message
+  quoting the URL, a connection error quoting the DSN).
+- SQL quoted in error texts (exception messages and stack traces, status
+  descriptions): the statement after psycopg's ``LINE n:``, SQLAlchemy's
+  ``[SQL: ...]`` and ``[parameters: ...]``, lines from an upper-case statement
+  keyword on, and the row values of PostgreSQL's ``DETAIL:  Key (...)=(...)``
+  and ``Failing row contains (...)`` get their literals replaced by ``?``.
 - Headers: ``http.request.header.*`` / ``http.response.header.*`` attributes
   are dropped unless the header is on the allow-list.
 - E-mail addresses and phone numbers in attribute values, event attributes and
@@ -25,15 +32,18 @@ MASKED_EMAIL = "REDACTED_EMAIL"
 MASKED_PHONE = "REDACTED_PHONE"
 
 SQL_KEYS = frozenset({"db.statement", "db.query.text"})
+# Error texts that may quote a statement, its parameters or a row.
+ERROR_KEYS = frozenset({"exception.message", "exception.stacktrace", "error.message"})
 URL_KEYS = frozenset({"url.full", "http.url", "url.query", "http.target", "url.original"})
 HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
 
 _SQL_TOKENS = re.compile(
     r"""
     (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z))  # $$ ... $$, $fn$ ... $fn$
-    # 'text', E'..', unterminated. A backslash escapes in E'' strings only, but taking
-    # it as an escape everywhere can only scrub more, never less.
-   |(?P<string>(?:[EeBbXxNnUu]&?)?'(?:[^'\\]|''|\\.)*(?:'|\Z))
+    # E'..' (a backslash escapes), 'text' and B'', X'', N'', U&'' (it does not:
+    # 'a\' ends there), unterminated ones up to the end.
+   |(?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)
+       |(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z))
    |(?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
    |(?P<keep>"(?:[^"]|"")*"                                                 # "quoted identifier"
        |[A-Za-z_][A-Za-z_0-9$]*                                             # names keep their digits
@@ -57,8 +67,23 @@ def scrub_sql(statement: str) -> str:
     return _SQL_TOKENS.sub(replace, statement)
 
 
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
+# user:password@ after any scheme, anywhere in a value; up to the last @ of the
+# authority, so a password holding an @ goes whole.
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@\s]*(?:@[^/?#@\s]*)*@")
 _PARAM = re.compile(r"(^|[?&;])([^&=#;?]+)=([^&#;]*)")
+# A query parameter inside prose: its value ends at white space or a quote.
+_TEXT_PARAM = re.compile(r"([?&;#])([^&=#;?\s'\"<>]+)=([^&#;\s'\"<>]*)")
+
+# Where an error text quotes SQL (see the module's docstring).
+_SQL_HINT = re.compile(
+    r"LINE \d+:|\[SQL: |\[parameters: |QUERY: |Key \(|Failing row contains"
+    r"|\b(?:SELECT|INSERT|UPDATE|DELETE|WITH|VALUES|CALL)\b"
+)
+_SQL_START = re.compile(
+    r"(?P<marker>LINE \d+: ?|QUERY: ?|STATEMENT: ?|\[SQL: ?|\[parameters: ?)"
+    r"|\b(?=(?:SELECT|INSERT|UPDATE|DELETE|WITH|VALUES|CALL)\b)"
+)
+_ROW = re.compile(r"(Key \(.*?\)=|Failing row contains )\(.*\)")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 _PHONE = re.compile(
     r"(?<![\w.+])(?:\+\d{1,3}[\s.\-]?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]?\d{2,4}){1,4}"
@@ -96,7 +121,7 @@ class Scrubber:
 
     def url(self, text: str) -> str:
         """Credentials and sensitive query parameter values become REDACTED."""
-        text = _USERINFO.sub(lambda m: m.group(1) + f"{REDACTED}:{REDACTED}@", text, count=1)
+        text = _USERINFO.sub(_redact_userinfo, text)
         if "=" not in text:
             return text
 
@@ -108,6 +133,25 @@ class Scrubber:
 
         head, hash_mark, fragment = text.partition("#")
         return _PARAM.sub(param, head) + hash_mark + (_PARAM.sub(param, fragment) if fragment else "")
+
+    def text(self, text: str) -> str:
+        """Prose that may quote URLs: their credentials and sensitive parameters redacted."""
+        if "@" in text and "://" in text:
+            text = _USERINFO.sub(_redact_userinfo, text)
+        if "=" in text:
+
+            def param(match: re.Match[str]) -> str:
+                name = match.group(2)
+                if unquote_plus(name).strip().lower() in self._sensitive:
+                    return f"{match.group(1)}{name}={REDACTED}"
+                return match.group(0)
+
+            text = _TEXT_PARAM.sub(param, text)
+        return text
+
+    def error(self, text: str) -> str:
+        """An error text (exception message, stack trace, status description), scrubbed."""
+        return self.mask(scrub_sql_in_text(self.text(text)))
 
     def mask(self, text: str) -> str:
         """E-mail addresses and phone numbers masked, as configured."""
@@ -121,9 +165,41 @@ class Scrubber:
         """The scrubbed form of one string attribute value."""
         if key in SQL_KEYS:
             return scrub_sql(text)  # literals gone: what is left is keywords and names
-        if key in URL_KEYS or "://" in text:
+        if key in URL_KEYS:
             text = self.url(text)
+        elif key in ERROR_KEYS:
+            return self.error(text)
+        else:
+            text = self.text(text)
         return self.mask(text)
+
+
+def _redact_userinfo(match: re.Match[str]) -> str:
+    return f"{match.group(1)}{REDACTED}:{REDACTED}@"
+
+
+def scrub_sql_in_text(text: str) -> str:
+    """The literals of SQL quoted in an error text replaced by ``?``; the prose kept."""
+    if _SQL_HINT.search(text) is None:
+        return text
+    lines = text.split("\n")
+    in_block = False  # inside a multi-line ``[SQL: ...]``
+    for number, line in enumerate(lines):
+        if in_block:
+            if line.startswith(("[parameters:", "(Background on this error")):
+                in_block = False
+            else:
+                in_block = not line.rstrip().endswith("]")
+                lines[number] = scrub_sql(line)
+                continue
+        start = _SQL_START.search(line)
+        if start is not None:
+            at = start.end()
+            lines[number] = line[:at] + scrub_sql(line[at:])
+            in_block = (start.group("marker") or "").startswith("[SQL:") and not line.rstrip().endswith("]")
+        elif "Key (" in line or "Failing row contains" in line:
+            lines[number] = _ROW.sub(r"\1(?)", line)
+    return "\n".join(lines)
 
 
 def _has_digits(text: str) -> bool:

@@ -26,7 +26,8 @@ APPS = Path(__file__).parent / "apps"
 @pytest.fixture(autouse=True)
 def swallowed_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseException]]:
     """Errors the agent swallowed fail the test; a test that provokes some on purpose
-    takes them out of this list."""
+    takes them out of this list and out of the file ``TIERSCOPE_AGENT_ERRORS_FILE``
+    names (where app processes, and this one, write them)."""
     errors: list[BaseException] = []
     remove = guard.on_swallowed(errors.append)
     errors_file = tmp_path / "agent-errors.txt"

@@ -8,7 +8,7 @@ import httpx
 import psycopg
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 DSN = os.environ["DATABASE_URL"]
 OUTBOUND = os.environ["OUTBOUND_URL"]
@@ -59,3 +59,12 @@ async def streamed():
             yield part.encode()
 
     return StreamingResponse(parts(), media_type="text/html; charset=utf-8")
+
+
+MISLABELLED = b"<!doctype html><html><head><title>not gzip</title></head></html>"
+
+
+@app.get("/page/mislabelled")
+async def mislabelled():
+    # Labelled gzip, but it is not: the agent cannot rewrite it and must not break it.
+    return Response(MISLABELLED, media_type="text/html", headers={"Content-Encoding": "gzip"})

@@ -76,6 +76,15 @@ def streamed_page():
     return Response((part for part in parts), mimetype="text/html")
 
 
+@app.get("/page/mislabelled")
+def mislabelled_page():
+    # Labelled gzip, but it is not: the agent cannot rewrite it and must not break it.
+    return Response(MISLABELLED, mimetype="text/html", headers={"Content-Encoding": "gzip"})
+
+
+MISLABELLED = b"<!doctype html><html><head><title>not gzip</title></head></html>"
+
+
 def _scheduler():
     # A background thread with no request: its spans are not user transactions.
     while True:
