@@ -18,6 +18,8 @@ import psycopg
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tierscope.collector.tiers import TIERS
+from tierscope.processing import histogram
 from tierscope.processing.naming import Rules
 from tierscope.store import processing as processing_store
 from tierscope.testing import otlp
@@ -316,6 +318,44 @@ def test_two_collectors_ingesting_halves_give_the_rollups_of_one(
         second.stop()
 
 
+def _sent_figures(dsn: str) -> dict[str, object]:
+    """What the rollups of each resolution say about the traces, summed: the
+    additive figures and the counts held by the histograms."""
+    figures: dict[str, object] = {}
+    for resolution in ("minute", "hour", "day"):
+        rows = query(
+            dsn,
+            """SELECT calls, errors, duration_sum_us, tier_sum_us, latency, tier_latency
+               FROM bt_rollups WHERE resolution = %s""",
+            resolution,
+        )
+        tier_sums = [sum(row[3][i] for row in rows) for i in range(len(TIERS))]
+        latency_count = sum(sum(histogram.decode(bytes(row[4])).values()) for row in rows)
+        tier_counts = [0] * len(TIERS)
+        for row in rows:
+            for key, count in histogram.decode(bytes(row[5])).items():
+                tier_counts[key // histogram.STRIDE] += count
+        components = dict(
+            query(
+                dsn,
+                "SELECT tier, sum(calls)::int8 FROM component_rollups WHERE resolution = %s GROUP BY tier",
+                resolution,
+            )
+        )
+        edges = query(dsn, "SELECT sum(calls)::int8 FROM edge_rollups WHERE resolution = %s", resolution)
+        figures[resolution] = {
+            "calls": sum(row[0] for row in rows),
+            "errors": sum(row[1] for row in rows),
+            "duration_sum_us": sum(row[2] for row in rows),
+            "tier_sum_us": dict(zip(TIERS, tier_sums, strict=True)),
+            "latency_count": latency_count,
+            "tier_latency_count": dict(zip(TIERS, tier_counts, strict=True)),
+            "component_calls": components,
+            "edge_calls": edges[0][0],
+        }
+    return figures
+
+
 def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     collector_factory: Callable[..., CollectorProcess],
     tmp_path: Path,
@@ -323,12 +363,16 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     collector = collector_factory(TIERSCOPE_PROCESSING="false")
     dsn = collector.database_url
     assert dsn
-    total = 0
+    total = failed = 0
     start = time.time_ns() - 60_000 * MS
-    for burst in range(8):  # arrivals spread over a few seconds: many processing windows
+    for burst in range(12):  # arrivals spread over a few seconds: many processing windows
         batch = []
         for index in range(60):
-            batch.extend(two_service_trace(start + (burst * 60 + index) * MS)["crm-web"])
+            spans = two_service_trace(start + (burst * 60 + index) * MS)["crm-web"]
+            if total % 7 == 3:
+                spans[0].status.code = 2  # the entry failed: the transaction is an error
+                failed += 1
+            batch.extend(spans)
             total += 1
         post(collector, batch, "crm-web")
         time.sleep(0.4)
@@ -341,8 +385,9 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
         "TIERSCOPE_LOG_LEVEL": "warning",
     }
     rnd = random.Random(5)
-    kills = 0
-    for _ in range(6):
+    kills: list[tuple[int, int]] = []  # traces summarized just before each kill, and just after it
+    for attempt in range(6):
+        before = summaries(dsn)
         process = subprocess.Popen(
             [*tierscope_command(), "process", "--data-dir", str(tmp_path)],
             env=env,
@@ -350,15 +395,22 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(rnd.uniform(1.2, 2.5))
+        # Kill once this run has committed something: the first time at once,
+        # then a little later each time (mid-window, mid-transaction, anywhere).
+        deadline = time.monotonic() + 60
+        while summaries(dsn) == before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0 if attempt == 0 else rnd.uniform(0, 0.3))
+        seen = summaries(dsn)
         if process.poll() is None:
-            # It and its shard processes: mid-window, mid-transaction, anywhere.
-            os.killpg(process.pid, signal.SIGKILL)
-            kills += 1
+            os.killpg(process.pid, signal.SIGKILL)  # it and its shard processes
         process.wait()
-        if summaries(dsn) == total:
+        kills.append((seen, summaries(dsn)))
+        if kills[-1][1] == total:
             break
-    assert kills >= 1
+    assert any(seen > 0 and after < total for seen, after in kills), (
+        f"no kill landed between the first commit and the last: {kills} of {total}"
+    )
     process = subprocess.Popen(
         [*tierscope_command(), "process", "--data-dir", str(tmp_path)],
         env=env,
@@ -370,10 +422,22 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
-    assert query(dsn, "SELECT count(DISTINCT trace_id) FROM trace_summaries") == [(total,)]
-    for resolution in ("minute", "hour", "day"):
-        assert query(dsn, "SELECT sum(calls) FROM bt_rollups WHERE resolution = %s", resolution) == [(total,)]
+    assert query(dsn, "SELECT count(DISTINCT trace_id), count(*) FROM trace_summaries") == [(total, total)]
     assert query(dsn, "SELECT sum(traces) FROM processing_progress") == [(total,)]
+    # Each trace: POST /leads 1000 ms, of which INSERT 200 ms (db) and a call to
+    # erp-api 500 ms (external, unanswered here); 300 ms of its own (app).
+    tiers = {"app": 300_000, "db": 200_000, "external": 500_000}
+    expected = {
+        "calls": total,
+        "errors": failed,
+        "duration_sum_us": total * 1_000_000,
+        "tier_sum_us": {tier: total * tiers.get(tier, 0) for tier in TIERS},
+        "latency_count": total,
+        "tier_latency_count": {tier: total if tier in tiers else 0 for tier in TIERS},
+        "component_calls": dict.fromkeys(tiers, total),
+        "edge_calls": 2 * total,  # crm-web -> the database, crm-web -> erp-api
+    }
+    assert _sent_figures(dsn) == dict.fromkeys(("minute", "hour", "day"), expected)
 
 
 def test_series_services_and_isolation(processing: CollectorProcess) -> None:
