@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import psycopg
 import pytest
@@ -177,6 +178,61 @@ def test_a_trace_in_three_batches_from_two_services_out_of_order(processing: Col
         "INSERT INTO crm_lead VALUES (?)",
         "SELECT score FROM credit WHERE id = ?",
     }
+
+
+def test_each_tiers_p95_is_served_within_two_percent_of_numpy(processing: CollectorProcess) -> None:
+    dsn = processing.database_url
+    assert dsn
+    rng = np.random.default_rng(3)
+    count = 150
+    start = time.time_ns() - 5_000 * MS
+    db_us, app_us, spans = [], [], []
+    for index in range(count):
+        # Its own time (app) and, for four in five, a query (db) inside it.
+        own_ms = float(rng.uniform(20, 400))
+        query_ms = float(rng.lognormal(4, 0.7)) if rng.random() < 0.8 else 0.0
+        root = otlp.span(
+            "POST /tier-p95",
+            kind=SERVER,
+            start_ns=start + index * MS,
+            duration_ms=own_ms + query_ms,
+            attributes={"http.request.method": "POST", "http.route": "/tier-p95"},
+        )
+        spans.append(root)
+        db = 0
+        if query_ms:
+            child = otlp.span(
+                "SELECT",
+                kind=CLIENT,
+                trace_id=root.trace_id,
+                parent_span_id=root.span_id,
+                start_ns=root.start_time_unix_nano + 2 * MS,
+                duration_ms=query_ms,
+                attributes={"db.system": "postgresql", "db.statement": "SELECT 1", "server.address": "db1"},
+            )
+            spans.append(child)
+            db = (child.end_time_unix_nano - child.start_time_unix_nano) // 1000
+        db_us.append(db)
+        app_us.append((root.end_time_unix_nano - root.start_time_unix_nano) // 1000 - db)
+    post(processing, spans, "crm-web")
+    done = "SELECT count(*) FROM trace_summaries WHERE bt = 'POST /tier-p95'"
+    wait_for(lambda: query(dsn, done) == [(count,)])
+    # Over every call, as tier_ms: the calls with no query count as 0 ms of db.
+    exact = {
+        "db": float(np.percentile(db_us, 95)) / 1000,
+        "app": float(np.percentile(app_us, 95)) / 1000,
+    }
+    listed = api(processing, "/api/v1/transactions", service="crm-web", tier_p95="true", **{"from": "1h"})
+    served = next(t for t in listed["transactions"] if t["bt"] == "POST /tier-p95")
+    assert served["count"] == count
+    assert served["tier_p95_ms"] == pytest.approx(exact, rel=0.02)
+    means = {"db": np.mean(db_us) / 1000, "app": np.mean(app_us) / 1000}
+    assert served["tier_ms"] == pytest.approx(means, abs=0.001)  # rounded to the microsecond
+    plain = api(processing, "/api/v1/transactions", service="crm-web", **{"from": "1h"})["transactions"]
+    assert "tier_p95_ms" not in next(t for t in plain if t["bt"] == "POST /tier-p95")
+    series = api(processing, "/api/v1/transactions/series", bt="POST /tier-p95", step="1d", **{"from": "2d"})
+    (busy,) = [point for point in series["points"] if point["count"]]
+    assert busy["tier_p95_ms"] == pytest.approx(exact, rel=0.02)
 
 
 def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess) -> None:
