@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -20,8 +21,11 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tierscope.collector.tiers import TIERS
+from tierscope.config import Settings
 from tierscope.processing import histogram
 from tierscope.processing.naming import Rules
+from tierscope.processing.processor import CycleReport, Processor
+from tierscope.store import Database
 from tierscope.store import processing as processing_store
 from tierscope.testing import otlp
 from tierscope.testing.collector import CollectorProcess, tierscope_command
@@ -131,16 +135,59 @@ def processing(collector_factory: Callable[..., CollectorProcess]) -> CollectorP
     return collector_factory(**FAST)
 
 
-def test_a_trace_in_three_batches_from_two_services_out_of_order(processing: CollectorProcess) -> None:
+def test_a_trace_in_three_batches_from_two_services_out_of_order(
+    collector_factory: Callable[..., CollectorProcess],
+) -> None:
+    processing = collector_factory(TIERSCOPE_PROCESSING="false")  # this test drives the processor
+    dsn = processing.database_url
+    assert dsn
     trace = two_service_trace(time.time_ns() - 5_000 * MS)
     crm, erp = trace["crm-web"], trace["erp-api"]
     post(processing, erp, "erp-api")  # the called service reports first
+    time.sleep(0.5)
     post(processing, crm[:1], "crm-web")  # then the root
+    time.sleep(0.5)
     post(processing, crm[1:], "crm-web")  # then the root's children
     trace_id = crm[0].trace_id
-    dsn = processing.database_url
-    assert dsn
-    wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE trace_id = %s", trace_id)))
+    arrivals = [
+        row[0]
+        for row in query(
+            dsn, "SELECT DISTINCT received_at FROM spans WHERE trace_id = %s ORDER BY 1", trace_id
+        )
+    ]
+    assert len(arrivals) == 3
+    # Windows of at most 150 ms, taken once every batch has arrived: each batch
+    # lands in a window of its own, and the trace is still receiving when the
+    # first two are processed.
+    settings = Settings(settle_delay=timedelta(seconds=1), processing_window=timedelta(milliseconds=150))
+    time.sleep(1.2)
+
+    async def process() -> list[CycleReport]:
+        database = Database(dsn, pool_size=2, statement_timeout=timedelta(seconds=30))
+        await database.open()
+        try:
+            processor = Processor(database, settings)
+            reports = []
+            for _ in range(1000):  # bounded: ~30 s of arrivals in 150 ms windows
+                reports.append(await processor.cycle())
+                if not reports[-1].behind:
+                    return reports
+            raise AssertionError("the processor did not catch up")
+        finally:
+            await database.close()
+
+    reports = [r for r in asyncio.run(process()) if r.since is not None and r.until is not None]
+    holding = [
+        next(r for r in reports if r.since <= arrival < r.until)  # type: ignore[operator]
+        for arrival in arrivals
+    ]
+    assert len({id(r) for r in holding}) == 3, "each batch in a window of its own"
+    # The first two windows leave the trace for later; the third takes it,
+    # reading the spans of the earlier batches back from the store.
+    assert [(r.deferred, r.traces) for r in holding] == [(1, 0), (1, 0), (0, 1)]
+    assert sum(r.traces for r in reports) == 1
+    assert sum(r.late_spans for r in reports) == 0
+    assert query(dsn, "SELECT count(*) FROM trace_summaries") == [(1,)]
     service, bt, duration, spans, tier_us = query(
         dsn,
         "SELECT service, bt, duration_us, span_count, tier_us FROM trace_summaries WHERE trace_id = %s",
