@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ import psutil
 import psycopg
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from prometheus_client.parser import text_string_to_metric_families
 
 from tierscope.collector.tiers import TIERS
 from tierscope.config import Settings
@@ -282,6 +284,17 @@ def test_each_tiers_p95_is_served_within_two_percent_of_numpy(processing: Collec
     assert busy["tier_p95_ms"] == pytest.approx(exact, rel=0.02)
 
 
+def late_spans_metric(collector: CollectorProcess) -> float:
+    """tierscope_processing_late_spans_total as /metrics shows it."""
+    text = httpx.get(f"{collector.url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "tierscope_processing_late_spans_total"
+    )
+
+
 def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess) -> None:
     dsn = processing.database_url
     assert dsn
@@ -292,6 +305,7 @@ def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess
     wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE trace_id = %s", root.trace_id)))
     before = query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
     late_before = query(dsn, "SELECT sum(late_spans) FROM processing_progress")[0][0]
+    metric_before = late_spans_metric(processing)
     straggler = otlp.span(
         "cache warmup",
         kind=CLIENT,
@@ -306,7 +320,8 @@ def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess
         query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
         == before
     )
-    assert "tierscope_processing_late_spans_total" in httpx.get(f"{processing.url}/metrics").text
+    # The metric counts it too (written by the shard process after its commit).
+    wait_for(lambda: late_spans_metric(processing) == metric_before + 1, what="the late-span metric")
 
 
 def test_business_transactions_beyond_the_cap_go_to_other(
@@ -339,6 +354,54 @@ def test_business_transactions_beyond_the_cap_go_to_other(
     assert query(dsn, "SELECT overflow FROM business_transactions WHERE name = '_other'") == [(2,)]
     listed = {t["bt"]: t["count"] for t in api(collector, "/api/v1/transactions")["transactions"]}
     assert listed["_other"] == 2
+    # `tierscope bt list` shows how many traces went to _other.
+    env = {**os.environ, "TIERSCOPE_DATABASE_URL": dsn, "COLUMNS": "200"}
+    shown = subprocess.run(
+        [*tierscope_command(), "bt", "list", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    known = {(t["service"], t["bt"]): t["overflow"] for t in json.loads(shown.stdout)["transactions"]}
+    assert known.pop(("crm-web", "_other")) == 2
+    assert len(known) == 3
+    assert set(known.values()) == {0}
+    table = subprocess.run(
+        [*tierscope_command(), "bt", "list"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "sent to _other" in table
+    (other_row,) = [line for line in table.splitlines() if "_other" in line and "crm-web" in line]
+    cells = [cell.strip() for cell in other_row.strip().strip("│").split("│")]
+    assert (cells[0], cells[1], cells[-1]) == ("crm-web", "_other", "2"), table
+
+
+def letters(number: int) -> str:
+    """A name part without digits (a number in a route would be collapsed to {id})."""
+    return "".join(chr(97 + int(digit)) for digit in str(number))
+
+
+def test_the_default_cap_names_500_transactions_per_service_and_sends_the_rest_to_other(
+    processing: CollectorProcess,
+) -> None:
+    dsn = processing.database_url
+    assert dsn
+    assert Rules.default().max_per_service == 500  # what a tenant without rules gets
+    start = time.time_ns() - 5_000 * MS
+    spans = [
+        otlp.span(
+            f"GET /report{index}",
+            kind=SERVER,
+            start_ns=start + index * MS,
+            attributes={"http.request.method": "GET", "http.route": f"/reports/{letters(index)}"},
+        )
+        for index in range(503)
+    ]
+    post(processing, spans, "reporting")
+    done = "SELECT count(*) FROM trace_summaries WHERE service = 'reporting'"
+    wait_for(lambda: query(dsn, done) == [(503,)])
+    by_name = "SELECT bt, count(*) FROM trace_summaries WHERE service = 'reporting' GROUP BY bt"
+    names = dict(query(dsn, by_name))
+    assert names.pop("_other") == 3
+    assert len(names) == 500
+    overflow = "SELECT overflow FROM business_transactions WHERE service = 'reporting' AND name = '_other'"
+    assert query(dsn, overflow) == [(3,)]
 
 
 def rollups(dsn: str) -> dict[str, list[tuple]]:
