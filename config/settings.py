@@ -259,8 +259,8 @@ class Settings(BaseSettings):
         default=20,
         ge=1,
         le=1000,
-        description="Components kept per business transaction, tier and minute (the rest are summed "
-        "as _other).",
+        description="Components kept per business transaction, tier and stored minute, hour or day "
+        "(the rest are summed as _other).",
     )
 
     # -- SLOs and baselines (slo/) -----------------------------------------

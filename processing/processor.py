@@ -280,9 +280,10 @@ class Processor:
                 report.traces += 1
                 report.spans += span_count
         rollup = columnar.rollup(window, outcomes)
-        rollup.keep_top_components(self.settings.top_components)
         clock = report.lap("rollup", clock)
-        await write_rollup(conn, rollup)
+        # The top components are chosen where the rows are merged: per stored
+        # bucket, across every cycle and shard that writes to it.
+        await write_rollup(conn, rollup, self.settings.top_components)
         report.lap("write", clock)
         report.overflow = sum(overflow.values())
         return len(arrived)

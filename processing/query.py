@@ -117,11 +117,18 @@ _TIER_SUMS = ", ".join(f"sum(tier_sum_us[{i}])::int8" for i in range(1, len(TIER
 
 
 async def bt_groups(
-    conn: AsyncConnection, tenant_id: int, segments: Sequence[Segment], service: str | None
+    conn: AsyncConnection,
+    tenant_id: int,
+    segments: Sequence[Segment],
+    service: str | None,
+    tier_latency: list[bytes] | None = None,
 ) -> list[tuple[str, str, Totals, bytes]]:
     """Per business transaction over the segments: its summed figures and its
     latency histograms, concatenated (SQL does the grouping: 200 rows come back
-    for 200 transactions, however many stored rows they span)."""
+    for 200 transactions, however many stored rows they span).
+
+    Given a list as ``tier_latency``, each group's per-tier histograms
+    (concatenated likewise) are appended to it, in the order of the groups."""
     where, params = _where(segments)
     conditions = [sql.SQL("tenant_id = %s"), where]
     values: list[Any] = [tenant_id, *params]
@@ -130,9 +137,13 @@ async def bt_groups(
         values.append(service)
     query = sql.SQL(
         "SELECT service, bt, sum(calls)::int8, sum(errors)::int8, sum(duration_sum_us)::int8, "
-        "sum(apdex_satisfied)::int8, sum(apdex_tolerating)::int8, {tiers}, string_agg(latency, ''::bytea) "
-        "FROM bt_rollups WHERE {where} GROUP BY service, bt"
-    ).format(tiers=sql.SQL(_TIER_SUMS), where=sql.SQL(" AND ").join(conditions))
+        "sum(apdex_satisfied)::int8, sum(apdex_tolerating)::int8, {tiers}, {tier_latency}"
+        "string_agg(latency, ''::bytea) FROM bt_rollups WHERE {where} GROUP BY service, bt"
+    ).format(
+        tiers=sql.SQL(_TIER_SUMS),
+        tier_latency=sql.SQL("string_agg(tier_latency, ''::bytea), " if tier_latency is not None else ""),
+        where=sql.SQL(" AND ").join(conditions),
+    )
     async with conn.cursor(binary=True) as cur:
         await cur.execute(query, values)
         rows = await cur.fetchall()
@@ -147,6 +158,8 @@ async def bt_groups(
             tier_sum_us=list(row[7 : 7 + len(TIERS)]),
         )
         groups.append((row[0], row[1], totals, bytes(row[-1])))
+        if tier_latency is not None:
+            tier_latency.append(bytes(row[-2]))
     return groups
 
 
@@ -198,9 +211,15 @@ def figures(
         },
     }
     if tier_merged is not None:
+        # Over every call, as tier_ms is: a call that spent no time in a tier is
+        # a 0 there (the tier histogram only holds the calls that did).
         result["tier_p95_ms"] = {
-            tier: _ms(tier_merged.quantiles(group, (0.95,), dimension=index)[0])
+            tier: _ms(
+                tier_merged.quantiles(
+                    group, (0.95,), dimension=index, zeros=max(0, count - tier_merged.count(group, index))
+                )[0]
+            )
             for index, tier in enumerate(TIERS)
-            if totals.tier_sum_us[index]
+            if totals.tier_sum_us[index] and count
         }
     return result

@@ -1,8 +1,9 @@
 """Adding processed traces up: per business transaction and minute, per
 component, per service-map edge.
 
-A :class:`Rollup` collects one processing cycle's traces in memory; the store
-then merges it into the minute, hour and day rows (store/rollups.py). Every
+A :class:`Rollup` collects one processing cycle's traces in memory, every
+component included; processing/writer.py then merges it into the minute, hour
+and day rows, where the components are bounded to the top N per stored bucket. Every
 figure is a sum or a mergeable histogram, so adding cycles, collectors and
 resolutions together is exact.
 """
@@ -121,22 +122,3 @@ class Rollup:
             efig.errors += edge.error
             efig.duration_sum_us += edge.duration_us
             histogram.add(efig.latency, edge.duration_us)
-
-    def keep_top_components(self, limit: int) -> None:
-        """Keep the ``limit`` components with most self time per business
-        transaction, minute and tier; sum the rest as ``_other``."""
-        groups: dict[tuple[int, str, str, int, str], list[ComponentKey]] = {}
-        for key in self.components:
-            groups.setdefault(key[:5], []).append(key)
-        for group, keys in groups.items():
-            if len(keys) <= limit:
-                continue
-            keys.sort(key=lambda k: self.components[k].self_us, reverse=True)
-            other = ComponentFigures()
-            for key in keys[limit:]:
-                other.add(self.components.pop(key))
-            other_key = (*group, OTHER_COMPONENT)
-            if other_key in self.components:
-                self.components[other_key].add(other)
-            else:
-                self.components[other_key] = other

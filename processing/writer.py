@@ -4,7 +4,18 @@ every resolution (minute, hour, day).
 Business-transaction and edge rows hold histograms, so they are read, merged in
 Python and written back; component rows are plain sums and are added in SQL.
 Only the elected processor writes, inside its window transaction, so there is
-no concurrent writer to race with.
+no concurrent writer to race with (shards take turns).
+
+**Top components per stored row.** The stored rows of one business
+transaction, tier and bucket (minute, hour or day) hold at most ``limit`` named
+components plus ``_other``, however many cycles and shards write to them. A
+component without a row gets one only while the group has fewer than ``limit``
+named rows and no ``_other`` row (the newcomers with most self time first);
+otherwise it is added to ``_other``. A component is thus never split between
+its own row and ``_other``: once something was summed into ``_other``, which
+components are in it is not known, so none of them may get a row afterwards.
+The price: the named ones are the first to fill the group (ranked within a
+cycle), not necessarily the bucket's final top ``limit`` by self time.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tierscope.processing import histogram
-from tierscope.processing.rollup import BtFigures, EdgeFigures, Rollup
+from tierscope.processing.rollup import OTHER_COMPONENT, BtFigures, EdgeFigures, Rollup
 from tierscope.store import rollups
 from tierscope.store.processing import utc
 
@@ -47,11 +58,16 @@ def _edge_figures(row: dict[str, Any]) -> EdgeFigures:
     )
 
 
-async def write_rollup(conn: AsyncConnection, rollup: Rollup) -> None:
+DEFAULT_TOP_COMPONENTS = 20  # the default of TIERSCOPE_TOP_COMPONENTS
+
+
+async def write_rollup(conn: AsyncConnection, rollup: Rollup, limit: int = DEFAULT_TOP_COMPONENTS) -> None:
+    """Merge ``rollup`` into the stored rows; at most ``limit`` named components
+    per business transaction, tier and bucket."""
     for resolution, seconds in rollups.RESOLUTIONS.items():
         await _write_bts(conn, rollup, resolution, seconds)
         await _write_edges(conn, rollup, resolution, seconds)
-        await _add_components(conn, rollup, resolution, seconds)
+        await _add_components(conn, rollup, resolution, seconds, limit)
 
 
 async def _write_bts(conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int) -> None:
@@ -113,13 +129,40 @@ async def _write_edges(conn: AsyncConnection, rollup: Rollup, resolution: str, s
     )
 
 
-async def _add_components(conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int) -> None:
-    summed: dict[tuple[Any, ...], list[int]] = {}
+async def _add_components(
+    conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int, limit: int
+) -> None:
+    # This cycle's figures per group (tenant, bucket, service, bt, tier) and component.
+    incoming: dict[rollups.ComponentGroupKey, dict[str, list[int]]] = {}
     for (tenant, service, bt, minute, tier, component), f in rollup.components.items():
-        key = (tenant, resolution, utc(_bucket(minute, seconds)), service, bt, tier, component)
-        figures = summed.setdefault(key, [0, 0, 0, 0])
+        group = (tenant, utc(_bucket(minute, seconds)), service, bt, tier)
+        figures = incoming.setdefault(group, {}).setdefault(component, [0, 0, 0, 0])
         figures[0] += f.calls
         figures[1] += f.errors
         figures[2] += f.self_us
         figures[3] += f.duration_us
-    await rollups.add_component_rows(conn, [(*key, *figures) for key, figures in summed.items()])
+    stored: dict[rollups.ComponentGroupKey, set[str]] = {}
+    for *group, component in await rollups.component_names(conn, resolution, list(incoming)):
+        stored.setdefault(tuple(group), set()).add(component)  # type: ignore[arg-type]
+    rows = []
+    for group, components in incoming.items():
+        head = (group[0], resolution, *group[1:])  # the row's key, in COMPONENT_COLUMNS order
+        names = stored.get(group, set())
+        closed = OTHER_COMPONENT in names
+        free = 0 if closed else max(0, limit - len(names))
+        newcomers = sorted(
+            (c for c in components if c not in names and c != OTHER_COMPONENT),
+            key=lambda c: (-components[c][2], c),
+        )
+        admitted = set(newcomers[:free])
+        other = [0, 0, 0, 0]
+        folded = False
+        for component, figures in components.items():
+            if component not in names and component not in admitted:
+                other = [a + b for a, b in zip(other, figures, strict=True)]
+                folded = True
+            else:
+                rows.append((*head, component, *figures))
+        if folded:
+            rows.append((*head, OTHER_COMPONENT, *other))
+    await rollups.add_component_rows(conn, rows)

@@ -61,6 +61,7 @@ COMPONENT_COLUMNS = (
 )
 
 BtRowKey = tuple[int, str, str, datetime]  # tenant, service, bt, bucket
+ComponentGroupKey = tuple[int, datetime, str, str, str]  # tenant, bucket, service, bt, tier
 EdgeRowKey = tuple[int, str, str, str, datetime]  # tenant, source, target, kind, bucket
 
 
@@ -110,6 +111,42 @@ async def edge_rows(
             },
         )
         return await cur.fetchall()
+
+
+@wrap_errors
+async def component_names(
+    conn: AsyncConnection, resolution: str, groups: Sequence[ComponentGroupKey]
+) -> list[tuple[int, datetime, str, str, str, str]]:
+    """The components stored for these groups (tenant, bucket, service, bt,
+    tier), as (*group, component) rows."""
+    if not groups:
+        return []
+    # The buckets first, through the (tenant, resolution, bucket) index: the
+    # primary key puts the bucket last, so probing it per group would walk every
+    # bucket the group ever had.
+    cur = await conn.execute(
+        """WITH touched AS MATERIALIZED (
+               SELECT tenant_id, bucket, service, bt, tier, component FROM component_rollups
+                WHERE tenant_id = ANY(%(tenant_list)s) AND resolution = %(resolution)s
+                  AND bucket = ANY(%(bucket_list)s))
+           SELECT t.tenant_id, t.bucket, t.service, t.bt, t.tier, t.component
+             FROM touched t
+             JOIN unnest(%(tenants)s::int4[], %(buckets)s::timestamptz[], %(services)s::text[],
+                         %(bts)s::text[], %(tiers)s::text[]) AS k(tenant_id, bucket, service, bt, tier)
+               ON t.tenant_id = k.tenant_id AND t.bucket = k.bucket AND t.service = k.service
+              AND t.bt = k.bt AND t.tier = k.tier""",
+        {
+            "tenant_list": sorted({g[0] for g in groups}),
+            "bucket_list": sorted({g[1] for g in groups}),
+            "resolution": resolution,
+            "tenants": [g[0] for g in groups],
+            "buckets": [g[1] for g in groups],
+            "services": [g[2] for g in groups],
+            "bts": [g[3] for g in groups],
+            "tiers": [g[4] for g in groups],
+        },
+    )
+    return list(await cur.fetchall())
 
 
 def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], additive: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -10,15 +11,23 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import psycopg
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from prometheus_client.parser import text_string_to_metric_families
 
+from tierscope.collector.tiers import TIERS
+from tierscope.config import Settings
+from tierscope.processing import histogram
 from tierscope.processing.naming import Rules
+from tierscope.processing.processor import CycleReport, Processor
+from tierscope.store import Database
 from tierscope.store import processing as processing_store
 from tierscope.testing import otlp
 from tierscope.testing.collector import CollectorProcess, tierscope_command
@@ -128,16 +137,59 @@ def processing(collector_factory: Callable[..., CollectorProcess]) -> CollectorP
     return collector_factory(**FAST)
 
 
-def test_a_trace_in_three_batches_from_two_services_out_of_order(processing: CollectorProcess) -> None:
+def test_a_trace_in_three_batches_from_two_services_out_of_order(
+    collector_factory: Callable[..., CollectorProcess],
+) -> None:
+    processing = collector_factory(TIERSCOPE_PROCESSING="false")  # this test drives the processor
+    dsn = processing.database_url
+    assert dsn
     trace = two_service_trace(time.time_ns() - 5_000 * MS)
     crm, erp = trace["crm-web"], trace["erp-api"]
     post(processing, erp, "erp-api")  # the called service reports first
+    time.sleep(0.5)
     post(processing, crm[:1], "crm-web")  # then the root
+    time.sleep(0.5)
     post(processing, crm[1:], "crm-web")  # then the root's children
     trace_id = crm[0].trace_id
-    dsn = processing.database_url
-    assert dsn
-    wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE trace_id = %s", trace_id)))
+    arrivals = [
+        row[0]
+        for row in query(
+            dsn, "SELECT DISTINCT received_at FROM spans WHERE trace_id = %s ORDER BY 1", trace_id
+        )
+    ]
+    assert len(arrivals) == 3
+    # Windows of at most 150 ms, taken once every batch has arrived: each batch
+    # lands in a window of its own, and the trace is still receiving when the
+    # first two are processed.
+    settings = Settings(settle_delay=timedelta(seconds=1), processing_window=timedelta(milliseconds=150))
+    time.sleep(1.2)
+
+    async def process() -> list[CycleReport]:
+        database = Database(dsn, pool_size=2, statement_timeout=timedelta(seconds=30))
+        await database.open()
+        try:
+            processor = Processor(database, settings)
+            reports = []
+            for _ in range(1000):  # bounded: ~30 s of arrivals in 150 ms windows
+                reports.append(await processor.cycle())
+                if not reports[-1].behind:
+                    return reports
+            raise AssertionError("the processor did not catch up")
+        finally:
+            await database.close()
+
+    reports = [r for r in asyncio.run(process()) if r.since is not None and r.until is not None]
+    holding = [
+        next(r for r in reports if r.since <= arrival < r.until)  # type: ignore[operator]
+        for arrival in arrivals
+    ]
+    assert len({id(r) for r in holding}) == 3, "each batch in a window of its own"
+    # The first two windows leave the trace for later; the third takes it,
+    # reading the spans of the earlier batches back from the store.
+    assert [(r.deferred, r.traces) for r in holding] == [(1, 0), (1, 0), (0, 1)]
+    assert sum(r.traces for r in reports) == 1
+    assert sum(r.late_spans for r in reports) == 0
+    assert query(dsn, "SELECT count(*) FROM trace_summaries") == [(1,)]
     service, bt, duration, spans, tier_us = query(
         dsn,
         "SELECT service, bt, duration_us, span_count, tier_us FROM trace_summaries WHERE trace_id = %s",
@@ -177,6 +229,72 @@ def test_a_trace_in_three_batches_from_two_services_out_of_order(processing: Col
     }
 
 
+def test_each_tiers_p95_is_served_within_two_percent_of_numpy(processing: CollectorProcess) -> None:
+    dsn = processing.database_url
+    assert dsn
+    rng = np.random.default_rng(3)
+    count = 150
+    start = time.time_ns() - 5_000 * MS
+    db_us, app_us, spans = [], [], []
+    for index in range(count):
+        # Its own time (app) and, for four in five, a query (db) inside it.
+        own_ms = float(rng.uniform(20, 400))
+        query_ms = float(rng.lognormal(4, 0.7)) if rng.random() < 0.8 else 0.0
+        root = otlp.span(
+            "POST /tier-p95",
+            kind=SERVER,
+            start_ns=start + index * MS,
+            duration_ms=own_ms + query_ms,
+            attributes={"http.request.method": "POST", "http.route": "/tier-p95"},
+        )
+        spans.append(root)
+        db = 0
+        if query_ms:
+            child = otlp.span(
+                "SELECT",
+                kind=CLIENT,
+                trace_id=root.trace_id,
+                parent_span_id=root.span_id,
+                start_ns=root.start_time_unix_nano + 2 * MS,
+                duration_ms=query_ms,
+                attributes={"db.system": "postgresql", "db.statement": "SELECT 1", "server.address": "db1"},
+            )
+            spans.append(child)
+            db = (child.end_time_unix_nano - child.start_time_unix_nano) // 1000
+        db_us.append(db)
+        app_us.append((root.end_time_unix_nano - root.start_time_unix_nano) // 1000 - db)
+    post(processing, spans, "crm-web")
+    done = "SELECT count(*) FROM trace_summaries WHERE bt = 'POST /tier-p95'"
+    wait_for(lambda: query(dsn, done) == [(count,)])
+    # Over every call, as tier_ms: the calls with no query count as 0 ms of db.
+    exact = {
+        "db": float(np.percentile(db_us, 95)) / 1000,
+        "app": float(np.percentile(app_us, 95)) / 1000,
+    }
+    listed = api(processing, "/api/v1/transactions", service="crm-web", tier_p95="true", **{"from": "1h"})
+    served = next(t for t in listed["transactions"] if t["bt"] == "POST /tier-p95")
+    assert served["count"] == count
+    assert served["tier_p95_ms"] == pytest.approx(exact, rel=0.02)
+    means = {"db": np.mean(db_us) / 1000, "app": np.mean(app_us) / 1000}
+    assert served["tier_ms"] == pytest.approx(means, abs=0.001)  # rounded to the microsecond
+    plain = api(processing, "/api/v1/transactions", service="crm-web", **{"from": "1h"})["transactions"]
+    assert "tier_p95_ms" not in next(t for t in plain if t["bt"] == "POST /tier-p95")
+    series = api(processing, "/api/v1/transactions/series", bt="POST /tier-p95", step="1d", **{"from": "2d"})
+    (busy,) = [point for point in series["points"] if point["count"]]
+    assert busy["tier_p95_ms"] == pytest.approx(exact, rel=0.02)
+
+
+def late_spans_metric(collector: CollectorProcess) -> float:
+    """tierscope_processing_late_spans_total as /metrics shows it."""
+    text = httpx.get(f"{collector.url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "tierscope_processing_late_spans_total"
+    )
+
+
 def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess) -> None:
     dsn = processing.database_url
     assert dsn
@@ -187,6 +305,7 @@ def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess
     wait_for(lambda: bool(query(dsn, "SELECT 1 FROM trace_summaries WHERE trace_id = %s", root.trace_id)))
     before = query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
     late_before = query(dsn, "SELECT sum(late_spans) FROM processing_progress")[0][0]
+    metric_before = late_spans_metric(processing)
     straggler = otlp.span(
         "cache warmup",
         kind=CLIENT,
@@ -201,7 +320,8 @@ def test_a_late_span_is_counted_and_changes_nothing(processing: CollectorProcess
         query(dsn, "SELECT sum(calls), sum(duration_sum_us) FROM bt_rollups WHERE bt = 'POST /late'")
         == before
     )
-    assert "tierscope_processing_late_spans_total" in httpx.get(f"{processing.url}/metrics").text
+    # The metric counts it too (written by the shard process after its commit).
+    wait_for(lambda: late_spans_metric(processing) == metric_before + 1, what="the late-span metric")
 
 
 def test_business_transactions_beyond_the_cap_go_to_other(
@@ -234,6 +354,54 @@ def test_business_transactions_beyond_the_cap_go_to_other(
     assert query(dsn, "SELECT overflow FROM business_transactions WHERE name = '_other'") == [(2,)]
     listed = {t["bt"]: t["count"] for t in api(collector, "/api/v1/transactions")["transactions"]}
     assert listed["_other"] == 2
+    # `tierscope bt list` shows how many traces went to _other.
+    env = {**os.environ, "TIERSCOPE_DATABASE_URL": dsn, "COLUMNS": "200"}
+    shown = subprocess.run(
+        [*tierscope_command(), "bt", "list", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    known = {(t["service"], t["bt"]): t["overflow"] for t in json.loads(shown.stdout)["transactions"]}
+    assert known.pop(("crm-web", "_other")) == 2
+    assert len(known) == 3
+    assert set(known.values()) == {0}
+    table = subprocess.run(
+        [*tierscope_command(), "bt", "list"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "sent to _other" in table
+    (other_row,) = [line for line in table.splitlines() if "_other" in line and "crm-web" in line]
+    cells = [cell.strip() for cell in other_row.strip().strip("│").split("│")]
+    assert (cells[0], cells[1], cells[-1]) == ("crm-web", "_other", "2"), table
+
+
+def letters(number: int) -> str:
+    """A name part without digits (a number in a route would be collapsed to {id})."""
+    return "".join(chr(97 + int(digit)) for digit in str(number))
+
+
+def test_the_default_cap_names_500_transactions_per_service_and_sends_the_rest_to_other(
+    processing: CollectorProcess,
+) -> None:
+    dsn = processing.database_url
+    assert dsn
+    assert Rules.default().max_per_service == 500  # what a tenant without rules gets
+    start = time.time_ns() - 5_000 * MS
+    spans = [
+        otlp.span(
+            f"GET /report{index}",
+            kind=SERVER,
+            start_ns=start + index * MS,
+            attributes={"http.request.method": "GET", "http.route": f"/reports/{letters(index)}"},
+        )
+        for index in range(503)
+    ]
+    post(processing, spans, "reporting")
+    done = "SELECT count(*) FROM trace_summaries WHERE service = 'reporting'"
+    wait_for(lambda: query(dsn, done) == [(503,)])
+    by_name = "SELECT bt, count(*) FROM trace_summaries WHERE service = 'reporting' GROUP BY bt"
+    names = dict(query(dsn, by_name))
+    assert names.pop("_other") == 3
+    assert len(names) == 500
+    overflow = "SELECT overflow FROM business_transactions WHERE service = 'reporting' AND name = '_other'"
+    assert query(dsn, overflow) == [(3,)]
 
 
 def rollups(dsn: str) -> dict[str, list[tuple]]:
@@ -316,6 +484,44 @@ def test_two_collectors_ingesting_halves_give_the_rollups_of_one(
         second.stop()
 
 
+def _sent_figures(dsn: str) -> dict[str, object]:
+    """What the rollups of each resolution say about the traces, summed: the
+    additive figures and the counts held by the histograms."""
+    figures: dict[str, object] = {}
+    for resolution in ("minute", "hour", "day"):
+        rows = query(
+            dsn,
+            """SELECT calls, errors, duration_sum_us, tier_sum_us, latency, tier_latency
+               FROM bt_rollups WHERE resolution = %s""",
+            resolution,
+        )
+        tier_sums = [sum(row[3][i] for row in rows) for i in range(len(TIERS))]
+        latency_count = sum(sum(histogram.decode(bytes(row[4])).values()) for row in rows)
+        tier_counts = [0] * len(TIERS)
+        for row in rows:
+            for key, count in histogram.decode(bytes(row[5])).items():
+                tier_counts[key // histogram.STRIDE] += count
+        components = dict(
+            query(
+                dsn,
+                "SELECT tier, sum(calls)::int8 FROM component_rollups WHERE resolution = %s GROUP BY tier",
+                resolution,
+            )
+        )
+        edges = query(dsn, "SELECT sum(calls)::int8 FROM edge_rollups WHERE resolution = %s", resolution)
+        figures[resolution] = {
+            "calls": sum(row[0] for row in rows),
+            "errors": sum(row[1] for row in rows),
+            "duration_sum_us": sum(row[2] for row in rows),
+            "tier_sum_us": dict(zip(TIERS, tier_sums, strict=True)),
+            "latency_count": latency_count,
+            "tier_latency_count": dict(zip(TIERS, tier_counts, strict=True)),
+            "component_calls": components,
+            "edge_calls": edges[0][0],
+        }
+    return figures
+
+
 def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     collector_factory: Callable[..., CollectorProcess],
     tmp_path: Path,
@@ -323,12 +529,16 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     collector = collector_factory(TIERSCOPE_PROCESSING="false")
     dsn = collector.database_url
     assert dsn
-    total = 0
+    total = failed = 0
     start = time.time_ns() - 60_000 * MS
-    for burst in range(8):  # arrivals spread over a few seconds: many processing windows
+    for burst in range(12):  # arrivals spread over a few seconds: many processing windows
         batch = []
         for index in range(60):
-            batch.extend(two_service_trace(start + (burst * 60 + index) * MS)["crm-web"])
+            spans = two_service_trace(start + (burst * 60 + index) * MS)["crm-web"]
+            if total % 7 == 3:
+                spans[0].status.code = 2  # the entry failed: the transaction is an error
+                failed += 1
+            batch.extend(spans)
             total += 1
         post(collector, batch, "crm-web")
         time.sleep(0.4)
@@ -341,8 +551,9 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
         "TIERSCOPE_LOG_LEVEL": "warning",
     }
     rnd = random.Random(5)
-    kills = 0
-    for _ in range(6):
+    kills: list[tuple[int, int]] = []  # traces summarized just before each kill, and just after it
+    for attempt in range(6):
+        before = summaries(dsn)
         process = subprocess.Popen(
             [*tierscope_command(), "process", "--data-dir", str(tmp_path)],
             env=env,
@@ -350,15 +561,22 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(rnd.uniform(1.2, 2.5))
+        # Kill once this run has committed something: the first time at once,
+        # then a little later each time (mid-window, mid-transaction, anywhere).
+        deadline = time.monotonic() + 60
+        while summaries(dsn) == before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0 if attempt == 0 else rnd.uniform(0, 0.3))
+        seen = summaries(dsn)
         if process.poll() is None:
-            # It and its shard processes: mid-window, mid-transaction, anywhere.
-            os.killpg(process.pid, signal.SIGKILL)
-            kills += 1
+            os.killpg(process.pid, signal.SIGKILL)  # it and its shard processes
         process.wait()
-        if summaries(dsn) == total:
+        kills.append((seen, summaries(dsn)))
+        if kills[-1][1] == total:
             break
-    assert kills >= 1
+    assert any(seen > 0 and after < total for seen, after in kills), (
+        f"no kill landed between the first commit and the last: {kills} of {total}"
+    )
     process = subprocess.Popen(
         [*tierscope_command(), "process", "--data-dir", str(tmp_path)],
         env=env,
@@ -370,10 +588,22 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
-    assert query(dsn, "SELECT count(DISTINCT trace_id) FROM trace_summaries") == [(total,)]
-    for resolution in ("minute", "hour", "day"):
-        assert query(dsn, "SELECT sum(calls) FROM bt_rollups WHERE resolution = %s", resolution) == [(total,)]
+    assert query(dsn, "SELECT count(DISTINCT trace_id), count(*) FROM trace_summaries") == [(total, total)]
     assert query(dsn, "SELECT sum(traces) FROM processing_progress") == [(total,)]
+    # Each trace: POST /leads 1000 ms, of which INSERT 200 ms (db) and a call to
+    # erp-api 500 ms (external, unanswered here); 300 ms of its own (app).
+    tiers = {"app": 300_000, "db": 200_000, "external": 500_000}
+    expected = {
+        "calls": total,
+        "errors": failed,
+        "duration_sum_us": total * 1_000_000,
+        "tier_sum_us": {tier: total * tiers.get(tier, 0) for tier in TIERS},
+        "latency_count": total,
+        "tier_latency_count": {tier: total if tier in tiers else 0 for tier in TIERS},
+        "component_calls": dict.fromkeys(tiers, total),
+        "edge_calls": 2 * total,  # crm-web -> the database, crm-web -> erp-api
+    }
+    assert _sent_figures(dsn) == dict.fromkeys(("minute", "hour", "day"), expected)
 
 
 def test_series_services_and_isolation(processing: CollectorProcess) -> None:

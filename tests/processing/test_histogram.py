@@ -74,3 +74,50 @@ def test_histograms_concatenated_by_sql_merge_like_separate_ones() -> None:
     assert joined.quantiles(0, (0.1, 0.5, 0.99)) == separate.quantiles(0, (0.1, 0.5, 0.99))
     with pytest.raises(ValueError, match="not a tierscope histogram"):
         histogram.Merged([0], [b"garbage!"])
+
+
+def test_a_tier_quantile_counts_the_calls_that_spent_nothing_there_as_zeros() -> None:
+    # 1,000 calls of one transaction; 300 of them spent no time in the database.
+    db = np.concatenate([np.zeros(300), RNG.lognormal(10, 1.0, 700)])
+    app = RNG.uniform(5_000, 90_000, 1_000)
+    encoded = []
+    for db_part, app_part in zip(np.array_split(db, 9), np.array_split(app, 9), strict=True):
+        counts: histogram.Counts = {}
+        for value in db_part[db_part > 0]:  # as rollups store them: no zeros
+            histogram.add(counts, float(value), dimension=5)
+        for value in app_part:
+            histogram.add(counts, float(value), dimension=3)
+        encoded.append(histogram.encode(counts))
+    merged = histogram.Merged([0] * len(encoded), encoded)
+    for dimension, data in ((5, db), (3, app)):
+        zeros = len(data) - merged.count(0, dimension)
+        for q in (0.2, 0.5, 0.95):
+            (estimate,) = merged.quantiles(0, (q,), dimension=dimension, zeros=zeros)
+            exact = float(np.quantile(data, q))
+            assert estimate is not None
+            assert abs(estimate - exact) <= 0.02 * exact, (dimension, q, estimate, exact)
+    # the 30th percentile and below fall among the zeros
+    assert merged.quantiles(0, (0.25,), dimension=5, zeros=300) == [0.0]
+
+
+def test_the_vectorised_quantile_and_counts_agree_with_the_per_group_ones() -> None:
+    encoded, owners = [], []
+    for group in range(40):
+        counts: histogram.Counts = {}
+        for value in RNG.lognormal(9 + group % 5, 1.0, 50):
+            histogram.add(counts, float(value), dimension=group % 3)
+        encoded.append(histogram.encode(counts))
+        owners.append(group)
+    merged = histogram.Merged(owners, encoded)
+    for dimension in range(3):
+        each = merged.quantile_of_each(0.95, dimension)
+        below = merged.at_most(20_000, dimension)
+        for group in range(40):
+            (one,) = merged.quantiles(group, (0.95,), dimension)
+            if group % 3 == dimension:
+                assert one == pytest.approx(each[group])
+                assert merged.count(group, dimension) == 50
+            else:
+                assert one is None
+                assert np.isnan(each[group])
+                assert below[group] == 0
