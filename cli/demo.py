@@ -31,7 +31,8 @@ port_option = click.option("--port", type=int, default=None, help="The collector
     type=click.IntRange(1, 500),
     default=12,
     show_default=True,
-    help="Simulated users (the default leaves room for the platform on 2 cores).",
+    help="Simulated HTTP users (the default leaves room for the platform on 2 cores); "
+    "--browsers come on top of them.",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Makes the users' choices reproducible.")
 @click.option(
@@ -59,7 +60,7 @@ port_option = click.option("--port", type=int, default=None, help="The collector
     type=click.IntRange(0, 4),
     default=2,
     show_default=True,
-    help="Users who are real headless Chromium sessions (Debian's chromium; 0: none).",
+    help="Browser users on top of --users: real headless Chromium sessions (Debian's chromium; 0: none).",
 )
 @click.option(
     "--history",

@@ -320,7 +320,8 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
     def _announce(self, control_url: str, sites: dict[str, dict[str, str]]) -> None:
         c = self.console
         c.print(
-            f"[bold]tierscope demo[/]: {self.options.users} simulated users in hq, branch-east, branch-west"
+            f"[bold]tierscope demo[/]: {self.options.users} simulated HTTP users in hq, branch-east, "
+            "branch-west"
         )
         c.print(
             f"  console: [bold cyan]{self.collector_url}/[/] (sign in with the api_token of the tenant keys)"

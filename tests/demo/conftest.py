@@ -25,10 +25,19 @@ from tierscope.testing.collector import free_port, tierscope_command
 
 
 class DemoProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, minutes: int = 15) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        minutes: float = 15,
+        users: int = 12,
+        browsers: int = 2,
+    ) -> None:
         self.data_dir = data_dir
         self.extra_env = env or {}
         self.minutes = minutes
+        self.users = users
+        self.browsers = browsers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / "demo.log"
@@ -42,11 +51,14 @@ class DemoProcess:
             text=True,
             timeout=60,
             check=False,
+            env={**os.environ, "COLUMNS": "250"},  # tables and long paths on one line each
         )
 
-    def start(self) -> DemoProcess:
+    def start(self, ready: bool = True) -> DemoProcess:
+        """Start the demo; return once its estate is up and (``ready``) its collector answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSCOPE_")}
         env.update(TIERSCOPE_WORKERS="1", TIERSCOPE_LOG_LEVEL="warning", TIERSCOPE_SETTLE_DELAY="5s")
+        env.update(COLUMNS="250")  # the start banner's URLs and paths on one line each
         env.update(self.extra_env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -58,7 +70,9 @@ class DemoProcess:
                     "--port",
                     str(self.port),
                     "--users",
-                    "12",
+                    str(self.users),
+                    "--browsers",
+                    str(self.browsers),
                     "--think",
                     "0.6",
                     "--compress",
@@ -66,7 +80,7 @@ class DemoProcess:
                     "--seed",
                     "7",
                     "--minutes",
-                    str(self.minutes),
+                    f"{self.minutes:g}",
                 ],
                 env=env,
                 stdout=log,
@@ -79,6 +93,8 @@ class DemoProcess:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"tierscope demo did not start:\n{self.log()}")
             time.sleep(0.3)
+        if not ready:
+            return self
         while True:  # the collector starts once the estate is up
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
@@ -149,13 +165,15 @@ def demo(chromium: str) -> Iterator[DemoProcess]:
     yield from running_demo()
 
 
-def running_demo(env: dict[str, str] | None = None, minutes: int = 15) -> Iterator[DemoProcess]:
+def running_demo(
+    env: dict[str, str] | None = None, minutes: float = 15, ready: bool = True, **options: int
+) -> Iterator[DemoProcess]:
     # Not under pytest's basetemp: a concurrent pytest session resets that tree
     # to mode 0700, which would lock the embedded PostgreSQL's user out mid-run.
     root = Path(tempfile.mkdtemp(prefix="tierscope-demo-test-"))
-    process = DemoProcess(root / "data", env, minutes)
+    process = DemoProcess(root / "data", env, minutes, **options)
     try:
-        process.start()
+        process.start(ready)
         yield process
     finally:
         process.kill()

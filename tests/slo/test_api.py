@@ -21,6 +21,11 @@ SERVICE, INVOICE, ORDER = "erp-web", "ERP / Post invoice", "ERP / Create order"
 # Evaluated as of a whole hour yesterday, so that the answer does not drift while the test runs.
 AT = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
 SLOW_HOUR = AT - timedelta(hours=50)  # inside the 3-day burn window, outside the 1-day one
+# A calendar month in Berlin, evaluated as of 31 March 2026 12:00 UTC: March began at
+# 23:00 UTC on 28 February (midnight CET), and 29 March, when clocks went forward, had 23 hours.
+CLOSE = "ERP / Month-end close"
+MONTH_AT = datetime(2026, 3, 31, 12, tzinfo=UTC)
+MARCH_BERLIN = datetime(2026, 2, 28, 23, tzinfo=UTC)
 
 SLOS = f"""\
 apiVersion: tierscope/v1
@@ -51,6 +56,16 @@ apiVersion: tierscope/v1
 kind: SLO
 metadata: {{name: order-to-cash-apdex}}
 spec: {{businessService: order-to-cash, objective: apdex, target: 0.95, timeWindow: {{duration: 28d}}}}
+---
+apiVersion: tierscope/v1
+kind: SLO
+metadata: {{name: month-end-close-availability}}
+spec:
+  service: {SERVICE}
+  bt: {CLOSE}
+  objective: availability
+  target: 99%
+  timeWindow: {{duration: 1M, isRolling: false, calendar: {{timeZone: Europe/Berlin}}}}
 """
 
 
@@ -108,7 +123,7 @@ def seed(dsn: str, rollups: ModuleType) -> None:
                 "latency": rollups.latency((125, 800)),
             }
         )
-    rollups.write_bt_rows(dsn, rows)
+    rollups.write_bt_rows(dsn, rows + month_end_close(tenant))
     rollups.write_component_rows(dsn, components)
     # The last hour's failed traces by where their users were: 54 in branch A, 27 in
     # branch B, 27 from nowhere known; and some that succeeded.
@@ -124,6 +139,30 @@ def seed(dsn: str, rollups: ModuleType) -> None:
     rollups.write_traces(dsn, failed + fine)
 
 
+def month_end_close(tenant: int) -> list[dict]:
+    """Month-end close, 100 requests every hour from 27 February to MONTH_AT (UTC): 40 errors
+    in the last hour of February in Berlin (22:00 UTC), 10 in its first hour of March
+    (23:00 UTC, still February in UTC), 5 at 03:00 on the 29th (01:00 UTC)."""
+    errors = {
+        MARCH_BERLIN - HOUR: 40,
+        MARCH_BERLIN: 10,
+        datetime(2026, 3, 29, 1, tzinfo=UTC): 5,
+    }
+    first = datetime(2026, 2, 27, tzinfo=UTC)
+    return [
+        {
+            "tenant_id": tenant,
+            "resolution": "hour",
+            "bucket": first + hour * HOUR,
+            "service": SERVICE,
+            "bt": CLOSE,
+            "calls": 100,
+            "errors": errors.get(first + hour * HOUR, 0),
+        }
+        for hour in range(int((MONTH_AT - first) / HOUR))
+    ]
+
+
 @pytest.fixture(scope="module")
 def estate(
     collector_factory: Callable[..., CollectorProcess], tmp_path_factory: pytest.TempPathFactory
@@ -133,7 +172,7 @@ def estate(
     (files / "erp.yaml").write_text(SLOS)
     applied = cli(collector, "slo", "apply", str(files))
     assert applied.returncode == 0, applied.stderr
-    assert "applied 3 SLO(s) and 1 business service(s)" in applied.stderr
+    assert "applied 4 SLO(s) and 1 business service(s)" in applied.stderr
     return collector
 
 
@@ -226,6 +265,39 @@ def test_a_business_service_slo_sums_its_transactions(slos: dict[str, dict]) -> 
     assert slo["error_budget_remaining"] == round(1 - bad / (0.05 * total), 4)
 
 
+def test_a_calendar_month_in_berlin_counts_from_local_midnight_of_the_first(
+    estate: CollectorProcess, slos: dict[str, dict]
+) -> None:
+    response = get(estate, "/api/v1/slos", at=MONTH_AT.isoformat())
+    assert response.status_code == 200, response.text
+    slo = {s["id"]: s for s in response.json()["slos"]}["month-end-close-availability"]
+    # 28 February 23:00 UTC to 31 March 12:00 UTC: 1 + 30 x 24 + 12 hours of 100 requests.
+    # The 10 errors of Berlin's first hour of March count; the 40 of its last February hour do not.
+    assert slo["window"] == {
+        "kind": "calendar",
+        "duration": "1M",
+        "time_zone": "Europe/Berlin",
+        "from": "2026-02-28T23:00:00Z",
+        "to": "2026-03-31T12:00:00Z",
+    }
+    assert slo["events"] == {"total": 73_300, "bad": 15}
+    assert slo["sli"] == round(1 - 15 / 73_300, 6)
+    assert slo["error_budget_remaining"] == round(1 - 15 / 733, 4) == 0.9795  # 733 bad allowed
+    assert slo["burn_rates"]["1d"] == 0
+    assert slo["burn_rates"]["3d"] == round(5 / 7_200 / 0.01, 4) == 0.0694  # 5 bad in 72 hours
+    # Day by day, in Berlin's days: 31 of them, the 29th an hour short, the 31st up to noon UTC.
+    one = get(estate, "/api/v1/slos/month-end-close-availability", at=MONTH_AT.isoformat()).json()
+    history = one["history"]
+    assert len(history) == 31
+    assert (history[0]["from"], history[0]["to"]) == ("2026-02-28T23:00:00Z", "2026-03-01T23:00:00Z")
+    assert (history[0]["total"], history[0]["bad"]) == (2_400, 10)
+    assert (history[28]["from"], history[28]["to"]) == ("2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z")
+    assert (history[28]["total"], history[28]["bad"]) == (2_300, 5)
+    assert (history[30]["from"], history[30]["total"]) == ("2026-03-30T22:00:00Z", 1_400)
+    assert sum(day["total"] for day in history) == 73_300
+    assert history[-1]["error_budget_remaining"] == 0.9795
+
+
 def test_one_slo_with_its_history_day_by_day(estate: CollectorProcess, slos: dict[str, dict]) -> None:
     response = get(estate, "/api/v1/slos/post-invoice-latency", at=AT.isoformat())
     assert response.status_code == 200, response.text
@@ -259,6 +331,7 @@ def test_list_and_status_from_the_command_line(estate: CollectorProcess, slos: d
         }
     ]
     assert [s["id"] for s in json.loads(listed.stdout)["slos"]] == [
+        "month-end-close-availability",
         "order-to-cash-apdex",
         "post-invoice-availability",
         "post-invoice-latency",
@@ -286,4 +359,4 @@ def test_a_bad_file_is_refused_with_its_line_and_nothing_is_applied(
     )
     assert "nothing was applied" in result.stderr
     listed = cli(estate, "slo", "list", "--json")
-    assert len(json.loads(listed.stdout)["slos"]) == 3
+    assert len(json.loads(listed.stdout)["slos"]) == 4

@@ -19,6 +19,7 @@ from tierscope.testing.collector import CollectorProcess, tierscope_command
 
 HOUR, MINUTE = timedelta(hours=1), timedelta(minutes=1)
 SERVICE, INVOICE, ORDER = "erp-web", "ERP / Post invoice", "ERP / Create order"
+STOCK = "ERP / Check inventory"  # its traffic grows by 24 requests an hour every day
 AT = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
 WEEKS = 6
 START = AT - timedelta(weeks=WEEKS)
@@ -46,6 +47,13 @@ def expected_calls(slots: np.ndarray) -> np.ndarray:
     return 600 + 1200 * office(slots)
 
 
+def growing_calls(slots: np.ndarray) -> np.ndarray:
+    """Check inventory's requests an hour: 1,600, 1,200 more in office hours, and one more
+    each hour (24 a day), ending at 1,600 (+1,200) in the last hour of the history."""
+    hours = len(slots)
+    return 1600 + 1200 * office(slots) + (np.arange(hours) - (hours - 1))
+
+
 @pytest.fixture(scope="module")
 def estate(collector_factory: Callable[..., CollectorProcess], rollups: ModuleType) -> CollectorProcess:
     collector = collector_factory(
@@ -69,6 +77,9 @@ def estate(collector_factory: Callable[..., CollectorProcess], rollups: ModuleTy
         for bt, ms in ((ORDER, order_ms), (INVOICE, invoice_ms)):
             row = {"tenant_id": tenant, "resolution": "hour", "bucket": bucket, "service": SERVICE, "bt": bt}
             rows.append({**row, "calls": calls, "latency": rollups.latency((calls, ms))})
+    for index, calls in enumerate(growing_calls(slots)):
+        row = {"tenant_id": tenant, "resolution": "hour", "bucket": START + index * HOUR, "service": SERVICE}
+        rows.append({**row, "bt": STOCK, "calls": int(calls)})
     # The last hour of Create order, minute by minute: usual traffic, but 5 s responses.
     last_slot = int(timeline(AT - HOUR, 1, HOUR, BERLIN).hour_of_week[0])
     per_minute = int(expected_calls(last_slot) / 60)
@@ -186,6 +197,27 @@ def test_forecast_finds_the_trend_and_when_it_crosses_the_objective(
     assert throughput["slope_per_day"] == pytest.approx(0, abs=1e-6)
     assert throughput["busiest_hour_seen"] == pytest.approx(30)
     assert throughput["headroom"] == pytest.approx(0, abs=1e-6)  # flat: the future peak is today's
+
+
+def test_growing_throughput_leaves_a_negative_capacity_headroom(estate: CollectorProcess) -> None:
+    # Per minute: a weekly average of (1600 + 1200 x 50/168) / 60 at the end of the history,
+    # growing 0.4 a day; the office hours 20 above the night. In 30 days the busiest hour of
+    # the week is (1600 + 1200) / 60 + 12 = 58.67 requests a minute, more than any hour seen.
+    answer = get(estate, "/api/v1/forecasts", service=SERVICE, bt=STOCK, horizon="30d", at=AT.isoformat())
+    throughput = answer["forecasts"]["throughput"]
+    assert throughput["slope_per_day"] == pytest.approx(0.4, abs=1e-4)
+    assert throughput["level"] == pytest.approx((1600 + 1200 * 50 / 168) / 60, abs=1e-3)
+    assert throughput["busiest_hour_at_horizon"] == pytest.approx(2800 / 60 + 12, abs=1e-3)
+    calls = growing_calls(timeline(START, WEEKS * 168, HOUR, BERLIN).hour_of_week.astype(int))
+    busiest = calls.max() / 60  # the last office hour before AT
+    assert throughput["busiest_hour_seen"] == pytest.approx(busiest, abs=1e-3)
+    assert throughput["headroom"] == pytest.approx(busiest / (2800 / 60 + 12) - 1, abs=1e-4)
+    assert -0.33 < throughput["headroom"] < -0.2  # a fifth to a third more than ever handled
+    # Sooner is less short: at 7 days the peak is 2.8 above today's, not 12.
+    soon = get(estate, "/api/v1/forecasts", service=SERVICE, bt=STOCK, horizon="7d", at=AT.isoformat())
+    headroom_7d = soon["forecasts"]["throughput"]["headroom"]
+    assert headroom_7d == pytest.approx(busiest / (2800 / 60 + 2.8) - 1, abs=1e-4)
+    assert throughput["headroom"] < headroom_7d < 0
 
 
 def test_bad_parameters_are_400(estate: CollectorProcess) -> None:
