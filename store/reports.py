@@ -31,6 +31,49 @@ async def sites(
 
 
 @wrap_errors
+async def transaction_sites(
+    conn: AsyncConnection, tenant_id: int, service: str, bt: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """One business transaction's processed traces of ``[start, end)`` per site
+    ('' when the entry span named none): requests, server p95, failures, users."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT coalesce(site, '') AS site, count(*) AS requests,
+                      percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us) / 1000.0 AS p95_ms,
+                      avg(error::int) AS error_rate, count(DISTINCT user_hash) AS users
+               FROM trace_summaries
+               WHERE tenant_id = %(tenant)s AND service = %(service)s AND bt = %(bt)s
+                 AND start_time >= %(start)s AND start_time < %(end)s
+               GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50""",
+            {"tenant": tenant_id, "service": service, "bt": bt, "start": start, "end": end},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def transaction_traces(
+    conn: AsyncConnection,
+    tenant_id: int,
+    service: str,
+    bt: str,
+    start: datetime,
+    end: datetime,
+    limit: int = 15,
+) -> list[dict[str, Any]]:
+    """One business transaction's latest processed traces in ``[start, end)``, newest first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT trace_id, start_time, duration_us, span_count, error, error_tier, error_component, site
+               FROM trace_summaries
+               WHERE tenant_id = %(tenant)s AND service = %(service)s AND bt = %(bt)s
+                 AND start_time >= %(start)s AND start_time < %(end)s
+               ORDER BY start_time DESC LIMIT %(limit)s""",
+            {"tenant": tenant_id, "service": service, "bt": bt, "start": start, "end": end, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
 async def experience_for_trace(
     conn: AsyncConnection, tenant_id: int, trace_id: bytes
 ) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ WHERE tenant_id = %(tenant_id)s AND resolution = %(resolution)s
 
 -- window_groups --
 -- A tenant's rum_rollups figures per (service, name, site) over some segments
--- (resolution, start, end): counts summed, each array column as the array of
+-- (resolution, start, end), optionally of one service and name: counts summed, each array column as the array of
 -- its rows' arrays (summed by the caller), the histograms concatenated (as
 -- histogram.Merged reads them). A page of a busy hour gets 30 rows, not 3,000.
 SELECT r.service, r.name, r.site, sum(r.count)::int8 AS count, sum(r.errors)::int8 AS errors,
@@ -49,6 +49,7 @@ SELECT r.service, r.name, r.site, sum(r.count)::int8 AS count, sum(r.errors)::in
 FROM unnest(%(resolutions)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS s(resolution, first, last)
 JOIN rum_rollups r ON r.tenant_id = %(tenant_id)s AND r.resolution = s.resolution
  AND r.bucket >= s.first AND r.bucket < s.last
+WHERE (%(service)s::text IS NULL OR r.service = %(service)s) AND (%(name)s::text IS NULL OR r.name = %(name)s)
 GROUP BY r.service, r.name, r.site
 
 -- transaction_rows --

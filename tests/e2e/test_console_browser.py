@@ -92,6 +92,10 @@ def test_every_console_page_in_chromium_with_hostile_telemetry_inert(
     page.click("text=POST /leads")
     pages["transaction"] = page.url.removeprefix(base)
     assert page.locator("svg.chart").count() == 3
+    sites = page.locator("table.sites tbody tr")
+    assert sites.count() == 2  # per site, Lyon (whose users waited longest) first
+    assert sites.nth(0).locator("td").first.inner_text() == "Lyon"
+    assert sites.nth(1).locator("td").first.inner_text() == "Hamburg"
     shoot(page, "transaction")
 
     page.goto(f"{base}/experiences")

@@ -9,6 +9,7 @@ import email
 import email.policy
 import io
 import json
+import os
 import re
 import socket
 import time
@@ -29,7 +30,7 @@ from tierscope.cli.main import main
 from tierscope.dashboards import provision
 from tierscope.dashboards.boards import all_dashboards
 from tierscope.dashboards.console.common import may
-from tierscope.dashboards.console.experience_pages import experience_groups
+from tierscope.dashboards.console.rum_figures import experience_groups
 from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
 from tierscope.dashboards.schedule import last_complete
 from tierscope.store.tenants import KeyInfo
@@ -348,7 +349,10 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     processed: CollectorProcess,
 ) -> None:
     before = summaries(processed.database_url or "")
-    hostile = two_service_trace(time.time_ns() - 90_000 * MS, route="/<img src=x onerror=alert(1)>")
+    hostile_id = os.urandom(16)  # the newest trace of crm-web, but not of POST /leads
+    hostile = two_service_trace(
+        time.time_ns() - 90_000 * MS, hostile_id, route="/<img src=x onerror=alert(1)>"
+    )
     post(processed, hostile["crm-web"], "crm-web")
     wait_for(lambda: summaries(processed.database_url or "") == before + 1)
     time.sleep(1.0)
@@ -366,6 +370,7 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     assert refused.status_code == 401
     assert "refused" in refused.text
 
+    dsn = processed.database_url or ""
     client = signed_in(processed, processed.credentials()["api_token"])
     timings = {}
     for path in (
@@ -389,14 +394,29 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     detail = client.get("/bt", params={"service": "crm-web", "bt": "POST /leads"}).text
     assert detail.count('class="chart"') == 3  # calls, latency, time per tier
     assert "<td>db</td>" in detail
+    # Per site: the server's side from the traces (their entry spans name the site),
+    # the users' from RUM; Lyon, whose users waited longest, first.
+    sites = table(detail, "sites")
+    assert [row[0] for row in sites] == ["Lyon", "Hamburg"]
+    for site, requests, server_p95, failed, actions, _, network, _ in sites:
+        assert (requests, server_p95, failed, actions) == ("20", "1000 ms", "0.0 %", "20"), site
+        assert network == "110 ms", site  # the request's wait beyond the server's 1000 ms
+    assert float(sites[0][5].removesuffix(" ms")) == pytest.approx(3360, rel=0.01)  # 1120 ms × 3
+    assert float(sites[1][5].removesuffix(" ms")) == pytest.approx(1120, rel=0.01)
+    assert (sites[0][7], sites[1][7]) == ("2250 ms", "10 ms")  # Lyon's browsers were slow, not its link
+    # Recent traces are the transaction's own: the newer trace of another of crm-web's is not among them.
+    listed = re.findall(r'href="/trace/([0-9a-f]{32})"', detail)
+    assert len(listed) == 15
+    assert hostile_id.hex() not in listed
+    leads = query(dsn, "SELECT encode(trace_id, 'hex') FROM trace_summaries WHERE bt = 'POST /leads'")
+    assert set(listed) <= {row[0] for row in leads}
     services = client.get("/services").text
     assert services.count('class="node"') >= 3  # crm-web, erp-api and their database
     assert "<td>crm-web</td><td>erp-api</td><td>service</td>" in services
-    trace_id = re.search(r'href="/trace/([0-9a-f]{32})"', detail)
-    assert trace_id, "recent traces link to their waterfall"
-    waterfall = client.get(f"/trace/{trace_id[1]}").text
+    trace_id = hostile_id.hex()
+    waterfall = client.get(f"/trace/{trace_id}").text
     stored = httpx.get(
-        f"{processed.url}/api/v1/traces/{trace_id[1]}",
+        f"{processed.url}/api/v1/traces/{trace_id}",
         headers={"Authorization": f"Bearer {processed.credentials()['api_token']}"},
     ).json()["spans"]
     assert waterfall.count('class="span') == len(stored) >= 3  # one bar per span, as the API returns them
@@ -429,7 +449,17 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     assert created.exit_code == 0, created.output
     other = signed_in(processed, json.loads(created.output)["api_token"])
     assert "POST /leads" not in other.get("/").text
-    assert other.get(f"/trace/{trace_id[1]}").status_code == 404
+    assert other.get(f"/trace/{trace_id}").status_code == 404
+
+
+def table(page: str, css_class: str) -> list[list[str]]:
+    """The body rows of a page's ``<table class=...>``, as the text of each cell."""
+    found = re.search(rf'<table class="{css_class}">.*?<tbody>(.*?)</tbody>', page, re.S)
+    assert found, f"no {css_class} table"
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", found[1], re.S)
+    ]
 
 
 class Inbox:
