@@ -102,7 +102,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = groups.setdefault(key, len(groups))
         if group == len(figures):
             figures.append(RumFigures())
-        figures[group].add(rum_rollup.stored(row))
+        figures[group].add(rum_rollup.stored(row, histograms=False))  # merged below, in one pass
         owners.append(group)
     latency = histogram.Merged(owners, (bytes(row["latency"]) for row in rows))
     vitals = histogram.Merged(owners, (bytes(row["vitals"]) for row in rows))

@@ -219,8 +219,24 @@ def _vitals(figures: RumFigures, merged: histogram.Merged, group: int) -> dict[s
 # -- merging into the stored rows ------------------------------------------------
 
 
-def stored(row: Mapping[str, Any]) -> RumFigures:
-    """The figures of a stored ``rum_rollups`` row."""
+def stored(row: Mapping[str, Any], histograms: bool = True) -> RumFigures:
+    """The figures of a stored ``rum_rollups`` row; without ``histograms`` the
+    latency and vitals histograms are left empty (decoding and merging them
+    row by row is most of the cost for a reader that merges them in one pass,
+    as ``histogram.Merged`` does)."""
+    if not histograms:
+        return RumFigures(
+            count=row["count"],
+            errors=row["errors"],
+            duration_sum_ms=row["duration_sum_ms"],
+            apdex_satisfied=row["apdex_satisfied"],
+            apdex_tolerating=row["apdex_tolerating"],
+            tier_sum_us=list(row["tier_sum_us"]),
+            tier_errors=list(row["tier_errors"]),
+            vital_count=list(row["vital_count"]),
+            vital_good=list(row["vital_good"]),
+            vital_poor=list(row["vital_poor"]),
+        )
     return RumFigures(
         count=row["count"],
         errors=row["errors"],

@@ -11,18 +11,6 @@ from psycopg.rows import dict_row
 
 from tierscope.store.errors import wrap_errors
 
-TIERS = (
-    "browser",
-    "network",
-    "web",
-    "app",
-    "platform",
-    "db",
-    "cache",
-    "queue",
-    "external",
-)  # collector/tiers.py; the store does not import the collector
-
 
 @wrap_errors
 async def sites(
@@ -38,6 +26,49 @@ async def sites(
                  AND site IS NOT NULL AND (%(service)s::text IS NULL OR service = %(service)s)
                GROUP BY site ORDER BY mean_ms DESC LIMIT 20""",
             {"tenant": tenant_id, "start": start, "end": end, "service": service},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def transaction_sites(
+    conn: AsyncConnection, tenant_id: int, service: str, bt: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """One business transaction's processed traces of ``[start, end)`` per site
+    ('' when the entry span named none): requests, server p95, failures, users."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT coalesce(site, '') AS site, count(*) AS requests,
+                      percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us) / 1000.0 AS p95_ms,
+                      avg(error::int) AS error_rate, count(DISTINCT user_hash) AS users
+               FROM trace_summaries
+               WHERE tenant_id = %(tenant)s AND service = %(service)s AND bt = %(bt)s
+                 AND start_time >= %(start)s AND start_time < %(end)s
+               GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50""",
+            {"tenant": tenant_id, "service": service, "bt": bt, "start": start, "end": end},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
+async def transaction_traces(
+    conn: AsyncConnection,
+    tenant_id: int,
+    service: str,
+    bt: str,
+    start: datetime,
+    end: datetime,
+    limit: int = 15,
+) -> list[dict[str, Any]]:
+    """One business transaction's latest processed traces in ``[start, end)``, newest first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT trace_id, start_time, duration_us, span_count, error, error_tier, error_component, site
+               FROM trace_summaries
+               WHERE tenant_id = %(tenant)s AND service = %(service)s AND bt = %(bt)s
+                 AND start_time >= %(start)s AND start_time < %(end)s
+               ORDER BY start_time DESC LIMIT %(limit)s""",
+            {"tenant": tenant_id, "service": service, "bt": bt, "start": start, "end": end, "limit": limit},
         )
         return await cur.fetchall()
 
@@ -136,60 +167,3 @@ async def busiest_transactions(
         {"tenant": tenant_id, "start": start, "end": end, "service": service, "limit": limit},
     )
     return [(row[0], row[1]) for row in await cur.fetchall()]
-
-
-_EXPERIENCE_TIERS = (*TIERS, "server")  # "server": an untraced experience's undivided server time
-_VITALS = ("lcp", "inp", "cls", "fcp", "ttfb")
-
-
-@wrap_errors
-async def experience_groups(
-    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, apdex_t_ms: float, limit: int = 200
-) -> list[dict[str, Any]]:
-    """Figures per (business transaction or page, site) of the finished
-    experiences of ``[start, end)``, computed in the database: the figures of
-    ``/api/v1/experiences/summary`` (count, errors, Apdex, p75 and mean, mean
-    time per tier, each vital's p75) without reading every row into Python,
-    which an hour of a busy estate makes too slow for a page."""
-    tier_sums = ", ".join(f"sum((tier_ms ->> '{t}')::float8) AS \"tier_{t}\"" for t in _EXPERIENCE_TIERS)
-    vitals = ", ".join(
-        f"percentile_cont(0.75) WITHIN GROUP (ORDER BY (vitals ->> '{v}')::float8) "
-        f"FILTER (WHERE vitals ? '{v}') AS \"vital_{v}\""
-        for v in _VITALS
-    )
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""SELECT coalesce(bt, page) AS name, site, count(*) AS count,
-                       count(*) FILTER (WHERE outcome = 'error') AS errors,
-                       count(*) FILTER (WHERE outcome <> 'error' AND duration_ms <= %(t)s) AS satisfied,
-                       count(*) FILTER (WHERE outcome <> 'error' AND duration_ms > %(t)s
-                                          AND duration_ms <= 4 * %(t)s) AS tolerating,
-                       percentile_cont(0.75) WITHIN GROUP (ORDER BY duration_ms) AS p75_ms,
-                       avg(duration_ms) AS mean_ms, {tier_sums}, {vitals}
-                FROM rum_experiences
-                WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
-                  AND state <> 'pending'
-                GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 NULLS FIRST LIMIT %(limit)s""",  # noqa: S608 - constant names
-            {"tenant": tenant_id, "start": start, "end": end, "t": apdex_t_ms, "limit": limit},
-        )
-        rows = await cur.fetchall()
-    return [
-        {
-            "bt": row["name"],
-            "site": row["site"],
-            "count": row["count"],
-            "errors": row["errors"],
-            "apdex": round((row["satisfied"] + row["tolerating"] / 2) / row["count"], 4),
-            "p75_ms": round(row["p75_ms"], 3),
-            "mean_ms": round(row["mean_ms"], 3),
-            "tier_ms": {
-                t: round(row[f"tier_{t}"] / row["count"], 3)
-                for t in _EXPERIENCE_TIERS
-                if row[f"tier_{t}"] is not None
-            },
-            "vitals": {
-                v: {"p75": round(row[f"vital_{v}"], 4)} for v in _VITALS if row[f"vital_{v}"] is not None
-            },
-        }
-        for row in rows
-    ]

@@ -265,6 +265,36 @@ async def ready_to_roll_up(conn: AsyncConnection, wait: timedelta, limit: int = 
 
 
 @wrap_errors
+async def not_rolled_up(
+    conn: AsyncConnection,
+    tenant_id: int,
+    start: datetime,
+    end: datetime,
+    service: str | None = None,
+    bt: str | None = None,
+    limit: int = 20_000,
+) -> list[dict[str, Any]]:
+    """A tenant's finished experiences of ``[start, end)`` that the rollups do not
+    hold yet (page loads wait there for their final Web Vitals), optionally of
+    one service's business transaction: what a reader of the rollups adds to
+    show the last minutes too. Few rows: the joiner rolls experiences up within
+    ``rum_rollup_wait`` of finishing."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT tenant_id, start_time, page, site, service, bt, duration_ms, tier_ms, vitals,
+                      outcome, error_tier
+               FROM rum_experiences
+               WHERE tenant_id = %(tenant)s AND state <> 'pending' AND NOT rolled_up
+                 AND start_time >= %(start)s AND start_time < %(end)s
+                 AND (%(service)s::text IS NULL OR service = %(service)s)
+                 AND (%(bt)s::text IS NULL OR bt = %(bt)s)
+               LIMIT %(limit)s""",
+            {"tenant": tenant_id, "start": start, "end": end, "service": service, "bt": bt, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+@wrap_errors
 async def mark_rolled_up(conn: AsyncConnection, keys: Sequence[tuple[int, str]]) -> None:
     if keys:
         await conn.execute(

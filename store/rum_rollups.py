@@ -93,6 +93,41 @@ async def window_rows(
 
 
 @wrap_errors
+async def window_groups(
+    conn: AsyncConnection,
+    tenant_id: int,
+    segments: Sequence[tuple[str, datetime, datetime]],
+    service: str | None = None,
+    name: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per (service, name, site), the sums of a tenant's rows over the segments
+    ((resolution, start, end), buckets in ``[start, end)``), in the shape of a
+    stored row: array columns summed element by element, histograms
+    concatenated (one encoding after another). ``service`` and ``name``: only
+    that service's, that business transaction's (or page's) rows."""
+    async with conn.cursor(row_factory=dict_row, binary=True) as cur:
+        await cur.execute(
+            RUM_QUERIES["window_groups"],
+            {
+                "tenant_id": tenant_id,
+                "service": service,
+                "name": name,
+                "resolutions": [s[0] for s in segments],
+                "starts": [s[1] for s in segments],
+                "ends": [s[2] for s in segments],
+            },
+        )
+        rows = await cur.fetchall()
+    for row in rows:
+        for column in _ARRAY_COLUMNS:
+            row[column] = [sum(values) for values in zip(*row[column], strict=True)]
+    return rows
+
+
+_ARRAY_COLUMNS = ("tier_sum_us", "tier_errors", "vital_count", "vital_good", "vital_poor")
+
+
+@wrap_errors
 async def transaction_rows(
     conn: AsyncConnection,
     tenant_id: int,

@@ -10,14 +10,17 @@ modules (``experience_pages``, ``alert_pages``); what pages share is in
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tierscope.collector.api import traces as trace_api
+from tierscope.collector.api.deps import iso, time_window
+from tierscope.collector.api.traces import MAX_WINDOW
 from tierscope.collector.auth import AuthError, KeyVerifier
-from tierscope.dashboards.console import alert_pages, experience_pages, svg
+from tierscope.dashboards.console import alert_pages, experience_pages, rum_figures, svg
 from tierscope.dashboards.console.common import COOKIE, HEADERS, guarded, page, static, window_of
 from tierscope.processing import api as processing_api
 from tierscope.slo import api as slo_api
@@ -85,7 +88,14 @@ async def transaction(request: Request, service: str, bt: str, window: str | Non
         chosen = window_of(window)
         series = await processing_api.series(request, caller, bt=bt, service=service, since=chosen)
         components = await processing_api.components(request, caller, bt=bt, service=service, since=chosen)
-        recent = await trace_api.list_traces(request, caller, service=service, since=chosen, limit=15)
+        start, end = time_window(chosen, None, timedelta(hours=1), MAX_WINDOW)
+        apdex_t_ms = request.app.state.settings.rum_apdex_t.total_seconds() * 1000
+        async with request.app.state.database.connection() as conn:
+            recent = await reports_store.transaction_traces(conn, caller.tenant_id, service, bt, start, end)
+            served = await reports_store.transaction_sites(conn, caller.tenant_id, service, bt, start, end)
+            experienced = await rum_figures.transaction_sites(
+                conn, caller.tenant_id, service, bt, start, end, apdex_t_ms
+            )
         points = series["points"]
         labels = [p["time"][11:16] for p in points]
         return page(
@@ -104,10 +114,42 @@ async def transaction(request: Request, service: str, bt: str, window: str | Non
                 "ms per call, by tier",
             ),
             components=components["components"],
-            traces=[t for t in recent["traces"] if t["root_service"] == service],
+            sites=_sites(served, experienced),
+            traces=[
+                {
+                    "trace_id": bytes(t["trace_id"]).hex(),
+                    "start": iso(t["start_time"]),
+                    "duration_ms": t["duration_us"] / 1000,
+                    "span_count": t["span_count"],
+                    "error": t["error"],
+                    "error_tier": t["error_tier"],
+                    "site": t["site"],
+                }
+                for t in recent
+            ],
         )
 
     return await guarded(request, render)
+
+
+def _sites(served: list[dict[str, Any]], experienced: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per site: the server's side (traces) beside the users' (RUM);
+    the sites whose users waited longest first."""
+    rows: dict[str, dict[str, Any]] = {
+        row["site"]: {"site": row["site"], "server": row | {"error_rate": float(row["error_rate"])}}
+        for row in served
+    }
+    for site, figures in experienced.items():
+        rows.setdefault(site, {"site": site, "server": None})["users"] = figures
+    for row in rows.values():
+        row.setdefault("users", None)
+
+    def slowest_first(row: dict[str, Any]) -> tuple[float, float, str]:
+        waited = (row["users"] or {}).get("waited_p95_ms") or 0.0
+        served_ms = (row["server"] or {}).get("p95_ms") or 0.0
+        return (-waited, -served_ms, row["site"])
+
+    return sorted(rows.values(), key=slowest_first)
 
 
 def _tiers_present(points: list[dict[str, Any]]) -> list[str]:

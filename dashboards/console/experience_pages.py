@@ -1,10 +1,9 @@
 """``/experiences``: what real users experienced, per page or transaction and
 site, and one experience with its tier split and the trace it was joined with.
 
-The per-(page, site) figures are those of ``/api/v1/experiences/summary``
-computed in the database (``store/reports.py: experience_groups``; a test
-checks they agree): the API's numpy summary reads every experience of the
-window into Python, which an hour of a busy estate makes too slow for a page.
+The per-(page, site) figures come from the RUM rollups plus what is not
+rolled up yet (``rum_figures``), merged as ``/api/v1/experiences/summary``
+merges them.
 """
 
 from __future__ import annotations
@@ -15,11 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tierscope.collector.api.deps import time_window
-from tierscope.dashboards.console import svg
+from tierscope.dashboards.console import rum_figures, svg
 from tierscope.dashboards.console.common import guarded, page, window_of
 from tierscope.processing import experiences_api
 from tierscope.processing.experiences_api import DEFAULT_WINDOW, MAX_WINDOW
-from tierscope.store import reports as reports_store
 from tierscope.store.tenants import KeyInfo
 
 router = APIRouter(include_in_schema=False)
@@ -41,7 +39,7 @@ async def experiences(request: Request, window: str | None = None) -> Response:
         start, end = time_window(chosen, None, DEFAULT_WINDOW, MAX_WINDOW)
         apdex_t_ms = request.app.state.settings.rum_apdex_t.total_seconds() * 1000
         async with request.app.state.database.connection() as conn:
-            groups = await reports_store.experience_groups(conn, caller.tenant_id, start, end, apdex_t_ms)
+            _, groups = await rum_figures.experience_groups(conn, caller.tenant_id, start, end, apdex_t_ms)
         recent = await experiences_api.list_experiences(
             request, caller, since=chosen, until=None, bt=None, site=None, page=None, limit=50
         )

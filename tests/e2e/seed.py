@@ -26,6 +26,7 @@ from tierscope.cli.main import main
 from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 from tierscope.store import alerting as alert_store
+from tierscope.testing.batches import kv
 from tierscope.testing.collector import CollectorProcess
 
 from .test_processing import MS, post, query, summaries, two_service_trace, wait_for
@@ -65,12 +66,15 @@ def cli(collector: CollectorProcess, *args: str) -> str:
 
 
 def traces(collector: CollectorProcess) -> list[bytes]:
-    """40 traces of crm-web POST /leads (1000 ms), one a second, a few minutes ago."""
+    """40 traces of crm-web POST /leads (1000 ms), one a second, a few minutes ago;
+    their entry spans name the user's site (as the demo's apps do), alternately
+    Hamburg and Lyon (the sites of the browser experiences that made them)."""
     base = (time.time_ns() // (60 * 10**9) - 5) * 60 * 10**9
     ids = []
     for index in range(TRACES):
         trace_id = os.urandom(16)
         trace = two_service_trace(base + index * 1000 * MS, trace_id)
+        trace["crm-web"][0].attributes.append(kv("tierscope.site", SITES[index % 2]))
         post(collector, trace["crm-web"], "crm-web")
         post(collector, trace["erp-api"], "erp-api")
         ids.append(trace_id)

@@ -22,11 +22,11 @@ from tierscope.testing.browser import browser, chromium, page  # noqa: F401 - fi
 from tierscope.testing.collector import CollectorProcess
 
 from . import seed
+from .test_console_speed import server_ms
 from .test_processing import MS, post, summaries, two_service_trace, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
-SERVER_TIME_TARGET = 0.3  # seconds a page (issue 9)
-LOAD_MARGIN = 2.0  # a shared machine under load: the best of several tries, with a margin
+SERVER_TIME_TARGET_MS = 300  # a page (issue 9)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,10 @@ def test_every_console_page_in_chromium_with_hostile_telemetry_inert(
     page.click("text=POST /leads")
     pages["transaction"] = page.url.removeprefix(base)
     assert page.locator("svg.chart").count() == 3
+    sites = page.locator("table.sites tbody tr")
+    assert sites.count() == 2  # per site, Lyon (whose users waited longest) first
+    assert sites.nth(0).locator("td").first.inner_text() == "Lyon"
+    assert sites.nth(1).locator("td").first.inner_text() == "Hamburg"
     shoot(page, "transaction")
 
     page.goto(f"{base}/experiences")
@@ -154,15 +158,15 @@ def test_every_console_page_in_chromium_with_hostile_telemetry_inert(
     assert seen["errors"] == []
     assert [m for m in seen["console"] if "favicon" not in m] == []
 
-    # Server time per page: the best of five, against the target with a margin.
+    # Server time per page as the collector reports it (Server-Timing), the best of five.
     client = httpx.Client(base_url=base, cookies={"tierscope_token": estate.credentials()["api_token"]})
     timings = {}
     for name, path in pages.items():
         tries = []
         for _ in range(5):
-            started = time.perf_counter()
-            assert client.get(path).status_code == 200, name
-            tries.append(time.perf_counter() - started)
+            response = client.get(path)
+            assert response.status_code == 200, name
+            tries.append(server_ms(response))
         timings[name] = (min(tries), statistics.median(tries))
     slowest = max(best for best, _ in timings.values())
-    assert slowest < SERVER_TIME_TARGET * LOAD_MARGIN, timings
+    assert slowest < SERVER_TIME_TARGET_MS, timings

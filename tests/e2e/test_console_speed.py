@@ -1,8 +1,9 @@
 """Console server time on a store the size of an hour of the demo estate at a
 busy hour (about 6 traces a second: docs/benchmarks.md) — 21,600 traces over
 30 business transactions, as many browser experiences, their minute rollups,
-and 30 alerts — against the 300 ms a page of issue 9, with a margin for a
-loaded, shared machine.
+and 30 alerts — against the 300 ms a page of issue 9. The time is the one the
+collector reports (each page's ``Server-Timing``), the best of a few tries: on
+a shared machine a single try measures the neighbours as much as the page.
 
 The bulk rows are written straight into the store in the shape processing and
 the RUM join write them (processing accepts only live spans, and 21,600 real
@@ -11,9 +12,11 @@ the real paths (seed.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -25,15 +28,17 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tierscope.collector.tiers import TIERS
-from tierscope.processing import histogram
+from tierscope.processing import histogram, rum_rollup
 from tierscope.testing.collector import CollectorProcess
 
 from . import seed
 
 TRACES_PER_SECOND = 6
 TRANSACTIONS = 30
-TARGET = 0.3  # seconds of server time a page
-MARGIN = 2.0
+TARGET_MS = 300  # server time a page (issue 9)
+TRIES = 5
+ROLLUP_WAIT = timedelta(minutes=5)  # the collector's default rum_rollup_wait
+APDEX_T_MS = 1000.0  # and rum_apdex_t
 
 
 def _latency(rnd: random.Random, calls: int) -> bytes:
@@ -112,26 +117,47 @@ def bulk(dsn: str, tenant_id: int = 1) -> None:
                      [0, 0, 0, 200_000, 0, 100_000, 0, 0, 0], 6, f"user-{index % 40}", f"s-{index % 300}",
                      seed.SITES[index % 2])
                 )  # fmt: skip
+        # Experiences as the joiner leaves them: rolled up (processing's own code
+        # writes their rollups below), except the page loads of the last five
+        # minutes, which still wait for their final Web Vitals (rum_rollup_wait).
         columns = (
             "tenant_id, id, kind, start_time, page, site, session_id, user_hash, browser, timing, vitals, "
-            "state, service, bt, duration_ms, tier_ms, outcome, finished_at"
+            "state, service, bt, duration_ms, tier_ms, outcome, finished_at, rolled_up"
         )
+        rolled = []
         with cur.copy(f"COPY rum_experiences ({columns}) FROM STDIN") as copy:
             for index in range(TRACES_PER_SECOND * 3600):
                 service, bt = bts[index % TRANSACTIONS]
                 duration = rnd.uniform(300, 3000)
+                start = now - timedelta(seconds=index / TRACES_PER_SECOND)
+                kind = "page_load" if index % 3 == 0 else "request"
                 timing = {"requestStart": 5, "responseStart": duration * 0.6, "responseEnd": duration * 0.7}
+                experience = {
+                    "tenant_id": tenant_id, "start_time": start, "page": f"/page-{index % 12}",
+                    "site": seed.SITES[index % 2], "service": service, "bt": bt, "duration_ms": duration,
+                    "tier_ms": {"browser": duration * 0.3, "network": duration * 0.2,
+                                "server": duration * 0.5},
+                    "vitals": {"lcp": duration * 0.8, "inp": 120, "cls": 0.05, "fcp": 400, "ttfb": 90},
+                    "outcome": "error" if index % 97 == 0 else "ok", "error_tier": None,
+                }  # fmt: skip
+                final = kind == "request" or start < now - ROLLUP_WAIT
+                if final:
+                    rolled.append(experience)
                 copy.write_row(
-                    (tenant_id, os.urandom(16).hex(), "page_load" if index % 3 == 0 else "request",
-                     now - timedelta(seconds=index / TRACES_PER_SECOND), f"/page-{index % 12}",
-                     seed.SITES[index % 2], f"s-{index % 300}", f"user-{index % 40}", "Chrome 131",
-                     Jsonb({**timing, "end": duration}),
-                     Jsonb({"lcp": duration * 0.8, "inp": 120, "cls": 0.05, "fcp": 400, "ttfb": 90}),
-                     "untraced", service, bt, duration,
-                     Jsonb({"browser": duration * 0.3, "network": duration * 0.2, "server": duration * 0.5}),
-                     "error" if index % 97 == 0 else "ok", now)
+                    (tenant_id, os.urandom(16).hex(), kind, start, experience["page"], experience["site"],
+                     f"s-{index % 300}", f"user-{index % 40}", "Chrome 131",
+                     Jsonb({**timing, "end": duration}), Jsonb(experience["vitals"]), "untraced", service,
+                     bt, duration, Jsonb(experience["tier_ms"]), experience["outcome"],
+                     start + timedelta(milliseconds=duration), final)
                 )  # fmt: skip
         conn.commit()
+
+    async def roll_up() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            await rum_rollup.write(conn, rum_rollup.roll_up(rolled, APDEX_T_MS))
+            await conn.commit()
+
+    asyncio.run(roll_up())
 
 
 @pytest.fixture(scope="module")
@@ -174,18 +200,29 @@ def test_every_console_page_is_served_within_300_ms_on_a_busy_hour(busy_hour: Co
     }
     timings = {}
     for name, path in pages.items():
-        tries = []
-        for _ in range(4):
+        server, wall = [], []
+        for _ in range(TRIES):
             started = time.perf_counter()
             response = client.get(path)
-            tries.append(time.perf_counter() - started)
+            wall.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, (name, response.text[:500])
+            server.append(server_ms(response))
         timings[name] = {
-            "best_ms": round(min(tries) * 1000),
-            "median_ms": round(statistics.median(tries) * 1000),
+            "best_ms": round(min(server)),
+            "median_ms": round(statistics.median(server)),
+            "wall_best_ms": round(min(wall)),
         }
     print(json.dumps({"console_server_time": timings}))
     assert "/action-1" in client.get("/").text
-    assert client.get("/experiences").text.count("<tr>") >= 24  # 12 pages × 2 sites, and recent actions
-    slowest = max(t["best_ms"] for t in timings.values()) / 1000
-    assert slowest < TARGET * MARGIN, timings
+    experiences = client.get("/experiences").text
+    assert experiences.count("<tr>") >= 24  # 12 pages × 2 sites, and recent actions
+    # The best of a few tries: what the page costs when the shared machine lets it run.
+    slow = {name: t for name, t in timings.items() if t["best_ms"] >= TARGET_MS}
+    assert not slow, f"over {TARGET_MS} ms of server time: {slow}"
+
+
+def server_ms(response: httpx.Response) -> float:
+    """The server's own time for a page, from its Server-Timing header."""
+    found = re.fullmatch(r"page;dur=([0-9.]+)", response.headers.get("server-timing", ""))
+    assert found, f"no Server-Timing on {response.url}: {response.headers}"
+    return float(found[1])

@@ -9,6 +9,7 @@ import email
 import email.policy
 import io
 import json
+import os
 import re
 import socket
 import time
@@ -29,15 +30,16 @@ from tierscope.cli.main import main
 from tierscope.dashboards import provision
 from tierscope.dashboards.boards import all_dashboards
 from tierscope.dashboards.console.common import may
+from tierscope.dashboards.console.rum_figures import experience_groups
 from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
 from tierscope.dashboards.schedule import last_complete
-from tierscope.store import reports as reports_store
 from tierscope.store.tenants import KeyInfo
 from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.grafana import GrafanaStandIn, expand
 
 from . import seed
-from .test_processing import MS, post, summaries, two_service_trace, wait_for
+from .test_console_speed import server_ms
+from .test_processing import MS, post, query, summaries, two_service_trace, wait_for
 
 TOKEN = "glsa_test_token"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "report"  # git-ignored
@@ -103,8 +105,10 @@ def processed(
     """A store with 40 processed traces of crm-web POST /leads (1000 ms: 200 ms INSERT,
     a 500 ms call to erp-api whose own 400 ms hold a 200 ms SELECT), the browser
     experiences that made them, two SLOs, two alerts and weeks of hour rollups
-    (see seed.py)."""
-    collector = collector_factory(**seed.SETTINGS)
+    (see seed.py). The page loads stay out of the RUM rollups for the whole module
+    (they wait for their final Web Vitals, here an hour): what the console shows
+    of the last minutes is tested on a store that holds both."""
+    collector = collector_factory(**seed.SETTINGS, TIERSCOPE_RUM_ROLLUP_WAIT="1h")
     seed.everything(collector, tmp_path_factory.mktemp("seed"))
     return collector
 
@@ -345,7 +349,10 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     processed: CollectorProcess,
 ) -> None:
     before = summaries(processed.database_url or "")
-    hostile = two_service_trace(time.time_ns() - 90_000 * MS, route="/<img src=x onerror=alert(1)>")
+    hostile_id = os.urandom(16)  # the newest trace of crm-web, but not of POST /leads
+    hostile = two_service_trace(
+        time.time_ns() - 90_000 * MS, hostile_id, route="/<img src=x onerror=alert(1)>"
+    )
     post(processed, hostile["crm-web"], "crm-web")
     wait_for(lambda: summaries(processed.database_url or "") == before + 1)
     time.sleep(1.0)
@@ -363,6 +370,7 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     assert refused.status_code == 401
     assert "refused" in refused.text
 
+    dsn = processed.database_url or ""
     client = signed_in(processed, processed.credentials()["api_token"])
     timings = {}
     for path in (
@@ -373,10 +381,9 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
         "/experiences",
         "/alerts",
     ):
-        started = time.perf_counter()
         page = client.get(path)
-        timings[path] = time.perf_counter() - started
         assert page.status_code == 200, page.text
+        timings[path] = server_ms(page)
         assert page.headers["content-security-policy"].startswith("default-src 'none'")
         assert "<script" not in page.text.lower()
         assert "<img" not in page.text.lower()
@@ -387,14 +394,29 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     detail = client.get("/bt", params={"service": "crm-web", "bt": "POST /leads"}).text
     assert detail.count('class="chart"') == 3  # calls, latency, time per tier
     assert "<td>db</td>" in detail
+    # Per site: the server's side from the traces (their entry spans name the site),
+    # the users' from RUM; Lyon, whose users waited longest, first.
+    sites = table(detail, "sites")
+    assert [row[0] for row in sites] == ["Lyon", "Hamburg"]
+    for site, requests, server_p95, failed, actions, _, network, _ in sites:
+        assert (requests, server_p95, failed, actions) == ("20", "1000 ms", "0.0 %", "20"), site
+        assert network == "110 ms", site  # the request's wait beyond the server's 1000 ms
+    assert float(sites[0][5].removesuffix(" ms")) == pytest.approx(3360, rel=0.01)  # 1120 ms × 3
+    assert float(sites[1][5].removesuffix(" ms")) == pytest.approx(1120, rel=0.01)
+    assert (sites[0][7], sites[1][7]) == ("2250 ms", "10 ms")  # Lyon's browsers were slow, not its link
+    # Recent traces are the transaction's own: the newer trace of another of crm-web's is not among them.
+    listed = re.findall(r'href="/trace/([0-9a-f]{32})"', detail)
+    assert len(listed) == 15
+    assert hostile_id.hex() not in listed
+    leads = query(dsn, "SELECT encode(trace_id, 'hex') FROM trace_summaries WHERE bt = 'POST /leads'")
+    assert set(listed) <= {row[0] for row in leads}
     services = client.get("/services").text
     assert services.count('class="node"') >= 3  # crm-web, erp-api and their database
     assert "<td>crm-web</td><td>erp-api</td><td>service</td>" in services
-    trace_id = re.search(r'href="/trace/([0-9a-f]{32})"', detail)
-    assert trace_id, "recent traces link to their waterfall"
-    waterfall = client.get(f"/trace/{trace_id[1]}").text
+    trace_id = hostile_id.hex()
+    waterfall = client.get(f"/trace/{trace_id}").text
     stored = httpx.get(
-        f"{processed.url}/api/v1/traces/{trace_id[1]}",
+        f"{processed.url}/api/v1/traces/{trace_id}",
         headers={"Authorization": f"Bearer {processed.credentials()['api_token']}"},
     ).json()["spans"]
     assert waterfall.count('class="span') == len(stored) >= 3  # one bar per span, as the API returns them
@@ -417,7 +439,9 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     assert waterfall.index("network · request") < waterfall.index("crm-web · POST /leads")
     assert "browser · render and scripts" in waterfall
     assert waterfall.count('class="span') == 5
-    assert max(timings.values()) < 1.0, timings  # server time per page (target 300 ms on an idle machine)
+    # One try each on a shared machine: a loose bound. The 300 ms a page is
+    # test_console_speed's, the best of five on a busy hour's store.
+    assert max(timings.values()) < 1000, timings
 
     # Another tenant sees nothing of this one, and cannot open its traces.
     env = {"TIERSCOPE_DATABASE_URL": processed.database_url or ""}
@@ -425,7 +449,17 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     assert created.exit_code == 0, created.output
     other = signed_in(processed, json.loads(created.output)["api_token"])
     assert "POST /leads" not in other.get("/").text
-    assert other.get(f"/trace/{trace_id[1]}").status_code == 404
+    assert other.get(f"/trace/{trace_id}").status_code == 404
+
+
+def table(page: str, css_class: str) -> list[list[str]]:
+    """The body rows of a page's ``<table class=...>``, as the text of each cell."""
+    found = re.search(rf'<table class="{css_class}">.*?<tbody>(.*?)</tbody>', page, re.S)
+    assert found, f"no {css_class} table"
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", found[1], re.S)
+    ]
 
 
 class Inbox:
@@ -517,8 +551,29 @@ def test_tierscope_up_sends_scheduled_reports_by_itself(
     collector.stop()
 
 
-def test_the_consoles_experience_figures_are_the_apis(processed: CollectorProcess) -> None:
-    """The console computes the per-(page, site) figures in SQL; the API in numpy."""
+def test_the_consoles_experience_figures_are_the_apis_and_count_what_is_not_rolled_up_yet(
+    processed: CollectorProcess,
+) -> None:
+    """The console reads the RUM rollups as ``/api/v1/experiences/summary`` does,
+    and counts the finished experiences the rollups do not hold yet too (the
+    seeded page loads wait there for their final Web Vitals)."""
+    dsn = processed.database_url or ""
+    rolled = {
+        (row[0], row[1]): row[2]
+        for row in query(
+            dsn,
+            """SELECT coalesce(bt, page), site, count(*) FROM rum_experiences
+               WHERE state <> 'pending' GROUP BY 1, 2 HAVING bool_and(rolled_up)""",
+        )
+    }
+    finished = {
+        (row[0], row[1]): row[2]
+        for row in query(
+            dsn,
+            """SELECT coalesce(bt, page), site, count(*) FROM rum_experiences
+               WHERE state <> 'pending' GROUP BY 1, 2""",
+        )
+    }
     token = processed.credentials()["api_token"]
     summary = httpx.get(
         f"{processed.url}/api/v1/experiences/summary",
@@ -528,23 +583,21 @@ def test_the_consoles_experience_figures_are_the_apis(processed: CollectorProces
     start, end = (datetime.fromisoformat(summary[k].replace("Z", "+00:00")) for k in ("from", "to"))
 
     async def ours() -> list[dict]:
-        async with await psycopg.AsyncConnection.connect(processed.database_url or "") as conn:
-            return await reports_store.experience_groups(conn, 1, start, end, summary["apdex_t_ms"])
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            covered, groups = await experience_groups(conn, 1, start, end, summary["apdex_t_ms"])
+            assert (covered.start, covered.end) == (start, end)
+            return groups
 
     console = {(g["bt"], g["site"]): g for g in asyncio.run(ours())}
     api = {(g["bt"], g["site"]): g for g in summary["groups"]}
-    assert console.keys() == api.keys()
-    assert len(api) >= 5  # pages and the transaction, per site
-    for key, expected in api.items():
-        got = console[key]
-        for figure in ("count", "errors", "apdex"):
-            assert got[figure] == expected[figure], (key, figure)
-        assert got["p75_ms"] == pytest.approx(expected["p75_ms"]), key
-        assert got["mean_ms"] == pytest.approx(expected["mean_ms"]), key
-        assert got["tier_ms"] == pytest.approx(expected["tier_ms"]), key
-        assert {v: f["p75"] for v, f in got["vitals"].items()} == pytest.approx(
-            {v: f["p75"] for v, f in expected["vitals"].items()}
-        ), key
+    assert {key: g["count"] for key, g in console.items()} == finished  # every one, once
+    assert len(finished) >= 5  # pages and the transaction, per site
+    assert rolled, "the requests are rolled up at once"
+    assert rolled.keys() < finished.keys(), "the page loads wait for their final Web Vitals"
+    for key in rolled:
+        assert console[key] == api[key], key  # the same rows, merged by the same code
+    assert console["/leads/new", "Lyon"]["count"] == 20
+    assert console["/leads/new", "Lyon"]["vitals"]["lcp"]["p75"] == pytest.approx(3600, rel=0.01)
 
 
 @pytest.mark.parametrize(("role", "allowed"), [("admin", True), ("editor", True), ("viewer", False)])
