@@ -27,10 +27,17 @@ from typing import Any
 import numpy as np
 from psycopg import AsyncConnection
 
-from tierscope.alerting import lifecycle, mute, routing
+from tierscope.alerting import lifecycle, mute, routing, rum
 from tierscope.alerting.impact import assess
 from tierscope.alerting.localise import Localisation, localise
-from tierscope.alerting.rules import SEVERITIES, AlertingConfig, Rule, effective_rules, from_document
+from tierscope.alerting.rules import (
+    RUM_METRICS,
+    SEVERITIES,
+    AlertingConfig,
+    Rule,
+    effective_rules,
+    from_document,
+)
 from tierscope.alerting.signals import (
     RECENT_REFERENCE,
     BaselineModel,
@@ -98,8 +105,20 @@ def _ms(value: float) -> str:
 
 def title(incident: Incident) -> str:
     main, loc = incident.main, incident.localisation
-    service, bt = main.bts[0]
-    if main.slo:
+    service, bt = main.bts[0] if main.bts else ("", "")
+    reference = "baseline" if main.rule.kind == "baseline" else "limit"
+    if main.metric == rum.NETWORK:
+        used = len(incident.bts)
+        text = (
+            f"users at {main.detail['site']}: network time {_ms(main.value or 0)} per experience"
+            f" ({reference} {_ms(main.expected or 0)}) in {used} transaction{'s' if used != 1 else ''}"
+        )
+    elif main.metric == rum.BROWSER:
+        text = (
+            f"{main.detail['page']} browser time {_ms(main.value or 0)} per experience"
+            f" ({reference} {_ms(main.expected or 0)})"
+        )
+    elif main.slo:
         text = f"SLO {main.slo} burning {main.detail['burn_rate_short']}x its error budget"
     elif main.metric in ("p95_ms", "work_ms", "tier_ms"):
         reference = "baseline" if main.rule.kind == "baseline" else "limit"
@@ -113,7 +132,7 @@ def title(incident: Incident) -> str:
         reference = "baseline" if main.rule.kind == "baseline" else "limit"
         text = f"{service} / {bt} error rate {main.value or 0:.1%} ({reference} {main.expected or 0:.1%})"
     others = len(incident.bts) - 1
-    if others > 0 and not main.slo:
+    if others > 0 and not main.slo and main.metric != rum.NETWORK:
         text += f" and {others} more transaction{'s' if others > 1 else ''}"
     if loc.tier:
         share = loc.evidence["tiers"].get(loc.tier, {}).get("share", loc.confidence)
@@ -135,6 +154,7 @@ class Evaluator:
         self.settings = settings
         self.clock = clock
         self._models: dict[int, BaselineModel] = {}
+        self._rum_models: dict[int, rum.RumModel] = {}
 
     async def cycle(self, now: datetime | None = None) -> CycleReport:
         now = now or self.clock()
@@ -165,9 +185,25 @@ class Evaluator:
             blackout=frozenset(s.blackout_days),
         )
 
+    def _baseline_config(self) -> BaselineConfig:
+        return BaselineConfig(weeks=self.settings.baseline_weeks, widths=self.settings.baseline_bands)
+
+    async def _rum_model(self, conn: AsyncConnection, tenant_id: int, end: datetime) -> rum.RumModel:
+        """The bands of the tenant's sites and pages, refitted once an hour."""
+        model = await rum.refresh(
+            conn,
+            tenant_id,
+            self._rum_models.get(tenant_id),
+            end,
+            await self._calendar(conn, tenant_id),
+            self._baseline_config(),
+        )
+        self._rum_models[tenant_id] = model
+        return model
+
     async def _model(self, conn: AsyncConnection, tenant_id: int, end: datetime) -> BaselineModel:
         """The tenant's bands, fitted once and then brought up to date hour by hour."""
-        config = BaselineConfig(weeks=self.settings.baseline_weeks, widths=self.settings.baseline_bands)
+        config = self._baseline_config()
         model = await refresh_baselines(
             conn, tenant_id, self._models.get(tenant_id), end, await self._calendar(conn, tenant_id), config
         )
@@ -193,9 +229,20 @@ class Evaluator:
         )
         signals = judge_transactions(rules, recent_by_window, model, self.settings.baseline_bands, reference)
         signals += await judge_slos(conn, tenant_id, rules, objectives, end)
+        rum_rules = [r for r in rules if r.metric in RUM_METRICS and r.kind != "slo_burn"]
+        rum_windows: dict[timedelta, rum.RumWindow] = {}
+        if rum_rules:
+            rum_model = await self._rum_model(conn, tenant_id, end)
+            rum_signals, rum_windows = await rum.evaluate(
+                conn, tenant_id, rum_rules, end, rum_model, self.settings.baseline_bands, open_rows
+            )
+            signals += rum_signals
         report.signals += len(signals)
         no_data = all(not len(r.keys) for r in recent_by_window.values())
-        incidents = await self._incidents(conn, tenant_id, signals, recent_by_window, model, open_rows, end)
+        no_experiences = all(not w.rows for w in rum_windows.values())
+        incidents = await self._incidents(
+            conn, tenant_id, signals, recent_by_window, rum_windows, model, open_rows, end
+        )
         services = await slo_store.list_business_services(conn, tenant_id)
         silences = mute.from_rows(await store.list_silences(conn, tenant_id, end))
         muter = mute.AnyOf((*silences, *self._maintenance(config)))
@@ -205,6 +252,8 @@ class Evaluator:
             if incident is None and no_data and row is not None:
                 continue  # no rollup at all: processing is behind, which says nothing of the incident
             rule = incident.main.rule if incident else by_name.get(row["rule"]) if row else None
+            if incident is None and no_experiences and rule is not None and rule.metric in RUM_METRICS:
+                continue  # no experience rolled up at all: the same, for real users' alerts
             await self._step(conn, tenant_id, key, incident, row, rule, end, config, services, muter, report)
 
     async def _recent_reference(
@@ -250,12 +299,18 @@ class Evaluator:
         tenant_id: int,
         signals: list[Signal],
         recent_by_window: dict[timedelta, Recent],
+        rum_windows: dict[timedelta, rum.RumWindow],
         model: BaselineModel,
         open_rows: dict[str, dict[str, Any]],
         end: datetime,
     ) -> dict[str, Incident]:
         incidents: dict[str, Incident] = {}
         for signal in signals:
+            if signal.metric in RUM_METRICS:
+                window = rum_windows[signal.rule.window]
+                found = await rum.localise(conn, tenant_id, signal, window, open_rows)
+                self._join(incidents, found.cause_key or signal.subject_key, signal, found)
+                continue
             recent = recent_by_window.get(signal.rule.window)
             if recent is None:  # an SLO signal: localise on the judged window of its transactions
                 start, stop = minute_window(end, signal.rule.window)
@@ -270,14 +325,18 @@ class Evaluator:
                 + [recent.start]
             )
             found = await localise(conn, tenant_id, signal, recent, model, since)
-            key = found.cause_key or signal.subject_key
-            if key in incidents:
-                incidents[key].signals.append(signal)
-                if found.confidence > incidents[key].localisation.confidence:
-                    incidents[key].localisation = found
-            else:
-                incidents[key] = Incident(key, [signal], found)
+            self._join(incidents, found.cause_key or signal.subject_key, signal, found)
         return incidents
+
+    @staticmethod
+    def _join(incidents: dict[str, Incident], key: str, signal: Signal, found: Localisation) -> None:
+        """One incident per cause: a signal joins the incident of its key."""
+        if key in incidents:
+            incidents[key].signals.append(signal)
+            if found.confidence > incidents[key].localisation.confidence:
+                incidents[key].localisation = found
+        else:
+            incidents[key] = Incident(key, [signal], found)
 
     def _maintenance(self, config: AlertingConfig) -> list[mute.Window]:
         return [
@@ -335,7 +394,11 @@ class Evaluator:
                 tier=loc.tier,
                 component=loc.component,
                 confidence=loc.confidence,
-                evidence={**loc.evidence, "signals": [_signal_evidence(s) for s in incident.signals]},
+                evidence={
+                    **loc.evidence,
+                    "signals": [_signal_evidence(s) for s in incident.signals],
+                    **({"rum_scope": found} if (found := rum.scope(incident.signals)) else {}),
+                },
                 threshold_us=main.threshold_us,
             )
         if not fields.get("bts"):
@@ -364,6 +427,7 @@ class Evaluator:
                 services,
                 config.cost_per_user_minute,
                 self.settings.alert_cost_per_user_minute,
+                fields["evidence"].get("rum_scope"),
             )
             fields["impact"], fields["priority"] = impact.as_dict(), impact.priority
         fields.setdefault("impact", {})

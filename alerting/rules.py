@@ -9,8 +9,9 @@ windows and costs (``PUT /api/v1/alerting/config``). Rules come in three kinds:
   (``slo/baselines.py``) by at least a band width, which sets the severity;
 - ``threshold``: a metric above a fixed limit (an SLA).
 
-Defaults need no document: a ``slo_burn`` rule for every SLO and ``baseline``
-rules on p95 latency and error rate for every business transaction. A rule of
+Defaults need no document: a ``slo_burn`` rule for every SLO, ``baseline``
+rules on p95 latency and error rate for every business transaction, and on
+real users' network time for every site and browser time for every page. A rule of
 the document with a default's name replaces it; ``defaults: false`` drops them.
 """
 
@@ -47,10 +48,21 @@ def _written(value: timedelta) -> str:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(_written, when_used="json")]
-METRICS = ("p95_ms", "error_rate", "work_ms", "tier_ms")
+METRICS = ("p95_ms", "error_rate", "work_ms", "tier_ms", "network_ms", "browser_ms")
+# Metrics judged from real users' experiences (RUM, ``alerting/experiences.py``):
+# network time per experience of each site, browser time of each page.
+RUM_METRICS = ("network_ms", "browser_ms")
 # Below these, a deviation is noise whatever the band says (a band of a flat
-# series is narrow): latency or work 50 ms above normal, errors 5 points above.
-DEFAULT_MIN_EXCESS = {"p95_ms": 50.0, "error_rate": 0.05, "work_ms": 50.0, "tier_ms": 50.0}
+# series is narrow): latency or work 50 ms above normal, errors 5 points above,
+# users' network or browser time 100 ms above.
+DEFAULT_MIN_EXCESS = {
+    "p95_ms": 50.0,
+    "error_rate": 0.05,
+    "work_ms": 50.0,
+    "tier_ms": 50.0,
+    "network_ms": 100.0,
+    "browser_ms": 100.0,
+}
 
 
 class _Strict(BaseModel):
@@ -61,12 +73,15 @@ class Rule(_Strict):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["slo_burn", "baseline", "threshold"]
     service: str | None = None  # baseline/threshold: only this service's transactions
-    bt: str | None = None  # ...and only this transaction
+    bt: str | None = None  # ...and only this transaction (browser_ms: or untraced page)
+    site: str | None = None  # network_ms: only this site
     # p95_ms: response time; error_rate; work_ms: time spent per request in all
     # tiers, asynchronous jobs included (p95 does not see a slow job a request
     # queued); tier_ms: each tier's time per request, judged on its own (a slow
-    # database stands out there long before it moves a noisy p95)
-    metric: Literal["p95_ms", "error_rate", "work_ms", "tier_ms"] = "p95_ms"
+    # database stands out there long before it moves a noisy p95); network_ms:
+    # real users' network time per experience, per site; browser_ms: their
+    # browser time (scripts, rendering) per experience, per page
+    metric: Literal["p95_ms", "error_rate", "work_ms", "tier_ms", "network_ms", "browser_ms"] = "p95_ms"
     window: Duration = timedelta(minutes=5)  # recent minutes judged at each evaluation
     min_requests: int = Field(default=20, ge=1)  # fewer requests in the window: no judgement
     for_: Duration = Field(default=timedelta(minutes=2), alias="for")
@@ -88,6 +103,8 @@ class Rule(_Strict):
             raise ValueError("an slo_burn rule needs 'slo' (the SLO's name)")
         if self.bt is not None and self.service is None:
             raise ValueError("'bt' needs 'service'")
+        if self.site is not None and self.metric != "network_ms":
+            raise ValueError("'site' is for network_ms rules")
         if not timedelta(minutes=1) <= self.window <= timedelta(hours=1):
             raise ValueError("window must be from 1m to 1h")
         return self
@@ -240,6 +257,8 @@ def default_rules(slo_names: list[str]) -> list[Rule]:
     rules = [
         Rule(name="baseline-latency", kind="baseline", metric="p95_ms"),
         Rule(name="baseline-errors", kind="baseline", metric="error_rate"),
+        Rule(name="baseline-network", kind="baseline", metric="network_ms"),
+        Rule(name="baseline-browser", kind="baseline", metric="browser_ms"),
     ]
     rules += [Rule(name=f"slo-burn:{name}", kind="slo_burn", slo=name) for name in slo_names]
     return rules

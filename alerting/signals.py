@@ -22,7 +22,7 @@ import numpy.typing as npt
 from psycopg import AsyncConnection
 
 from tierscope.alerting import burn
-from tierscope.alerting.rules import SEVERITIES, Rule
+from tierscope.alerting.rules import RUM_METRICS, SEVERITIES, Rule
 from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 from tierscope.processing.query import HOUR, MINUTE, floor
@@ -291,9 +291,12 @@ class Signal:
     detail: dict[str, Any] = field(default_factory=dict)
     slo: str | None = None
     business_service: str | None = None
+    subject: str | None = None  # the group key without a shared cause, when not the first transaction's
 
     @property
     def subject_key(self) -> str:
+        if self.subject:
+            return self.subject
         if self.slo:
             return f"slo:{self.slo}"
         service, bt = self.bts[0]
@@ -386,7 +389,7 @@ def judge_transactions(
     signals: list[Signal] = []
     model_rows = {key: i for i, key in enumerate(model.keys)}
     for rule in rules:
-        if rule.kind not in ("baseline", "threshold"):
+        if rule.kind not in ("baseline", "threshold") or rule.metric in RUM_METRICS:
             continue
         recent = recent_by_window[rule.window]
         chosen = [i for i, (s, b) in enumerate(recent.keys) if rule.applies_to(s, b)]
@@ -424,6 +427,8 @@ def judge_transactions(
         for i in chosen:
             if recent.calls[i] < rule.min_requests:
                 continue
+            if rule.metric == "error_rate" and recent.errors[i] < burn.MIN_BAD_SHORT:
+                continue  # one failed request at night (1 in 20) is no incident, whatever the band
             judged = (learnt.get(i), expected, recent.keys[i], reference)
 
             worst: tuple[float, str, float, float, str] | None = None

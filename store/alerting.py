@@ -335,3 +335,90 @@ async def latest_minute(conn: AsyncConnection, tenant_id: int, now: datetime) ->
     cur = await conn.execute(ALERT_QUERIES["latest_minute"], {"tenant_id": tenant_id, "now": now})
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+# -- real users (RUM) ------------------------------------------------------------
+
+RumRow = tuple[datetime, str, str, str, int, list[int]]  # bucket, service, name, site, count, tier_sum_us
+
+
+@wrap_errors
+async def rum_window(
+    conn: AsyncConnection, tenant_id: int, resolution: str, start: datetime, end: datetime
+) -> list[RumRow]:
+    cur = await conn.execute(
+        ALERT_QUERIES["rum_window"],
+        {"tenant_id": tenant_id, "resolution": resolution, "start": start, "end": end},
+    )
+    return [(r[0], r[1], r[2], r[3], int(r[4]), list(r[5])) for r in await cur.fetchall()]
+
+
+@wrap_errors
+async def rum_hours(
+    conn: AsyncConnection, tenant_id: int, by: str, tier_index: int, start: datetime, end: datetime
+) -> list[tuple[Any, ...]]:
+    """Hour figures of one tier (``tier_index`` in ``tier_sum_us``, from 0) per site
+    (``by="site"``: site, bucket, count, µs) or per BT/page (``by="page"``:
+    service, name, bucket, count, µs)."""
+    cur = await conn.execute(
+        ALERT_QUERIES["rum_site_hours" if by == "site" else "rum_page_hours"],
+        {"tenant_id": tenant_id, "tier": tier_index + 1, "start": start, "end": end},
+    )
+    return list(await cur.fetchall())
+
+
+@wrap_errors
+async def rum_page_tier(
+    conn: AsyncConnection,
+    tenant_id: int,
+    names: Sequence[tuple[str, str]],
+    tier: str,
+    window: tuple[datetime, datetime],
+    reference: tuple[datetime, datetime],
+) -> dict[str, tuple[int, float, int, float]]:
+    """page -> (experiences now, ms in ``tier`` now, experiences before, ms before)."""
+    cur = await conn.execute(
+        ALERT_QUERIES["rum_page_tier"],
+        {
+            "tenant_id": tenant_id,
+            "services": [s for s, _ in names],
+            "names": [n for _, n in names],
+            "tier": tier,
+            "start": window[0],
+            "end": window[1],
+            "before": reference[0],
+            "since": reference[1],
+        },
+    )
+    return {r[0]: (int(r[1]), float(r[2]), int(r[3]), float(r[4])) for r in await cur.fetchall()}
+
+
+@wrap_errors
+async def rum_affected(
+    conn: AsyncConnection,
+    tenant_id: int,
+    names: Sequence[tuple[str, str]] | None,
+    sites: Sequence[str] | None,
+    start: datetime,
+    end: datetime,
+    tier: str | None,
+    threshold_ms: float,
+) -> tuple[int, int, int, int, int, list[str]]:
+    """(experiences seen, users, sessions, experiences, user-minutes, sites) of
+    the experiences that failed or were slower than ``threshold_ms`` (see the query)."""
+    cur = await conn.execute(
+        ALERT_QUERIES["rum_affected"],
+        {
+            "tenant_id": tenant_id,
+            "services": None if names is None else [s for s, _ in names],
+            "names": None if names is None else [n for _, n in names],
+            "sites": None if sites is None else list(sites),
+            "start": start,
+            "end": end,
+            "tier": tier,
+            "threshold_ms": min(threshold_ms, 1e15),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]), list(row[5])

@@ -175,3 +175,72 @@ GROUP BY 1, 2
 SELECT max(bucket) + interval '1 minute' FROM bt_rollups
 WHERE tenant_id = %(tenant_id)s AND resolution = 'minute'
   AND bucket > %(now)s - interval '1 day' AND bucket < %(now)s
+
+-- rum_window --
+-- Real users' experiences per bucket, BT or page, and site in a window (the
+-- minute rollups of processing/rum_rollup.py): network and browser signals.
+SELECT bucket, service, name, site, count, tier_sum_us FROM rum_rollups
+WHERE tenant_id = %(tenant_id)s AND resolution = %(resolution)s
+  AND bucket >= %(start)s AND bucket < %(end)s AND count > 0
+ORDER BY bucket
+
+-- rum_site_hours --
+-- Each site's experiences and time in one tier per hour: what its baseline learns.
+SELECT site, bucket, sum(count)::int8, sum(tier_sum_us[%(tier)s])::int8 FROM rum_rollups
+WHERE tenant_id = %(tenant_id)s AND resolution = 'hour' AND bucket >= %(start)s AND bucket < %(end)s
+  AND site <> ''
+GROUP BY site, bucket
+
+-- rum_page_hours --
+-- Each BT's (or untraced page's) experiences and time in one tier per hour, all sites.
+SELECT service, name, bucket, sum(count)::int8, sum(tier_sum_us[%(tier)s])::int8 FROM rum_rollups
+WHERE tenant_id = %(tenant_id)s AND resolution = 'hour' AND bucket >= %(start)s AND bucket < %(end)s
+GROUP BY service, name, bucket
+
+-- rum_page_tier --
+-- Per page, the experiences of some BTs (or untraced pages) and their time in
+-- one tier, now ([start, end)) and before ([before, since)): which page of a
+-- transaction got slow in the browser.
+SELECT page,
+       count(*) FILTER (WHERE start_time >= %(start)s)::int8,
+       coalesce(sum((tier_ms->>%(tier)s)::float8) FILTER (WHERE start_time >= %(start)s), 0)::float8,
+       count(*) FILTER (WHERE start_time < %(since)s)::int8,
+       coalesce(sum((tier_ms->>%(tier)s)::float8) FILTER (WHERE start_time < %(since)s), 0)::float8
+FROM rum_experiences e
+JOIN unnest(%(services)s::text[], %(names)s::text[]) AS k(service, name)
+  ON coalesce(e.service, '') = k.service AND coalesce(e.bt, e.page) = k.name
+WHERE e.tenant_id = %(tenant_id)s AND e.state <> 'pending'
+  AND ((e.start_time >= %(start)s AND e.start_time < %(end)s)
+       OR (e.start_time >= %(before)s AND e.start_time < %(since)s))
+GROUP BY page
+
+-- rum_affected --
+-- Real users behind some BTs or pages (all when services is NULL) at some sites
+-- (all when sites is NULL) in a window: how many experiences there are, and the
+-- users, sessions, experiences, user-minutes and sites of those that failed or
+-- were slower than a threshold: in one tier when tier is given, else on the
+-- server's side (the experience without its browser and network time, what a
+-- trace measures).
+WITH e AS (
+    SELECT coalesce(e.user_hash, e.session_id) AS who, e.session_id, e.site, e.start_time,
+           (e.outcome = 'error' OR CASE
+                WHEN %(tier)s::text IS NULL THEN
+                    e.duration_ms - coalesce((e.tier_ms->>'browser')::float8, 0)
+                    - coalesce((e.tier_ms->>'network')::float8, 0) > %(threshold_ms)s
+                ELSE coalesce((e.tier_ms->>%(tier)s::text)::float8, 0) > %(threshold_ms)s
+            END) AS affected
+    FROM rum_experiences e
+    WHERE e.tenant_id = %(tenant_id)s AND e.start_time >= %(start)s AND e.start_time < %(end)s
+      AND e.state <> 'pending'
+      AND (%(sites)s::text[] IS NULL OR e.site = ANY(%(sites)s::text[]))
+      AND (%(services)s::text[] IS NULL OR (coalesce(e.service, ''), coalesce(e.bt, e.page)) IN (
+           SELECT * FROM unnest(%(services)s::text[], %(names)s::text[])))
+)
+SELECT count(*)::int8,
+       count(DISTINCT who) FILTER (WHERE affected)::int8,
+       count(DISTINCT session_id) FILTER (WHERE affected)::int8,
+       count(*) FILTER (WHERE affected)::int8,
+       count(DISTINCT (who, date_trunc('minute', start_time))) FILTER (WHERE affected AND who IS NOT NULL)::int8,
+       coalesce(array_agg(DISTINCT site ORDER BY site) FILTER (WHERE affected AND site IS NOT NULL AND site <> ''),
+                '{}')
+FROM e

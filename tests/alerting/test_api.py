@@ -200,6 +200,72 @@ def test_an_alert_end_to_end_through_the_api_the_webhook_and_the_cli(
     assert "no alert 999999" in wrong.stderr
 
 
+def _tenant(dsn: str, name: str) -> tuple[int, str]:
+    async def make() -> tuple[int, str]:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            made = await tenants.create_tenant(conn, name)
+            cur = await conn.execute("SELECT id FROM tenants WHERE name = %s", (name,))
+            row = await cur.fetchone()
+        assert made.api_token
+        assert row is not None
+        return int(row[0]), made.api_token
+
+    return asyncio.run(make())
+
+
+RANKED = """
+defaults: false
+rules:
+  - {name: checkout-sla, kind: threshold, service: shop, bt: POST /checkout, above: 500,
+     severity: critical, window: 1m, min_requests: 1, for: 0s}
+  - {name: cart-sla, kind: threshold, service: shop, bt: GET /cart, above: 500,
+     severity: warning, window: 1m, min_requests: 1, for: 0s}
+"""
+
+
+def test_open_alerts_come_back_ranked_by_priority_and_the_cli_acknowledges_one(
+    running: CollectorProcess,
+) -> None:
+    dsn = running.database_url or ""
+    tenant_id, token = _tenant(dsn, "ranked")
+    applied = httpx.put(
+        f"{running.url}/api/v1/alerting/config",
+        content=RANKED,
+        headers={"Authorization": f"Bearer {token}", "content-type": "application/yaml"},
+        timeout=30,
+    )
+    assert applied.status_code == 200, applied.text
+    now = floor(datetime.now(UTC), MINUTE)
+    since = now - timedelta(minutes=2)
+    # A slow statement in checkout (critical) and a slow partner in the cart (a
+    # warning): the db incident sorts first by its key, so it is written first and
+    # has the lower id; newest-first alone would put it second.
+    faults = [Fault("db", "UPDATE orders", 900, since, bts=(BTS[0],))]
+    faults.append(Fault("external", "payments.example", 900, since, bts=(BTS[1],)))
+    Estate(dsn, tenant_id, faults).write_minutes(now - timedelta(minutes=70), 80)
+    deadline = time.monotonic() + 60
+    alerts: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and len([a for a in alerts if a["state"] == "firing"]) < 2:
+        alerts = call(running, "GET", "/api/v1/alerts", token=token).json()["alerts"]
+        time.sleep(0.5)
+    first, second = alerts
+    assert (first["severity"], first["tier"]) == ("critical", "db")
+    assert (second["severity"], second["tier"]) == ("warning", "external")
+    assert first["id"] < second["id"]  # ranked by priority, not by age
+    assert first["impact"]["priority"] > second["impact"]["priority"]
+
+    acked = cli(running, "alerts", "ack", str(first["id"]), "--tenant", "ranked", "--by", "night-shift")
+    assert acked.returncode == 0, acked.stderr
+    assert f"alert {first['id']} acknowledged" in acked.stdout + acked.stderr
+    detail = call(running, "GET", f"/api/v1/alerts/{first['id']}", token=token).json()
+    assert (detail["state"], detail["acknowledged_by"]) == ("acknowledged", "night-shift")
+    again = cli(running, "alerts", "ack", str(second["id"]), "--tenant", "default")
+    assert again.returncode != 0  # another tenant's alert
+    # Firing still ranks before acknowledged, whatever the priority.
+    ranked = call(running, "GET", "/api/v1/alerts", token=token).json()["alerts"]
+    assert [a["id"] for a in ranked] == [second["id"], first["id"]]
+
+
 def test_restarting_tierscope_up_mid_incident_neither_pages_again_nor_drops_the_alert(
     collector_factory: Callable[..., CollectorProcess], sink: Sink
 ) -> None:
@@ -232,8 +298,25 @@ def test_restarting_tierscope_up_mid_incident_neither_pages_again_nor_drops_the_
     (before,) = call(collector, "GET", "/api/v1/alerts").json()["alerts"]
     assert before["state"] == "firing"
     collector.stop()
+    with psycopg.connect(dsn) as conn:
+        (restarted,) = conn.execute("SELECT now()").fetchone()
     collector.start()
-    time.sleep(5)  # five evaluation cycles of the restarted collector
+    # Until an evaluation of the restarted collector stepped the alert (each cycle
+    # writes it), and every notification it may have queued was sent.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with psycopg.connect(dsn) as conn:
+            (stepped,) = conn.execute(
+                "SELECT updated_at > %s FROM alerts WHERE id = %s", (restarted, before["id"])
+            ).fetchone()
+            (waiting,) = conn.execute(
+                "SELECT count(*) FROM notifications WHERE delivered_at IS NULL"
+            ).fetchone()
+        if stepped and not waiting:
+            break
+        time.sleep(0.2)
+    assert stepped, "no evaluation cycle ran after the restart"
+    assert waiting == 0
     (after,) = call(collector, "GET", "/api/v1/alerts").json()["alerts"]
     assert (after["id"], after["state"], after["started_at"]) == (
         before["id"],

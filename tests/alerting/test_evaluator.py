@@ -250,3 +250,37 @@ async def test_baselines_brought_up_to_date_hour_by_hour_equal_a_full_fit(estate
         a, b = updated.expected(at, [0, 1, 2]), whole.expected(at, [0, 1, 2])
         for name in BASELINE_METRICS:
             assert a[name] == pytest.approx(b[name], nan_ok=True), name
+
+
+NIGHT_ERRORS = """
+defaults: false
+rules:
+  - {name: baseline-errors, kind: baseline, metric: error_rate, window: 5m, min_requests: 20, for: 0s}
+"""
+
+
+async def test_one_error_at_night_does_not_page_but_two_do(estate: Estate) -> None:
+    # Night traffic: 4 requests a minute, 20 in the rule's window, against a band
+    # learnt from error-free days (so any error is far outside it).
+    from .conftest import NORMAL, _bt_row, _copy
+
+    configure(estate, NIGHT_ERRORS)
+    failing = {3: 0.25, 9: 0.25, 10: 0.25}  # minute -> share of its 4 requests failing (one)
+    rows = [
+        _bt_row(estate.tenant_id, "minute", minute(n), CHECKOUT, 4, dict(NORMAL), failing.get(n, 0.0))
+        for n in range(-60, 16)
+    ]
+    _copy(estate.dsn, rows, [])
+    async with Database(estate.dsn) as database:
+        evaluator = Evaluator(database, SETTINGS)
+        states = {}
+        for n in range(4, 16):
+            await evaluator.cycle(minute(n))
+            alerts = open_alerts(estate)
+            states[n] = alerts[-1]["state"] if alerts else None
+    # One failed request in the window (1 in 20, minutes 4..8): no alert.
+    assert all(states[n] is None for n in range(4, 10)), states
+    # Two in the window (minutes 9 and 10): it pages.
+    assert states[11] == "firing", states
+    (alert,) = open_alerts(estate)
+    assert alert["severity"] == "critical"

@@ -116,7 +116,13 @@ def test_a_slow_burn_is_a_warning() -> None:
 def test_defaults_cover_every_slo_and_transaction_and_a_rule_of_the_same_name_replaces_one() -> None:
     config = parse("rules:\n  - {name: baseline-latency, kind: baseline, for: 5m}\n")
     found = {r.name: r for r in effective_rules(config, ["checkout-availability"])}
-    assert set(found) == {"baseline-latency", "baseline-errors", "slo-burn:checkout-availability"}
+    assert set(found) == {
+        "baseline-latency",
+        "baseline-errors",
+        "baseline-network",
+        "baseline-browser",
+        "slo-burn:checkout-availability",
+    }
     assert found["baseline-latency"].for_ == timedelta(minutes=5)
     assert effective_rules(parse("defaults: false\n"), ["x"]) == []
 
