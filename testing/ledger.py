@@ -78,8 +78,11 @@ class Ledger:
         rejected = {entry.number: entry.rejected for entry in self.entries if entry.status == 200}
         with psycopg.connect(dsn) as conn:
             rows = conn.execute(
-                """SELECT get_byte(trace_id, 0)::bigint << 24 | get_byte(trace_id, 1) << 16
-                          | get_byte(trace_id, 2) << 8 | get_byte(trace_id, 3) AS number,
+                # The 4-byte prefix as a big-endian number. Each shift is in
+                # parentheses: PostgreSQL gives << and | the same precedence
+                # (left to right), which garbles every number >= 65,536.
+                """SELECT (get_byte(trace_id, 0)::bigint << 24) + (get_byte(trace_id, 1)::bigint << 16)
+                          + (get_byte(trace_id, 2)::bigint << 8) + get_byte(trace_id, 3) AS number,
                           count(*) AS spans, count(DISTINCT (trace_id, span_id)) AS distinct_spans
                    FROM spans GROUP BY 1"""
             ).fetchall()
