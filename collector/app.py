@@ -154,6 +154,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
         max_body_size=settings.max_body_size,
         retry_after_seconds=math.ceil(settings.retry_after.total_seconds()),
         requests=RequestGate(settings.max_inflight_requests),
+        body_timeout=settings.body_timeout.total_seconds(),
         tenant_rate=RateLimiter(settings.ingest_rate_per_tenant, 2 * settings.ingest_rate_per_tenant)
         if settings.ingest_rate_per_tenant
         else None,

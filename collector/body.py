@@ -1,14 +1,18 @@
-"""Reading request bodies within limits: size after decompression, and memory.
+"""Reading request bodies within limits: size after decompression, memory, time.
 
 The body is read as a stream and decompressed as it arrives, so an oversized
 or decompression-bomb body is refused (413) as soon as it passes the limit,
 without ever being held whole. Every byte held is also counted against a
 budget shared by all requests in flight, which bounds the collector's memory
-under load: past it, requests are refused with 503 and retried later.
+under load: past it, requests are refused with 503 and retried later. And the
+whole body must arrive within a deadline: a client trickling its body a byte
+at a time would otherwise hold its connection (and the bytes it sent) for
+ever; enough of them starve everyone else (slow-body flood).
 """
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator
 
@@ -29,6 +33,10 @@ class Saturated(Exception):
     """Too many bytes are in flight already; try again later."""
 
 
+class BodyTimeout(Exception):
+    """The body did not arrive in full within the deadline (answer 408)."""
+
+
 class InflightBudget:
     """Bytes of request bodies held at once, across all requests."""
 
@@ -46,11 +54,13 @@ class InflightBudget:
 
 
 class BodyReader:
-    """Reads one body; ``held`` is what it took from the budget (give it back after)."""
+    """Reads one body; ``held`` is what it took from the budget (give it back after).
+    ``timeout``: seconds the whole body may take to arrive (None: no deadline)."""
 
-    def __init__(self, budget: InflightBudget, max_size: int) -> None:
+    def __init__(self, budget: InflightBudget, max_size: int, timeout: float | None = None) -> None:
         self.budget = budget
         self.max_size = max_size
+        self.timeout = timeout
         self.held = 0
 
     def _grow(self, size: int) -> None:
@@ -60,6 +70,18 @@ class BodyReader:
         self.held = size
 
     async def read(self, chunks: AsyncIterator[bytes], *, gzip: bool) -> bytes:
+        if self.timeout is None:
+            return await self._read(chunks, gzip=gzip)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._read(chunks, gzip=gzip)
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the request body did not arrive in full within {self.timeout:g} s; "
+                "send it faster or in smaller requests"
+            ) from None
+
+    async def _read(self, chunks: AsyncIterator[bytes], *, gzip: bool) -> bytes:
         parts: list[bytes] = []
         size = 0
         inflater = _gzip() if gzip else None

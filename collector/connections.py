@@ -8,7 +8,9 @@ other client. :class:`HeadDeadlineProtocol` is uvicorn's own HTTP protocol with
 one addition: from the moment a connection opens, and again whenever a new
 request starts on it, the request head (line and headers) must be complete
 within ``TIERSCOPE_HEADER_TIMEOUT``, or the connection is closed. A slow *body*
-is bounded elsewhere: its bytes count against the in-flight budget.
+is bounded elsewhere (``body.py``): its bytes count against the in-flight
+budget, it must arrive within ``TIERSCOPE_BODY_TIMEOUT`` (else 408 and the
+connection is closed), and it holds no ingest slot while it arrives.
 """
 
 from __future__ import annotations

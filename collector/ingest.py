@@ -11,6 +11,8 @@ code  when                                                  client retries
       truncated gzip)
 401   no key, a malformed or an unknown key                 no
 403   a revoked, expired or wrong-kind key                  no
+408   the body did not arrive within ``TIERSCOPE_BODY_TIMEOUT`` no
+      (the connection is closed)
 413   body over the limit after decompression               no
 415   unsupported Content-Type or Content-Encoding          no
 429   the tenant is over its ingest rate (when one is       yes, after
@@ -21,6 +23,12 @@ code  when                                                  client retries
 
 Errors carry a ``google.rpc.Status`` in the request's encoding. Bad input never
 gives 500.
+
+A request takes one of the worker's in-flight slots (``RequestGate``) only once
+its body is in: a client uploading slowly holds memory (counted in the byte
+budget) and a connection until the body deadline, but no slot, so a flood of
+slow uploads cannot lock everyone else out. When every slot is taken already,
+a request is refused before its body is read, which keeps refusing cheap.
 """
 
 from __future__ import annotations
@@ -31,10 +39,18 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
 from tierscope.collector import otlp
 from tierscope.collector.auth import AuthError, KeyVerifier
-from tierscope.collector.body import BadEncoding, BodyReader, BodyTooLarge, InflightBudget, Saturated
+from tierscope.collector.body import (
+    BadEncoding,
+    BodyReader,
+    BodyTimeout,
+    BodyTooLarge,
+    InflightBudget,
+    Saturated,
+)
 from tierscope.collector.convert import Limits, convert
 from tierscope.collector.metrics import CollectorMetrics
 from tierscope.collector.ratelimit import RateLimiter, RequestGate, retry_after
@@ -58,6 +74,7 @@ class IngestContext:
     max_body_size: int
     retry_after_seconds: int
     requests: RequestGate
+    body_timeout: float | None = None
     tenant_rate: RateLimiter | None = None
     tenant_rate_status: int = 429
     known_resources: KnownResources = field(default_factory=KnownResources)
@@ -75,6 +92,25 @@ class _Refusal(Exception):
         self.field = field
         self.spans = spans
         self.retry_after: str | None = None
+        self.close = False  # close the connection after the answer
+
+
+class _Slot:
+    """One of the worker's in-flight slots, taken once the body is in."""
+
+    def __init__(self, gate: RequestGate) -> None:
+        self.gate = gate
+        self.held = False
+
+    def take(self) -> None:
+        if not self.gate.enter():
+            raise _Refusal(503, "the collector is saturated; retry later", "saturated")
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.gate.leave()
+            self.held = False
 
 
 @router.post(
@@ -86,29 +122,36 @@ async def export_traces(request: Request) -> Response:
     ctx: IngestContext = request.app.state.ingest
     started = time.perf_counter()
     media = otlp.media_type(request.headers.get("content-type"))
-    reader = BodyReader(ctx.budget, ctx.max_body_size)
-    admitted = ctx.requests.enter()
+    reader = BodyReader(ctx.budget, ctx.max_body_size, ctx.body_timeout)
+    slot = _Slot(ctx.requests)
     try:
-        if not admitted:
+        if ctx.requests.full:
             raise _Refusal(503, "the collector is saturated; retry later", "saturated")
-        response = await _handle(request, ctx, media, reader)
+        response = await _handle(request, ctx, media, reader, slot)
     except _Refusal as refusal:
         ctx.metrics.requests_refused.labels(refusal.reason).inc()
         if refusal.spans:
             ctx.metrics.spans_rejected.labels(refusal.reason).inc(refusal.spans)
         response = _error(
-            refusal.status, str(refusal), media or otlp.JSON, ctx, refusal.field, refusal.retry_after
+            refusal.status,
+            str(refusal),
+            media or otlp.JSON,
+            ctx,
+            refusal.field,
+            refusal.retry_after,
+            close=refusal.close,
         )
     finally:
-        if admitted:
-            ctx.requests.leave()
+        slot.release()
         ctx.budget.give_back(reader.held)
         ctx.metrics.inflight_bytes.set(ctx.budget.used)
     ctx.metrics.request_latency.labels("/v1/traces").observe(time.perf_counter() - started)
     return response
 
 
-async def _handle(request: Request, ctx: IngestContext, media: str | None, reader: BodyReader) -> Response:
+async def _handle(
+    request: Request, ctx: IngestContext, media: str | None, reader: BodyReader, slot: _Slot
+) -> Response:
     if media is None:
         raise _Refusal(
             415,
@@ -155,8 +198,17 @@ async def _handle(request: Request, ctx: IngestContext, media: str | None, reade
         raise _Refusal(400, str(exc), "bad_encoding", field="body") from None
     except Saturated:
         raise _Refusal(503, "the collector is saturated; retry later", "saturated") from None
+    except BodyTimeout as exc:
+        # The rest of the body may still be on its way: the connection cannot
+        # be reused for another request, so it is closed after the answer.
+        refusal = _Refusal(408, str(exc), "body_timeout", field="body")
+        refusal.close = True
+        raise refusal from None
+    except ClientDisconnect:
+        raise _Refusal(400, "the client went away before the body arrived", "disconnected") from None
     finally:
         ctx.metrics.inflight_bytes.set(ctx.budget.used)
+    slot.take()
 
     try:
         decoded = otlp.decode_traces(body, media)
@@ -200,9 +252,11 @@ def _error(
     ctx: IngestContext,
     field: str | None = None,
     retry_after_value: str | None = None,
+    *,
+    close: bool = False,
 ) -> Response:
     ctx.metrics.requests.labels("/v1/traces", str(status)).inc()
-    headers = {}
+    headers = {"Connection": "close"} if close else {}
     if retry_after_value is not None:
         headers["Retry-After"] = retry_after_value
     elif status == 503:

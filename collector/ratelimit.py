@@ -84,6 +84,10 @@ class RequestGate:
         self.limit = limit
         self.inside = 0
 
+    @property
+    def full(self) -> bool:
+        return self.inside >= self.limit
+
     def enter(self) -> bool:
         if self.inside >= self.limit:
             return False

@@ -36,7 +36,14 @@ from starlette.requests import ClientDisconnect
 
 from tierscope.collector.auth import AuthError, KeyVerifier
 from tierscope.collector.beacon import Beacon, parse_beacon, rows_of
-from tierscope.collector.body import BadEncoding, BodyReader, BodyTooLarge, InflightBudget, Saturated
+from tierscope.collector.body import (
+    BadEncoding,
+    BodyReader,
+    BodyTimeout,
+    BodyTooLarge,
+    InflightBudget,
+    Saturated,
+)
 from tierscope.collector.ratelimit import RateLimiter, retry_after
 from tierscope.config import Settings
 from tierscope.store import Database, StoreError, StoreUnavailable
@@ -132,6 +139,8 @@ def _refused(refusal: _Refusal, cors: dict[str, str]) -> Response:
     if refusal.field:
         body["field"] = refusal.field
     headers = dict(cors)
+    if refusal.status == 408:
+        headers["Connection"] = "close"  # the rest of the body may still be on its way
     if refusal.status in (429, 503):
         headers["Retry-After"] = retry_after(refusal.retry)
     return JSONResponse(body, status_code=refusal.status, headers=headers)
@@ -185,7 +194,7 @@ async def preflight(request: Request) -> Response:
 async def receive(request: Request) -> Response:
     ctx: RumContext = request.app.state.rum
     cors: dict[str, str] = {}
-    reader = BodyReader(ctx.budget, ctx.settings.rum_max_body_size)
+    reader = BodyReader(ctx.budget, ctx.settings.rum_max_body_size, ctx.settings.body_timeout.total_seconds())
     try:
         ip = ctx.client_ip(request)
         # Per IP first: a flood costs no store lookup at all.
@@ -250,6 +259,8 @@ async def _read(ctx: RumContext, request: Request, reader: BodyReader) -> Beacon
         raise _Refusal(400, str(exc), "body") from None
     except Saturated:
         raise _Refusal(503, "the collector is saturated; retry later") from None
+    except BodyTimeout as exc:
+        raise _Refusal(408, str(exc), "body") from None
     except ClientDisconnect:
         # A page closed while its last beacon was on the way: nobody waits for the answer.
         raise _Refusal(400, "the client went away before the beacon arrived", "body") from None

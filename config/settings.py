@@ -169,7 +169,8 @@ class Settings(BaseSettings):
         default=64,
         ge=1,
         le=10_000,
-        description="Trace ingest requests a worker works on at once; past it the "
+        description="Trace ingest requests a worker works on at once, counted from when a "
+        "request's body is in (a slow upload holds no slot); past it the "
         "collector answers 503 with Retry-After at once instead of queueing (overload sheds load "
         "early and keeps latency and memory bounded).",
     )
@@ -188,6 +189,12 @@ class Settings(BaseSettings):
         default=timedelta(seconds=10),
         description="A connection must finish each request's line and headers within this time "
         "or it is closed (slow-header and idle-connection floods).",
+    )
+    body_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="A request's body must arrive in full within this time after its headers, or "
+        "it is answered 408 and the connection closed (slow-body floods; an SDK gives up on an "
+        "export after 10 s by default).",
     )
     retry_after: Duration = Field(
         default=timedelta(seconds=2),

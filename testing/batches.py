@@ -173,9 +173,12 @@ class BatchTemplate:
 
     bodies: list[bytes]
     spans_per_body: int
+    first: int = 1  # the number of the first body
 
     @classmethod
-    def build(cls, spans: int = 512, variants: int = 8, service: str = "erp-api") -> BatchTemplate:
+    def build(
+        cls, spans: int = 512, variants: int = 8, service: str = "erp-api", first: int = 1
+    ) -> BatchTemplate:
         bodies = []
         for seed in range(variants):
             body = build_request(spans, seed=seed, service=service).SerializeToString()
@@ -185,10 +188,10 @@ class BatchTemplate:
             if body.count(MARKER) != 3 * spans - roots:
                 raise RuntimeError("the id marker occurs outside the ids; pick another marker")
             bodies.append(body)
-        return cls(bodies=bodies, spans_per_body=spans)
+        return cls(bodies=bodies, spans_per_body=spans, first=first)
 
     def __post_init__(self) -> None:
-        self._counter = itertools.count(1)
+        self._counter = itertools.count(self.first)
         self._lock = threading.Lock()
 
     def trace_ids(self, number: int) -> list[bytes]:

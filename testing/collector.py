@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,19 @@ class CollectorProcess:
             total += times.user + times.system
         return total
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the collector and every process under it: the
+        ``tierscope up`` supervisor does not read requests, its uvicorn worker
+        children do (and inflate the bodies)."""
+        parent = psutil.Process(self.pid)
+        total = 0
+        for process in [parent, *parent.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit code (SIGKILL after ``timeout``)."""
         if self.process is None:
@@ -167,3 +181,43 @@ class CollectorProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class PeakRss:
+    """The highest resident memory of a collector's process tree while the
+    block runs, sampled every ``interval`` seconds in a thread (memory given
+    back before the block ends still counts)::
+
+        with PeakRss(collector) as memory:
+            post_something()
+        assert memory.growth < limit
+    """
+
+    def __init__(self, collector: CollectorProcess, interval: float = 0.01) -> None:
+        self.collector = collector
+        self.interval = interval
+        self.before = 0
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+
+    @property
+    def growth(self) -> int:
+        """Peak minus the memory at the start of the block."""
+        return self.peak - self.before
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.collector.rss_bytes())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.peak = self.collector.rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.collector.rss_bytes())

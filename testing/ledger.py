@@ -14,6 +14,15 @@ acknowledged but not stored; **phantom** = stored but never sent;
 a refused or unanswered body again (the same ids) until it gets a 200, as an
 OpenTelemetry SDK retries: the store must still hold each span once.
 :meth:`Ledger.save` writes the ledger to SQLite for a look afterwards.
+
+Closed loop or open loop: by default each client waits for its answer and
+backs off after a refusal, as a real exporter does, so a refusing collector
+also *receives* less than the rate asked for. With ``open_loop=True``
+requests leave at fixed times on one schedule shared by all clients, whatever
+the answers (no back-off, no resend): the offered load stays at the rate,
+which is what an overload test must show; :meth:`Ledger.offered_rate` says
+what was really offered (a schedule the clients cannot keep up with shows as
+a lower rate).
 """
 
 from __future__ import annotations
@@ -54,6 +63,15 @@ class Ledger:
     def sent_spans(self) -> int:
         return len({entry.number for entry in self.entries}) * self.spans_per_body
 
+    def offered_rate(self) -> float:
+        """Spans per second sent (every attempt counted), from the first
+        request's departure to the last one's."""
+        if len(self.entries) < 2:
+            return 0.0
+        times = [entry.sent for entry in self.entries]
+        # n departures span n - 1 intervals.
+        return (len(times) - 1) * self.spans_per_body / (max(times) - min(times))
+
     def save(self, path: Path) -> None:
         """The ledger as an SQLite table ``requests``, one row per attempt."""
         with contextlib.closing(sqlite3.connect(path)) as db, db:
@@ -78,8 +96,11 @@ class Ledger:
         rejected = {entry.number: entry.rejected for entry in self.entries if entry.status == 200}
         with psycopg.connect(dsn) as conn:
             rows = conn.execute(
-                """SELECT get_byte(trace_id, 0)::bigint << 24 | get_byte(trace_id, 1) << 16
-                          | get_byte(trace_id, 2) << 8 | get_byte(trace_id, 3) AS number,
+                # The 4-byte prefix as a big-endian number. Each shift is in
+                # parentheses: PostgreSQL gives << and | the same precedence
+                # (left to right), which garbles every number >= 65,536.
+                """SELECT (get_byte(trace_id, 0)::bigint << 24) + (get_byte(trace_id, 1)::bigint << 16)
+                          + (get_byte(trace_id, 2)::bigint << 8) + get_byte(trace_id, 3) AS number,
                           count(*) AS spans, count(DISTINCT (trace_id, span_id)) AS distinct_spans
                    FROM spans GROUP BY 1"""
             ).fetchall()
@@ -125,10 +146,16 @@ class LedgerLoad:
         rate: float | None = None,
         resend: bool = False,
         template: BatchTemplate | None = None,
+        open_loop: bool = False,
     ) -> None:
         """``rate``: spans per second across all clients (None: as fast as
         answered, less ``pause`` after each request). ``resend``: send a body
-        again until a 200, like an SDK; otherwise move on to a fresh one."""
+        again until a 200, like an SDK; otherwise move on to a fresh one.
+        ``open_loop`` (needs ``rate``): requests leave on a fixed schedule
+        whatever the answers; ``clients`` bounds how many can be outstanding
+        at once, so give enough for rate × answer time."""
+        if open_loop and (not rate or resend):
+            raise ValueError("an open-loop load needs a rate, and sends every body once")
         self.url = url
         self.key = key
         self.template = template or BatchTemplate.build(spans=spans_per_body, variants=4)
@@ -138,11 +165,16 @@ class LedgerLoad:
         self._timeout = timeout
         self._interval = clients * self.template.spans_per_body / rate if rate else 0.0
         self._resend = resend
+        self._open_loop = open_loop
+        self._tick = self.template.spans_per_body / rate if rate else 0.0
+        self._tickets = 0
+        self._epoch = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> LedgerLoad:
+        self._epoch = time.monotonic()
         for _ in range(self._clients):
             thread = threading.Thread(target=self._run, daemon=True)
             thread.start()
@@ -162,7 +194,17 @@ class LedgerLoad:
         due = time.monotonic()
         pending: tuple[int, bytes] | None = None
         while not self._stop.is_set():
-            if self._interval:
+            if self._open_loop:
+                # The next departure on the shared schedule; a client that is
+                # late (all were busy) sends at once, and the lag shows in
+                # the offered rate.
+                with self._lock:
+                    ticket = self._tickets
+                    self._tickets += 1
+                wait = self._epoch + ticket * self._tick - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    break
+            elif self._interval:
                 due += self._interval
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
@@ -186,6 +228,8 @@ class LedgerLoad:
                     Entry(number, sent, time.monotonic(), status, retry_after, rejected)
                 )
             pending = (number, body) if self._resend and status != 200 else None
+            if self._open_loop:
+                continue
             if status != 200:
                 # A real client backs off: Retry-After when given (capped, so a
                 # short test keeps moving), else a short pause.

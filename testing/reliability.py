@@ -23,7 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ORDER = ["T-01", "T-02", "T-03", "T-04", "T-05", "T-06", "T-07", "T-08", "overload", "T-24", "T-23"]
+ORDER = [
+    *("T-01", "T-02", "T-03", "T-04", "T-05", "T-06", "T-07", "T-08"),
+    *("overload", "T-24", "T-24 slow body", "T-23"),
+]
 # The columns every fault test fills; the rest of a row's figures go to "other".
 MAIN = ["sent", "acknowledged", "stored", "lost", "duplicates", "rss_mib", "recovery_s"]
 HEADINGS = ["sent", "acknowledged", "stored", "lost", "dup.", "RSS MiB", "recovery s"]

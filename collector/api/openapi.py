@@ -39,6 +39,7 @@ _API_ERRORS = {
 # The ingest endpoints' whole tables (docs/ingest.md, collector/rum.py).
 _INGEST_ERRORS = {
     "400": "The body can never be accepted; the message names the field",
+    "408": "The body did not arrive within TIERSCOPE_BODY_TIMEOUT; the connection is closed",
     "413": "The body is over the limit (after decompression)",
     "415": "An unsupported Content-Type or Content-Encoding",
     "429": "Too many beacons from this address or with this key; retry after Retry-After",

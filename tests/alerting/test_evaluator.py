@@ -1,9 +1,11 @@
 """Rule evaluation against a real store with a fake clock: series in, alerts out,
 at exact minutes (promtool-style), localisation of injected faults, and state
-that survives a restart and a failed evaluation."""
+that survives a restart (firing or pending), a failed evaluation and a store
+that is really gone during evaluations (RELIABILITY.md T-19)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +18,8 @@ from tierscope.alerting.delivery import Backoff, deliver_due
 from tierscope.alerting.evaluator import Evaluator
 from tierscope.alerting.rules import parse
 from tierscope.config import load_settings
-from tierscope.store import Database
+from tierscope.store import Database, StoreUnavailable
+from tierscope.testing.faultproxy import FaultProxy
 
 from .conftest import BTS, START, Estate, Fault, Sink
 
@@ -205,6 +208,126 @@ async def test_a_restart_mid_incident_neither_pages_again_nor_loses_the_alert(
     assert same["id"] == alert["id"]
     assert same["state"] == "resolved"
     assert sink.events()[1][1]["id"] == alert["id"]
+
+
+async def test_a_restart_while_pending_keeps_the_pending_time_and_fires_on_time(
+    estate: Estate, sink: Sink
+) -> None:
+    """The same minutes as the uninterrupted run above (EXPECTED), with the
+    evaluator replaced between minute 4 (pending) and minute 5: the alert
+    still fires at minute 6, not two minutes after the restart; and the blip
+    of minutes 13-14, pending and dropped before it fired, sends nothing."""
+    configure(estate, THRESHOLD + webhook_config(sink))
+    estate.faults += [
+        Fault("db", "UPDATE orders", 900, minute(3), minute(8), bts=(CHECKOUT,)),
+        Fault("db", "UPDATE orders", 900, minute(13), minute(14), bts=(CHECKOUT,)),
+    ]
+    estate.write_minutes(minute(-60), 80)
+    backoff = Backoff(timedelta(seconds=1), timedelta(seconds=4))
+    allowed = list(SETTINGS.alert_allowed_networks)
+    seen = {}
+    async with Database(estate.dsn) as database:
+        before = Evaluator(database, SETTINGS)
+        for n in range(1, 5):
+            await before.cycle(minute(n))
+            await deliver_due(database, minute(n), backoff, allowed)
+            rows = open_alerts(estate)
+            seen[n] = rows[-1]["state"] if rows else None
+    (pending,) = open_alerts(estate)
+    assert (pending["state"], pending["pending_since"]) == ("pending", minute(4))
+    async with Database(estate.dsn) as database:  # a new process: nothing but the store is shared
+        after = Evaluator(database, SETTINGS)
+        for n in range(5, 16):
+            report = await after.cycle(minute(n))
+            assert report.failed == []
+            await deliver_due(database, minute(n), backoff, allowed)
+            rows = open_alerts(estate)
+            seen[n] = rows[-1]["state"] if rows else None
+    assert seen == EXPECTED
+    (fired,) = open_alerts(estate)
+    assert fired["id"] == pending["id"]
+    assert fired["pending_since"] == minute(4)
+    assert fired["started_at"] == minute(6), "fires when `for` ends, counted from before the restart"
+    assert [event for event, _ in sink.events()] == ["firing", "resolved"], "the blip sent nothing"
+
+
+def proxied(dsn: str, proxy: FaultProxy) -> str:
+    port = dsn.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    through = dsn.replace(f":{port}/", f":{proxy.port}/", 1)
+    assert through != dsn
+    return through
+
+
+async def test_a_store_gone_during_evaluations_resolves_nothing_and_loses_no_notification(
+    estate: Estate, sink: Sink
+) -> None:
+    """The evaluator reaches the store through a fault proxy. The alert fires
+    at minute 8 and its notification is queued; before it is sent the store
+    goes away: connections reset (minutes 9-11), then a hung store that
+    answers nothing (minutes 12-13). Evaluations and deliveries fail; the
+    alert stays firing, untouched. Once the store is back the queued
+    notification goes out, the still-failing transactions keep the alert
+    firing without a second page, and it resolves once the fault ends."""
+    configure(estate, webhook_config(sink))
+    estate.faults.append(Fault("db", "UPDATE orders", 900, minute(5), minute(20)))
+    estate.write_minutes(minute(-60), 95)  # to minute 34
+    backoff = Backoff(timedelta(seconds=1), timedelta(seconds=4))
+    allowed = list(SETTINGS.alert_allowed_networks)
+    port = int(estate.dsn.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    failures = 0
+    with FaultProxy(("127.0.0.1", port)) as proxy:
+        async with Database(proxied(estate.dsn, proxy)) as database:
+            evaluator = Evaluator(database, SETTINGS)
+            for n in range(1, 9):
+                assert (await evaluator.cycle(minute(n))).failed == []
+                if n < 8:
+                    await deliver_due(database, minute(n), backoff, allowed)
+            (fired,) = open_alerts(estate)
+            assert (fired["state"], fired["started_at"]) == ("firing", minute(8))
+            assert sink.events() == [], "queued, not sent yet"
+
+            for n, mode in [(9, "reset"), (10, "reset"), (11, "reset"), (12, "blackhole"), (13, "blackhole")]:
+                proxy.set_mode(mode)
+                try:
+                    report = await evaluator.cycle(minute(n))
+                    assert report.evaluated == [], f"minute {n}: evaluated with the store {mode}"
+                except StoreUnavailable:
+                    pass
+                failures += 1
+                with pytest.raises(StoreUnavailable):
+                    await deliver_due(database, minute(n), backoff, allowed)
+            (during,) = open_alerts(estate)
+            assert during == fired, "nothing about the alert changed while the store was gone"
+            assert sink.events() == []
+            with psycopg.connect(estate.dsn) as conn:
+                queued = conn.execute(
+                    "SELECT event FROM notifications WHERE delivered_at IS NULL"
+                ).fetchall()
+            assert queued == [("firing",)]
+
+            proxy.set_mode("pass")
+            for n in range(14, 35):
+                for _ in range(20):  # the pool reconnects within a few seconds
+                    try:
+                        report = await evaluator.cycle(minute(n))
+                        await deliver_due(database, minute(n), backoff, allowed)
+                        break
+                    except StoreUnavailable:
+                        await asyncio.sleep(0.5)
+                else:
+                    raise AssertionError("the store came back but the evaluator never did")
+                assert report.failed == []
+                state = open_alerts(estate)[0]["state"]
+                if n < 20:
+                    assert state == "firing", f"minute {n}: the fault still holds"
+                    assert [event for event, _ in sink.events()] == ["firing"], "paged once"
+    (resolved,) = open_alerts(estate)
+    assert resolved["id"] == fired["id"]
+    assert resolved["state"] == "resolved"
+    assert resolved["resolved_at"] > minute(20)
+    assert [event for event, _ in sink.events()] == ["firing", "resolved"]
+    assert {alert["id"] for _, alert in sink.events()} == {fired["id"]}
+    print(f"T-19: {failures} evaluations with the store gone (reset, black hole): 0 resolved, 0 lost")
 
 
 async def test_a_failed_evaluation_or_missing_data_never_resolves_a_firing_alert(estate: Estate) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
-import psutil
 import psycopg
 import pytest
 from google.protobuf import json_format
@@ -26,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tierscope.store import tenants
 from tierscope.testing import otlp
-from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.collector import CollectorProcess, PeakRss
 
 LIMIT = 16 * 1024 * 1024
 _REGISTERED = error_details_pb2.BadRequest  # JSON Status details name this type
@@ -268,41 +267,45 @@ def test_a_bad_request_names_the_field(server: CollectorProcess, keys: dict[str,
 def test_an_oversized_chunked_body_is_refused_without_holding_it(
     server: CollectorProcess, keys: dict[str, str]
 ) -> None:
-    """No Content-Length: the limit is applied while reading, and the body is not kept."""
-    process = psutil.Process(server.pid)
-    before = process.memory_info().rss
+    """No Content-Length: the limit is applied while reading, and the body is not kept.
+
+    Memory is the peak of the whole process tree while the request runs: the
+    uvicorn worker, a child of ``tierscope up``, is the one that reads it."""
+    answered = []
 
     def chunks() -> Iterator[bytes]:
         block = b"\x00" * (1 << 20)
         for _ in range(96):  # 96 MiB offered, 16 MiB allowed
             yield block
 
-    try:
-        response = httpx.post(
-            f"{server.url}/v1/traces",
-            content=chunks(),
-            headers={"Content-Type": otlp.PROTOBUF, "Authorization": f"Bearer {keys['ingest_key']}"},
-            timeout=60,
-        )
-        assert response.status_code == 413
-    except httpx.HTTPError:
-        pass  # the server may close the connection once it has answered
-    growth = process.memory_info().rss - before
-    assert growth < 2 * LIMIT, f"RSS grew by {growth / 2**20:.1f} MiB"
+    with PeakRss(server) as memory:
+        try:
+            response = httpx.post(
+                f"{server.url}/v1/traces",
+                content=chunks(),
+                headers={"Content-Type": otlp.PROTOBUF, "Authorization": f"Bearer {keys['ingest_key']}"},
+                timeout=60,
+            )
+            answered.append(response.status_code)
+        except httpx.HTTPError:
+            pass  # the server may close the connection once it has answered
+    assert answered in ([], [413])
+    print(f"T-11 chunked 96 MiB, limit 16 MiB: peak RSS growth {memory.growth / 2**20:.1f} MiB")
+    assert memory.growth < 2 * LIMIT, f"RSS grew by {memory.growth / 2**20:.1f} MiB at its peak"
     assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
 def test_a_decompression_bomb_does_not_grow_memory(server: CollectorProcess, keys: dict[str, str]) -> None:
     bomb = gzip.compress(bytes(64 << 20)) * 32  # 2 MB that inflate to 2 GiB
-    process = psutil.Process(server.pid)
-    before = process.memory_info().rss
-    for _ in range(3):
-        response = otlp.post(
-            server.url, keys["ingest_key"], bomb, headers={"Content-Encoding": "gzip"}, timeout=60
-        )
-        assert response.status_code == 413
-    growth = process.memory_info().rss - before
-    assert growth < 2 * LIMIT, f"RSS grew by {growth / 2**20:.1f} MiB"
+    with PeakRss(server) as memory:
+        for _ in range(3):
+            response = otlp.post(
+                server.url, keys["ingest_key"], bomb, headers={"Content-Encoding": "gzip"}, timeout=60
+            )
+            assert response.status_code == 413
+    print(f"T-11 gzip bomb, 2 GiB inflated, limit 16 MiB: peak RSS growth {memory.growth / 2**20:.1f} MiB")
+    assert memory.growth < 2 * LIMIT, f"RSS grew by {memory.growth / 2**20:.1f} MiB at its peak"
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
 def test_unknown_paths_and_methods(server: CollectorProcess) -> None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tierscope.store.embedded import EmbeddedPostgres
@@ -46,14 +45,7 @@ def seconds(short: float, long: float) -> float:
 
 def rss_bytes(process: CollectorProcess) -> int:
     """Resident memory of the collector and its worker processes."""
-    parent = psutil.Process(process.pid)
-    total = 0
-    for each in [parent, *parent.children(recursive=True)]:
-        try:
-            total += each.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
+    return process.rss_bytes()
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from tierscope.testing.collector import CollectorProcess
 from .conftest import FAST, api, credentials, tierscope
 
 ORIGIN = "https://erp.example.test"
+BODY_TIMEOUT = 2
 
 
 def beacon(**changes: Any) -> dict[str, Any]:
@@ -68,6 +70,7 @@ def collector(collector_factory: Callable[..., CollectorProcess]) -> Iterator[Co
             "TIERSCOPE_RUM_RATE_PER_IP": "20",
             # Above the per-address rate (so one address alone never spends it), below two addresses'.
             "TIERSCOPE_RUM_RATE_PER_KEY": "25",
+            "TIERSCOPE_BODY_TIMEOUT": f"{BODY_TIMEOUT}s",
         }
     )
     tierscope(started, "rum", "origins", ORIGIN)
@@ -233,6 +236,30 @@ def test_the_rum_key_is_write_only(collector: CollectorProcess) -> None:
         headers={"Authorization": f"Bearer {rum_key}", "content-type": "application/x-protobuf"},
     )
     assert spans.status_code == 403
+
+
+def test_a_beacon_body_that_trickles_in_gets_408_and_its_connection_is_closed(
+    collector: CollectorProcess,
+) -> None:
+    """A page (or an attacker with the public RUM key) that never finishes
+    sending its beacon is cut off at TIERSCOPE_BODY_TIMEOUT (2 s here)."""
+    key = credentials(collector)["rum_key"]
+    data = json.dumps(beacon()).encode()
+    head = (
+        f"POST /v1/rum?key={key} HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    host, port = collector.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + data[:10])
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            answer += chunk
+    head_out, _, body_out = answer.partition(b"\r\n\r\n")
+    assert head_out.startswith(b"HTTP/1.1 408"), answer
+    assert f"access-control-allow-origin: {ORIGIN}".encode() in head_out.lower()
+    detail = json.loads(body_out)["detail"]
+    assert detail.startswith(f"the request body did not arrive in full within {BODY_TIMEOUT} s"), detail
 
 
 def test_a_flood_from_one_address_gets_429_and_others_still_get_through(collector: CollectorProcess) -> None:
