@@ -33,18 +33,19 @@ INJECTED = "img[src='x'], script, [onerror]"
 
 
 @pytest.fixture(scope="module")
-def hostile(collector_factory: Callable[..., CollectorProcess]) -> tuple[CollectorProcess, str]:
+def hostile(collector_factory: Callable[..., CollectorProcess]) -> tuple[CollectorProcess, str, str]:
     collector = collector_factory(**FAST)
     tierscope(collector, "rum", "origins", ORIGIN)
     keys = credentials(collector)
     now = time.time() * 1000
+    experience_id = os.urandom(16).hex()
     beacon = {
         "v": 1,
         "session": "s1",
         "items": [
             {
                 "type": "page_load",
-                "id": os.urandom(16).hex(),
+                "id": experience_id,
                 "start": now - 4000,
                 "name": f"/invoices/{HOSTILE}",
                 "url": f"{ORIGIN}/invoices/{HOSTILE}?q={SCRIPT}",
@@ -85,7 +86,7 @@ def hostile(collector_factory: Callable[..., CollectorProcess]) -> tuple[Collect
         if "onerror" in listed:
             break
         time.sleep(0.5)
-    return collector, trace_id.hex()
+    return collector, trace_id.hex(), experience_id
 
 
 def _visit(page: Any, url: str, dialogs: list[str]) -> dict[str, Any]:
@@ -101,9 +102,9 @@ def _visit(page: Any, url: str, dialogs: list[str]) -> dict[str, Any]:
 
 
 def test_no_script_from_telemetry_runs_in_the_console_or_the_api(
-    browser: Any, hostile: tuple[CollectorProcess, str]
+    browser: Any, hostile: tuple[CollectorProcess, str, str]
 ) -> None:
-    collector, trace_id = hostile
+    collector, trace_id, experience_id = hostile
     token = credentials(collector)["api_token"]
     context = browser.new_context()
     context.route(NOT_LOOPBACK, lambda route: route.abort())
@@ -124,7 +125,7 @@ def test_no_script_from_telemetry_runs_in_the_console_or_the_api(
         assert len(console_pages) >= 5
         seen_escaped = False
         for endpoint in console_pages:
-            url = collector.url + endpoint.url({"trace_id": trace_id})
+            url = collector.url + endpoint.url({"trace_id": trace_id, "experience_id": experience_id})
             if endpoint.path == "/bt":
                 url += "?service=crm-web&bt=" + httpx.QueryParams({"b": f"GET /leads/{HOSTILE}"})["b"]
             seen = _visit(page, url, dialogs)
