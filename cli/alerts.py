@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 import psycopg
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from tierscope.cli.main import _settings, _tenant_id, _with_store, console, data_dir_option, main, out
 
@@ -48,24 +50,26 @@ def alerts_list(tenant: str, since: str, as_json: bool, data_dir: Path | None) -
     if not shown:
         console.print(f"no alerts for tenant {tenant!r} in the last {since}")
         return
-    table = Table()
-    for name in ("id", "severity", "state"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("title", min_width=30, ratio=3)  # the long ones wrap; the short ones stay whole
-    table.add_column("where", min_width=12, ratio=1, overflow="fold")
-    for name in ("users", "priority", "started"):
-        table.add_column(name, no_wrap=True)
+    # Fits an 80-column terminal: the short columns never wrap or shrink (an
+    # on-call engineer must read "acknowledged" whole); the title, where the
+    # fault is and whom it hurts share the one column that wraps. Rows come
+    # ranked by priority, highest first.
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("id", no_wrap=True, justify="right")
+    table.add_column("severity", no_wrap=True, min_width=len("critical"))
+    table.add_column("state", no_wrap=True, min_width=len("acknowledged"))
+    table.add_column("started", no_wrap=True, min_width=len("12-31 23:59"))
+    table.add_column("alert · where · impact", ratio=1, overflow="fold")
     for alert in shown:
         where = "/".join(part for part in (alert["tier"], alert["component"]) if part) or "-"
+        impact = alert["impact"]
+        detail = f"{where} · {impact.get('users', '-')} users · priority {impact.get('priority', '-')}"
         table.add_row(
             str(alert["id"]),
             alert["severity"],
             alert["state"],
-            alert["title"],
-            where,
-            str(alert["impact"].get("users", "-")),
-            str(alert["impact"].get("priority", "-")),
-            (alert["started_at"] or "-")[:16],  # to the minute
+            (alert["started_at"] or "")[5:16].replace("T", " ") or "-",  # month-day hour:minute, UTC
+            Text(alert["title"]).append(f"\n{detail}", style="dim"),
         )
     out.print(table)
 
