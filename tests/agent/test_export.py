@@ -32,13 +32,17 @@ class FaultProxy:
     """Forwards ``POST /v1/traces`` to a collector, or fails on purpose.
 
     Modes: ``pass``; ``blackhole`` (reads the request, never answers while the mode
-    lasts); ``503`` (``Retry-After: 1``).
+    lasts); an HTTP status such as ``503``, ``429`` or ``401`` (answered with
+    ``Retry-After: 1``); ``503 bare`` (a 503 without ``Retry-After``). Every
+    request is recorded with its time and the mode that answered it, and its
+    body (as sent: gzip-compressed protobuf) is kept.
     """
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.mode = "pass"
         self.requests: list[tuple[float, str]] = []
+        self.bodies: list[bytes] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,14 +52,18 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 mode = proxy.mode
                 proxy.requests.append((time.monotonic(), mode))
+                proxy.bodies.append(body)
                 if mode == "blackhole":
                     deadline = time.monotonic() + 30
                     while proxy.mode == "blackhole" and time.monotonic() < deadline:
                         time.sleep(0.05)
                     self.close_connection = True
                     return
-                if mode == "503":
-                    self._answer(503, b"", {"Retry-After": "1"})
+                if mode == "503 bare":
+                    self._answer(503, b"", {})
+                    return
+                if mode.isdigit():
+                    self._answer(int(mode), b"", {"Retry-After": "1"})
                     return
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
@@ -184,12 +192,13 @@ def _queue(
     return provider, queue
 
 
+@pytest.mark.parametrize("status", ["503", "429"])
 def test_retry_after_is_honoured_and_the_batch_then_delivered(
-    collector: CollectorProcess, proxy: FaultProxy
+    collector: CollectorProcess, proxy: FaultProxy, status: str
 ) -> None:
     stats = AgentStats()
     provider, queue = _queue(proxy.url, collector.credentials()["ingest_key"], stats, export_deadline=10)
-    proxy.mode = "503"
+    proxy.mode = status
     provider.get_tracer("t").start_span("GET /retry").end()
     deadline = time.monotonic() + 5
     while not proxy.requests and time.monotonic() < deadline:
@@ -197,7 +206,8 @@ def test_retry_after_is_honoured_and_the_batch_then_delivered(
     proxy.mode = "pass"
     assert queue.force_flush(10_000)
     provider.shutdown()
-    (first, _), (second, _) = proxy.requests[:2]
+    (first, refused), (second, passed) = proxy.requests[:2]
+    assert (refused, passed) == (status, "pass")
     assert second - first >= 0.95  # Retry-After: 1
     assert stats.spans_exported == 1
     assert stats.export_retries == 1
