@@ -158,7 +158,12 @@ class ExportQueue(SpanProcessor):
                     except IndexError:
                         break
                 if batch:
-                    self._export(batch)
+                    try:
+                        self._export(batch)
+                    except Exception as error:
+                        # The batch has left the queue: unless counted here it is lost silently.
+                        self._stats.add("spans_failed", len(batch))
+                        swallowed(error)
             self._release_flush_waiters()
             self._stats.maybe_log()
         except Exception as error:

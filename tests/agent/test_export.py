@@ -8,11 +8,15 @@ same test, with a working one.
 
 from __future__ import annotations
 
+import gzip
+import itertools
+import os
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -185,8 +189,7 @@ def _queue(
         SpanEncoder(),
         OtlpHttpSender(f"{url}/v1/traces", ingest_key=key),
         stats,
-        schedule_delay=0.05,
-        **options,
+        **{"schedule_delay": 0.05, **options},
     )
     provider.add_span_processor(queue)
     return provider, queue
@@ -239,6 +242,112 @@ def test_a_full_queue_drops_the_oldest_and_counts_without_blocking(proxy: FaultP
     assert stats.spans_dropped >= 5000 - 100 - 10  # all but a queue and a batch in flight
     assert elapsed < 5  # never waited on the black hole
     provider.shutdown()
+
+
+def _sent_names(bodies: list[bytes]) -> list[str]:
+    """Span names in the export requests the agent sent, in order."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    names = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                names.extend(span.name for span in scope_spans.spans)
+    return names
+
+
+def test_a_full_queue_drops_the_oldest_spans_and_sends_the_newest(
+    collector: CollectorProcess, proxy: FaultProxy
+) -> None:
+    stats = AgentStats()
+    # No send before the flush (a long schedule delay, a batch larger than the queue):
+    # 20 spans into a queue of 5.
+    provider, queue = _queue(
+        proxy.url,
+        collector.credentials()["ingest_key"],
+        stats,
+        max_queue_size=5,
+        max_batch_size=100,
+        schedule_delay=60,
+    )
+    tracer = provider.get_tracer("t")
+    for number in range(20):
+        tracer.start_span(f"span {number}").end()
+    assert queue.force_flush(10_000)
+    provider.shutdown()
+    assert _sent_names(proxy.bodies) == [f"span {number}" for number in range(15, 20)]
+    assert stats.spans_dropped == 15
+    assert stats.spans_exported == 5
+
+
+@pytest.mark.parametrize("status", ["401", "403", "413"])
+def test_a_batch_the_collector_can_never_accept_is_counted_and_not_retried(
+    proxy: FaultProxy, status: str
+) -> None:
+    proxy.mode = status  # answered with Retry-After: 1, which must not tempt the agent
+    stats = AgentStats()
+    provider, queue = _queue(proxy.url, "wrong-key", stats, export_deadline=10)
+    tracer = provider.get_tracer("t")
+    tracer.start_span("GET /a").end()
+    tracer.start_span("GET /b").end()
+    started = time.monotonic()
+    assert queue.force_flush(10_000)
+    elapsed = time.monotonic() - started
+    provider.shutdown()
+    assert [mode for _, mode in proxy.requests] == [status]  # one request, no second try
+    assert elapsed < 0.95  # did not wait for the Retry-After either
+    assert stats.spans_failed == 2
+    assert stats.export_retries == 0
+    assert stats.spans_exported == 0
+
+
+def test_without_retry_after_the_waits_between_retries_grow(proxy: FaultProxy) -> None:
+    proxy.mode = "503 bare"
+    stats = AgentStats()
+    # Backoff 0.5 s, doubling, jitter ±20 %: tries at about 0, 0.5, 1.5 and 3.5 s;
+    # the next wait (about 4 s) would pass the 6 s deadline, so the batch is given up.
+    provider, queue = _queue(proxy.url, None, stats, export_deadline=6)
+    provider.get_tracer("t").start_span("GET /backoff").end()
+    assert queue.force_flush(20_000)
+    provider.shutdown()
+    times = [when for when, _ in proxy.requests]
+    assert len(times) >= 4, times
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)][:3]
+    # A loaded machine only lengthens waits: lower bounds are exact, upper ones generous.
+    for gap, backoff in zip(gaps, (0.5, 1.0, 2.0), strict=True):
+        assert backoff * 0.8 - 0.01 <= gap <= backoff * 1.2 + 2.0, gaps
+    assert stats.export_retries == len(times) - 1
+    assert stats.spans_failed == 1
+
+
+def test_an_export_that_raises_counts_its_batch_as_failed_and_the_queue_goes_on(
+    collector: CollectorProcess, swallowed_errors: list[BaseException]
+) -> None:
+    stats = AgentStats()
+    provider, queue = _queue(collector.url, collector.credentials()["ingest_key"], stats)
+    sender = queue._sender
+    send = sender.send
+
+    def broken(body: bytes, deadline: float) -> Any:
+        raise RuntimeError("sender broke")
+
+    sender.send = broken  # type: ignore[method-assign]
+    tracer = provider.get_tracer("t")
+    tracer.start_span("GET /lost-1").end()
+    tracer.start_span("GET /lost-2").end()
+    assert queue.force_flush(10_000)  # flush waiters are released even so
+    assert stats.spans_failed == 2
+    assert [str(error) for error in swallowed_errors] == ["sender broke"]
+    swallowed_errors.clear()  # provoked on purpose (in this process, and its copy in the file)
+    Path(os.environ["TIERSCOPE_AGENT_ERRORS_FILE"]).unlink(missing_ok=True)
+
+    sender.send = send  # type: ignore[method-assign]
+    tracer.start_span("GET /after").end()
+    assert queue.force_flush(10_000)
+    provider.shutdown()
+    assert stats.spans_exported == 1
+    assert stats.spans_failed == 2
 
 
 STATUS_CASES = {
