@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import signal
 import statistics
 import threading
 import time
@@ -167,6 +168,53 @@ def test_a_broken_collector_does_not_slow_the_app_and_losses_are_reported(
     assert attributes["tierscope.agent.spans_dropped"] > 0, attributes  # 120 requests, a queue of 30
     assert attributes["tierscope.agent.spans_failed"] > 0, attributes  # batches given up
     assert report["attributes"]["tierscope.background"] is True  # not a user transaction
+
+
+SIGTERM_CASES = {
+    # Nothing sent before SIGTERM: the flush at exit sends the queue into the black hole.
+    "spans still queued": "60000",
+    # The batch is already in a request to the black hole, begun with a 30 s timeout.
+    "a batch already in flight": "100",
+}
+
+
+@pytest.mark.parametrize("schedule_delay", SIGTERM_CASES.values(), ids=SIGTERM_CASES.keys())
+def test_sigterm_flushes_within_the_shutdown_timeout_and_counts_what_it_could_not_send(
+    run_app: Callable[..., AppProcess], proxy: FaultProxy, schedule_delay: str
+) -> None:
+    proxy.mode = "blackhole"
+    app = run_app(
+        ["python", "nightly.py"],
+        None,
+        service="erp-nightly",
+        env={
+            "TIERSCOPE_ENDPOINT": proxy.url,
+            "TIERSCOPE_SHUTDOWN_TIMEOUT": "2",
+            "OTEL_BSP_SCHEDULE_DELAY": schedule_delay,
+            # Without the shutdown deadline the flush would wait for the black hole
+            # for 30 s (one request) or 60 s (the batch).
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "30000",
+            "OTEL_BSP_EXPORT_TIMEOUT": "60000",
+        },
+    )
+    assert app.process is not None
+    in_flight = schedule_delay == SIGTERM_CASES["a batch already in flight"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        "steps recorded" not in app.log() or (in_flight and not proxy.requests)
+    ):
+        assert app.process.poll() is None, app.log()
+        time.sleep(0.1)
+    assert len(proxy.requests) == (1 if in_flight else 0), app.log()
+
+    started = time.monotonic()
+    code = app.stop(signal.SIGTERM)  # the process has no handler: the agent's flushes
+    elapsed = time.monotonic() - started
+    log = app.log()
+    assert code == -signal.SIGTERM, log  # it still ends by SIGTERM, as it would have
+    assert elapsed < 2 + 4, (elapsed, log)  # the timeout, plus a margin for a loaded machine
+    assert [mode for _, mode in proxy.requests] == ["blackhole"], log  # one try, cut off
+    assert "0 spans dropped (queue full), 20 failed to export" in log, log
 
 
 def _report_span(collector: CollectorProcess, service: str) -> dict:
