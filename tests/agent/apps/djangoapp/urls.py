@@ -1,4 +1,5 @@
 import os
+import time
 
 import urllib3
 from django.db import connection
@@ -14,6 +15,7 @@ def health(request):
 
 
 def stock(request, item_id):
+    time.sleep(float(os.environ.get("APP_SLEEP", "0")))  # lets concurrent requests spread over workers
     with connection.cursor() as cursor:
         cursor.execute("SELECT %s::int + 7", [item_id])
         (value,) = cursor.fetchone()
