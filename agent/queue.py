@@ -1,9 +1,10 @@
 """The bounded export queue: the only thing the application's threads touch.
 
-Ending a span appends it to a ``deque`` (no lock, no I/O, no encoding on the
-application's thread). When the queue is full the oldest span is dropped and
-counted: recent spans matter more, and the application never waits. One
-daemon thread per process encodes and sends batches.
+Ending a span appends it to a ``deque`` (no I/O, no encoding on the
+application's thread, and a lock only to count a dropped span). When the queue
+is full the oldest span is dropped and counted: recent spans matter more, and
+the application never waits. One daemon thread per process encodes and sends
+batches.
 
 Processes: the thread is started on the first span, and again in a forked
 child (``os.register_at_fork``), which also starts with an empty queue (the
