@@ -81,7 +81,8 @@ class AgentConfig:
     """TIERSCOPE_MASK: what to mask in attribute values: ``email,phone`` (default), or ``none``."""
     capture_headers: tuple[str, ...] = ()
     """TIERSCOPE_CAPTURE_HEADERS: request/response header names that may be captured
-    (comma-separated); no other header is ever sent."""
+    (comma-separated); no other header is sent, except the User-Agent and Host the
+    server instrumentations record as attributes of their own."""
     server_timing: bool = True
     """TIERSCOPE_SERVER_TIMING: add ``Server-Timing: traceparent`` to responses."""
     timing_allow_origin: str | None = None

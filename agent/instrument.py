@@ -61,8 +61,14 @@ INTEGRATIONS = (
         "opentelemetry.instrumentation.psycopg2:Psycopg2Instrumentor",
         {"skip_dep_check": True},
     ),
+    # The instrumentation (0.66) declares sqlalchemy < 2.1 and would refuse 2.1 silently
+    # (one log line, no span); the engine events it hooks are unchanged in 2.1, and
+    # tests/agent/test_clients.py checks its span arrives with the SQLAlchemy installed.
     Integration(
-        "sqlalchemy", "sqlalchemy", "opentelemetry.instrumentation.sqlalchemy:SQLAlchemyInstrumentor"
+        "sqlalchemy",
+        "sqlalchemy",
+        "opentelemetry.instrumentation.sqlalchemy:SQLAlchemyInstrumentor",
+        {"skip_dep_check": True},
     ),
     Integration("sqlite3", "sqlite3", "opentelemetry.instrumentation.sqlite3:SQLite3Instrumentor"),
     Integration("requests", "requests", "opentelemetry.instrumentation.requests:RequestsInstrumentor"),
@@ -89,6 +95,10 @@ def _instrument(integration: Integration, tracer_provider: Any) -> None:
         if not instrumentor.is_instrumented_by_opentelemetry:
             options = {**lean.options(integration.name), **integration.options}
             instrumentor.instrument(tracer_provider=tracer_provider, **options)
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                # It refused (a library version outside its declared range): say so plainly.
+                logger.warning("tierscope agent: %s is not instrumented (see above)", integration.name)
+                return
             lean.after_instrument(integration.name)
             logger.debug("tierscope agent: instrumented %s", integration.name)
     except Exception as error:

@@ -1,9 +1,10 @@
 """The bounded export queue: the only thing the application's threads touch.
 
-Ending a span appends it to a ``deque`` (no lock, no I/O, no encoding on the
-application's thread). When the queue is full the oldest span is dropped and
-counted: recent spans matter more, and the application never waits. One
-daemon thread per process encodes and sends batches.
+Ending a span appends it to a ``deque`` (no I/O, no encoding on the
+application's thread, and a lock only to count a dropped span). When the queue
+is full the oldest span is dropped and counted: recent spans matter more, and
+the application never waits. One daemon thread per process encodes and sends
+batches.
 
 Processes: the thread is started on the first span, and again in a forked
 child (``os.register_at_fork``), which also starts with an empty queue (the
@@ -90,6 +91,10 @@ class ExportQueue(SpanProcessor):
         self._thread: threading.Thread | None = None
         self._flush_waiters: list[threading.Event] = []
         self._pid = os.getpid()
+        # Spans of the batch the exporter thread is sending: counted by whoever settles
+        # them first, the thread when the send ends, or shutdown when it gives up waiting.
+        self._in_flight = 0
+        self._flight_lock = threading.Lock()
 
     def _after_fork_in_child(self) -> None:
         try:
@@ -158,7 +163,14 @@ class ExportQueue(SpanProcessor):
                     except IndexError:
                         break
                 if batch:
-                    self._export(batch)
+                    self._in_flight = len(batch)
+                    try:
+                        self._export(batch)
+                    except Exception as error:
+                        # The batch has left the queue: unless counted here it is lost silently.
+                        if self._settle():
+                            self._stats.add("spans_failed", len(batch))
+                        swallowed(error)
             self._release_flush_waiters()
             self._stats.maybe_log()
         except Exception as error:
@@ -169,14 +181,23 @@ class ExportQueue(SpanProcessor):
         for event in waiters:
             event.set()
 
+    def _settle(self) -> bool:
+        """Take the count of the batch in flight; False if shutdown has already taken it."""
+        with self._flight_lock:
+            owned, self._in_flight = self._in_flight, 0
+        return owned > 0
+
     def _export(self, batch: list[ReadableSpan]) -> None:
         try:
             body = self._encoder.encode(batch)
         except Exception as error:
-            self._stats.add("spans_failed", len(batch))
+            if self._settle():
+                self._stats.add("spans_failed", len(batch))
             swallowed(error)
             return
         outcome = self._sender.send(body, time.monotonic() + self._export_deadline)
+        if not self._settle():
+            return  # shutdown stopped waiting and counted the batch as failed
         if outcome.retries:
             self._stats.add("export_retries", outcome.retries)
         if not outcome.delivered:
@@ -214,7 +235,9 @@ class ExportQueue(SpanProcessor):
         if self._closed:
             return
         deadline = time.monotonic() + self._shutdown_timeout
-        self._sender.cutoff = deadline
+        # Sends end a little before the deadline, so that the exporter thread can still
+        # count (and log) how its last batch ended before the process goes.
+        self._sender.cutoff = deadline - min(0.25, self._shutdown_timeout / 10)
         self._closed = True
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
@@ -226,7 +249,11 @@ class ExportQueue(SpanProcessor):
             self._drain()  # no thread (never started, or lost): flush from here
         if thread is None or not thread.is_alive():
             self._sender.close()  # (a thread still sending keeps its connection until exit)
+        # Still queued, or still being sent by a thread stuck in a request that began
+        # before the deadline was set: lost with the process, counted as failed.
         lost = len(self._queue)
+        with self._flight_lock:
+            lost, self._in_flight = lost + self._in_flight, 0
         if lost:
             self._stats.add("spans_failed", lost)
         self._stats.maybe_log()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -31,13 +32,24 @@ def test_each_request_arrives_whole(
         collector,
         service="erp-django",
         port=port,
-        env={"OTEL_BSP_SCHEDULE_DELAY": "60000", "DJANGO_SETTINGS_MODULE": "djangoapp.settings"},
+        env={
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "DJANGO_SETTINGS_MODULE": "djangoapp.settings",
+            "APP_SLEEP": "0.05",
+        },
     )
-    responses = [httpx.get(f"{app.url}/stock/{n}", timeout=30) for n in range(6)]
+
+    def call(number: int) -> httpx.Response:
+        return httpx.get(f"{app.url}/stock/{number}", headers={"Connection": "close"}, timeout=30)
+
+    with ThreadPoolExecutor(4) as pool:  # concurrent, so that both gunicorn workers serve
+        responses = list(pool.map(call, range(12)))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
-    assert [r.json()["value"] for r in responses] == [n + 7 for n in range(6)]
+    assert [r.json()["value"] for r in responses] == [n + 7 for n in range(12)]
+    pids = {r.json()["pid"] for r in responses}
+    assert len(pids) == (2 if runner == "gunicorn" else 1), pids  # runserver: one serving process
     if runner == "runserver":
-        app.stop(signal.SIGINT, group=True)  # Ctrl-C in the terminal
+        assert app.stop(signal.SIGINT, group=True) == 0, app.log()  # Ctrl-C in the terminal
     else:
         assert app.stop() == 0, app.log()
 
@@ -47,3 +59,4 @@ def test_each_request_arrives_whole(
         by_tier = check_whole_trace(spans, root_span_id=span_id, outbound_peer=outbound.peer)
         assert by_tier["app"][0]["name"] == "GET stock/<int:item_id>"
         assert "SELECT %s::int + ?" in [span["component"] for span in by_tier["db"]]
+        assert by_tier["app"][0]["resource"]["process.pid"] == response.json()["pid"]

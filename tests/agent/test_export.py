@@ -8,11 +8,16 @@ same test, with a working one.
 
 from __future__ import annotations
 
+import gzip
+import itertools
+import os
+import signal
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,13 +37,17 @@ class FaultProxy:
     """Forwards ``POST /v1/traces`` to a collector, or fails on purpose.
 
     Modes: ``pass``; ``blackhole`` (reads the request, never answers while the mode
-    lasts); ``503`` (``Retry-After: 1``).
+    lasts); an HTTP status such as ``503``, ``429`` or ``401`` (answered with
+    ``Retry-After: 1``); ``503 bare`` (a 503 without ``Retry-After``). Every
+    request is recorded with its time and the mode that answered it, and its
+    body (as sent: gzip-compressed protobuf) is kept.
     """
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.mode = "pass"
         self.requests: list[tuple[float, str]] = []
+        self.bodies: list[bytes] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,14 +57,18 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 mode = proxy.mode
                 proxy.requests.append((time.monotonic(), mode))
+                proxy.bodies.append(body)
                 if mode == "blackhole":
                     deadline = time.monotonic() + 30
                     while proxy.mode == "blackhole" and time.monotonic() < deadline:
                         time.sleep(0.05)
                     self.close_connection = True
                     return
-                if mode == "503":
-                    self._answer(503, b"", {"Retry-After": "1"})
+                if mode == "503 bare":
+                    self._answer(503, b"", {})
+                    return
+                if mode.isdigit():
+                    self._answer(int(mode), b"", {"Retry-After": "1"})
                     return
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
@@ -157,6 +170,53 @@ def test_a_broken_collector_does_not_slow_the_app_and_losses_are_reported(
     assert report["attributes"]["tierscope.background"] is True  # not a user transaction
 
 
+SIGTERM_CASES = {
+    # Nothing sent before SIGTERM: the flush at exit sends the queue into the black hole.
+    "spans still queued": "60000",
+    # The batch is already in a request to the black hole, begun with a 30 s timeout.
+    "a batch already in flight": "100",
+}
+
+
+@pytest.mark.parametrize("schedule_delay", SIGTERM_CASES.values(), ids=SIGTERM_CASES.keys())
+def test_sigterm_flushes_within_the_shutdown_timeout_and_counts_what_it_could_not_send(
+    run_app: Callable[..., AppProcess], proxy: FaultProxy, schedule_delay: str
+) -> None:
+    proxy.mode = "blackhole"
+    app = run_app(
+        ["python", "nightly.py"],
+        None,
+        service="erp-nightly",
+        env={
+            "TIERSCOPE_ENDPOINT": proxy.url,
+            "TIERSCOPE_SHUTDOWN_TIMEOUT": "2",
+            "OTEL_BSP_SCHEDULE_DELAY": schedule_delay,
+            # Without the shutdown deadline the flush would wait for the black hole
+            # for 30 s (one request) or 60 s (the batch).
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "30000",
+            "OTEL_BSP_EXPORT_TIMEOUT": "60000",
+        },
+    )
+    assert app.process is not None
+    in_flight = schedule_delay == SIGTERM_CASES["a batch already in flight"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        "steps recorded" not in app.log() or (in_flight and not proxy.requests)
+    ):
+        assert app.process.poll() is None, app.log()
+        time.sleep(0.1)
+    assert len(proxy.requests) == (1 if in_flight else 0), app.log()
+
+    started = time.monotonic()
+    code = app.stop(signal.SIGTERM)  # the process has no handler: the agent's flushes
+    elapsed = time.monotonic() - started
+    log = app.log()
+    assert code == -signal.SIGTERM, log  # it still ends by SIGTERM, as it would have
+    assert elapsed < 2 + 4, (elapsed, log)  # the timeout, plus a margin for a loaded machine
+    assert [mode for _, mode in proxy.requests] == ["blackhole"], log  # one try, cut off
+    assert "0 spans dropped (queue full), 20 failed to export" in log, log
+
+
 def _report_span(collector: CollectorProcess, service: str) -> dict:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -177,19 +237,19 @@ def _queue(
         SpanEncoder(),
         OtlpHttpSender(f"{url}/v1/traces", ingest_key=key),
         stats,
-        schedule_delay=0.05,
-        **options,
+        **{"schedule_delay": 0.05, **options},
     )
     provider.add_span_processor(queue)
     return provider, queue
 
 
+@pytest.mark.parametrize("status", ["503", "429"])
 def test_retry_after_is_honoured_and_the_batch_then_delivered(
-    collector: CollectorProcess, proxy: FaultProxy
+    collector: CollectorProcess, proxy: FaultProxy, status: str
 ) -> None:
     stats = AgentStats()
     provider, queue = _queue(proxy.url, collector.credentials()["ingest_key"], stats, export_deadline=10)
-    proxy.mode = "503"
+    proxy.mode = status
     provider.get_tracer("t").start_span("GET /retry").end()
     deadline = time.monotonic() + 5
     while not proxy.requests and time.monotonic() < deadline:
@@ -197,7 +257,8 @@ def test_retry_after_is_honoured_and_the_batch_then_delivered(
     proxy.mode = "pass"
     assert queue.force_flush(10_000)
     provider.shutdown()
-    (first, _), (second, _) = proxy.requests[:2]
+    (first, refused), (second, passed) = proxy.requests[:2]
+    assert (refused, passed) == (status, "pass")
     assert second - first >= 0.95  # Retry-After: 1
     assert stats.spans_exported == 1
     assert stats.export_retries == 1
@@ -229,6 +290,112 @@ def test_a_full_queue_drops_the_oldest_and_counts_without_blocking(proxy: FaultP
     assert stats.spans_dropped >= 5000 - 100 - 10  # all but a queue and a batch in flight
     assert elapsed < 5  # never waited on the black hole
     provider.shutdown()
+
+
+def _sent_names(bodies: list[bytes]) -> list[str]:
+    """Span names in the export requests the agent sent, in order."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    names = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                names.extend(span.name for span in scope_spans.spans)
+    return names
+
+
+def test_a_full_queue_drops_the_oldest_spans_and_sends_the_newest(
+    collector: CollectorProcess, proxy: FaultProxy
+) -> None:
+    stats = AgentStats()
+    # No send before the flush (a long schedule delay, a batch larger than the queue):
+    # 20 spans into a queue of 5.
+    provider, queue = _queue(
+        proxy.url,
+        collector.credentials()["ingest_key"],
+        stats,
+        max_queue_size=5,
+        max_batch_size=100,
+        schedule_delay=60,
+    )
+    tracer = provider.get_tracer("t")
+    for number in range(20):
+        tracer.start_span(f"span {number}").end()
+    assert queue.force_flush(10_000)
+    provider.shutdown()
+    assert _sent_names(proxy.bodies) == [f"span {number}" for number in range(15, 20)]
+    assert stats.spans_dropped == 15
+    assert stats.spans_exported == 5
+
+
+@pytest.mark.parametrize("status", ["401", "403", "413"])
+def test_a_batch_the_collector_can_never_accept_is_counted_and_not_retried(
+    proxy: FaultProxy, status: str
+) -> None:
+    proxy.mode = status  # answered with Retry-After: 1, which must not tempt the agent
+    stats = AgentStats()
+    provider, queue = _queue(proxy.url, "wrong-key", stats, export_deadline=10)
+    tracer = provider.get_tracer("t")
+    tracer.start_span("GET /a").end()
+    tracer.start_span("GET /b").end()
+    started = time.monotonic()
+    assert queue.force_flush(10_000)
+    elapsed = time.monotonic() - started
+    provider.shutdown()
+    assert [mode for _, mode in proxy.requests] == [status]  # one request, no second try
+    assert elapsed < 0.95  # did not wait for the Retry-After either
+    assert stats.spans_failed == 2
+    assert stats.export_retries == 0
+    assert stats.spans_exported == 0
+
+
+def test_without_retry_after_the_waits_between_retries_grow(proxy: FaultProxy) -> None:
+    proxy.mode = "503 bare"
+    stats = AgentStats()
+    # Backoff 0.5 s, doubling, jitter ±20 %: tries at about 0, 0.5, 1.5 and 3.5 s;
+    # the next wait (about 4 s) would pass the 6 s deadline, so the batch is given up.
+    provider, queue = _queue(proxy.url, None, stats, export_deadline=6)
+    provider.get_tracer("t").start_span("GET /backoff").end()
+    assert queue.force_flush(20_000)
+    provider.shutdown()
+    times = [when for when, _ in proxy.requests]
+    assert len(times) >= 4, times
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)][:3]
+    # A loaded machine only lengthens waits: lower bounds are exact, upper ones generous.
+    for gap, backoff in zip(gaps, (0.5, 1.0, 2.0), strict=True):
+        assert backoff * 0.8 - 0.01 <= gap <= backoff * 1.2 + 2.0, gaps
+    assert stats.export_retries == len(times) - 1
+    assert stats.spans_failed == 1
+
+
+def test_an_export_that_raises_counts_its_batch_as_failed_and_the_queue_goes_on(
+    collector: CollectorProcess, swallowed_errors: list[BaseException]
+) -> None:
+    stats = AgentStats()
+    provider, queue = _queue(collector.url, collector.credentials()["ingest_key"], stats)
+    sender = queue._sender
+    send = sender.send
+
+    def broken(body: bytes, deadline: float) -> Any:
+        raise RuntimeError("sender broke")
+
+    sender.send = broken  # type: ignore[method-assign]
+    tracer = provider.get_tracer("t")
+    tracer.start_span("GET /lost-1").end()
+    tracer.start_span("GET /lost-2").end()
+    assert queue.force_flush(10_000)  # flush waiters are released even so
+    assert stats.spans_failed == 2
+    assert [str(error) for error in swallowed_errors] == ["sender broke"]
+    swallowed_errors.clear()  # provoked on purpose (in this process, and its copy in the file)
+    Path(os.environ["TIERSCOPE_AGENT_ERRORS_FILE"]).unlink(missing_ok=True)
+
+    sender.send = send  # type: ignore[method-assign]
+    tracer.start_span("GET /after").end()
+    assert queue.force_flush(10_000)
+    provider.shutdown()
+    assert stats.spans_exported == 1
+    assert stats.spans_failed == 2
 
 
 STATUS_CASES = {

@@ -14,6 +14,13 @@ import pytest
 from tierscope.testing.apps import AppProcess, Outbound, check_whole_trace, fetch_trace, server_timing
 from tierscope.testing.collector import CollectorProcess, free_port
 
+HEADERS = {
+    "Connection": "close",
+    "User-Agent": "crm-browser/7.1",
+    "Cookie": "session=Zq8cookie",
+    "Authorization": "Bearer Zq8bearer",
+    "X-Customer-Note": "Zq8custom",
+}
 RUNNERS = {
     "gunicorn with two sync workers": [],
     "gunicorn with two sync workers and --preload": ["--preload"],
@@ -48,7 +55,7 @@ def test_every_request_of_every_worker_arrives_whole(
     )
 
     def call(number: int) -> httpx.Response:
-        return httpx.get(f"{app.url}/invoices/{number}", headers={"Connection": "close"}, timeout=30)
+        return httpx.get(f"{app.url}/invoices/{number}", headers=HEADERS, timeout=30)
 
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(call, range(24)))
@@ -66,3 +73,10 @@ def test_every_request_of_every_worker_arrives_whole(
         assert root["service"] == "crm-flask"
         assert root["resource"]["process.pid"] == response.json()["pid"]
         assert by_tier["db"][0]["attributes"]["db.system"] == "postgresql"
+        # Headers: of those sent, only User-Agent and Host (the documented exceptions) leave.
+        attributes = root["attributes"]
+        assert "crm-browser/7.1" in {attributes.get("http.user_agent"), attributes.get("user_agent.original")}
+        values = repr([span["attributes"] for span in spans]) + repr([span["name"] for span in spans])
+        assert "Zq8cookie" not in values
+        assert "Zq8bearer" not in values
+        assert "Zq8custom" not in values

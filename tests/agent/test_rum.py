@@ -1,6 +1,7 @@
 """Opt-in RUM snippet injection: the tag lands right after ``<head>`` in HTML
-responses of real servers — whole, streamed and gzip-compressed — with a correct
-length, and nothing else is touched."""
+responses of real servers (FastAPI, Flask, Django) — whole, streamed and
+gzip-compressed — with a correct length, and nothing else is touched (``HEAD``
+answers included)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ RUM_ENV = {
     "TIERSCOPE_RUM_URL": "https://rum.example.com",
 }
 EXPECTED_TAG = snippet("https://rum.example.com", "pub_test").decode()
+PAGE_HEAD = "<!doctype html><html><head><title>Stock</title></head><body>"
 
 
 def test_fastapi_pages_get_the_snippet_whole_streamed_and_compressed(
@@ -121,6 +123,39 @@ def test_flask_pages_get_the_snippet(collector: CollectorProcess, run_app: Calla
         "<!doctype html><html><HEAD lang=en>" + EXPECTED_TAG + "<title>Leads</title></head><body>Leads</body>"
     )
     assert httpx.get(f"{app.url}/health").text == "ok"
+
+
+def test_django_pages_get_the_snippet_plain_and_compressed_and_head_is_left_alone(
+    collector: CollectorProcess, run_app: Callable[..., AppProcess]
+) -> None:
+    port = free_port()
+    app = run_app(
+        ["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "djangoapp.wsgi"],
+        collector,
+        service="erp-rum",
+        port=port,
+        env={**RUM_ENV, "DJANGO_SETTINGS_MODULE": "djangoapp.settings"},
+    )
+    original = PAGE_HEAD + "".join(f"<p>item {n}: in stock</p>" for n in range(20)) + "</body></html>"
+    with_tag = original.replace("<head>", "<head>" + EXPECTED_TAG, 1)
+
+    plain = httpx.get(f"{app.url}/page", headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200
+    assert plain.text == with_tag  # the hook on Django's WSGIHandler
+    assert "content-length" not in plain.headers  # the page grew: sent chunked instead
+
+    with httpx.stream("GET", f"{app.url}/page/compressed", headers={"Accept-Encoding": "gzip"}) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-encoding"] == "gzip"
+    # Django set the compressed length; it must be gone, or (were it kept) be the one sent.
+    assert response.headers.get("content-length") in (None, str(len(raw))), response.headers
+    assert gzip.decompress(raw).decode() == with_tag
+
+    head = httpx.head(f"{app.url}/page", headers={"Accept-Encoding": "identity"})
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(original))  # what the app said, untouched
+    assert "server-timing" in head.headers
 
 
 def test_without_opting_in_nothing_is_injected(

@@ -1,11 +1,12 @@
-"""Every client library the agent covers, used once inside one job: SQLAlchemy and
-psycopg 3 on PostgreSQL, sqlite3, requests, httpx, urllib3."""
+"""Every client library the agent covers, used once inside one job: SQLAlchemy,
+psycopg 3 and psycopg2 on PostgreSQL, sqlite3, requests, httpx, urllib3."""
 
 import os
 import sqlite3
 
 import httpx
 import psycopg
+import psycopg2
 import requests
 import sqlalchemy
 import urllib3
@@ -23,6 +24,9 @@ def main() -> None:
             conn.execute(sqlalchemy.text("SELECT 40 + 2")).scalar_one()
         with psycopg.connect(DSN) as conn:
             conn.execute("SELECT 'psycopg'").fetchone()
+        with psycopg2.connect(DSN) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT 'psycopg2', 2")
+            cursor.fetchone()
         db = sqlite3.connect(":memory:")
         db.cursor().execute("SELECT 'sqlite'").fetchall()
         db.close()
