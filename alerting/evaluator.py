@@ -227,7 +227,14 @@ class Evaluator:
         reference = await self._recent_reference(
             conn, tenant_id, rules, recent_by_window, model, open_rows, end
         )
-        signals = judge_transactions(rules, recent_by_window, model, self.settings.baseline_bands, reference)
+        explained: dict[tuple[str, str], set[str]] = {}
+        for row in open_rows.values():
+            for service, bt in row["bts"] or []:
+                if row["tier"]:
+                    explained.setdefault((service, bt), set()).add(row["tier"])
+        signals = judge_transactions(
+            rules, recent_by_window, model, self.settings.baseline_bands, reference, explained
+        )
         signals += await judge_slos(conn, tenant_id, rules, objectives, end)
         rum_rules = [r for r in rules if r.metric in RUM_METRICS and r.kind != "slo_burn"]
         rum_windows: dict[timedelta, rum.RumWindow] = {}

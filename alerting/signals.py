@@ -380,11 +380,17 @@ def judge_transactions(
     model: BaselineModel,
     widths: tuple[float, ...],
     reference: RecentReference | None = None,
+    explained: dict[tuple[str, str], set[str]] | None = None,
 ) -> list[Signal]:
     """Baseline and threshold rules over every transaction's judged window.
 
     A baseline rule holds a transaction against its hour-of-week band; where
-    that band has not learnt yet, against its ``reference`` minutes."""
+    that band has not learnt yet, against its ``reference`` minutes.
+    ``explained`` is, per transaction, the tiers its open alerts already name:
+    when the worst tier of a ``tier_ms`` rule is one of them, the worst tier
+    that is not speaks too, so a second cause in a transaction already alerted
+    on (a lock while a partner is still slow) gets an alert of its own at once
+    rather than when the first one's minutes leave the window."""
     default_bands = dict(zip(SEVERITIES, widths, strict=False))
     signals: list[Signal] = []
     model_rows = {key: i for i, key in enumerate(model.keys)}
@@ -431,7 +437,7 @@ def judge_transactions(
                 continue  # one failed request at night (1 in 20) is no incident, whatever the band
             judged = (learnt.get(i), expected, recent.keys[i], reference)
 
-            worst: tuple[float, str, float, float, str] | None = None
+            held: list[tuple[float, str, float, float, str]] = []
             for name in names:
                 value = values[i] if len(names) == 1 else recent.tier_ms[i, TIERS.index(name[8:])]
                 base, spread, basis = _against(name, *judged)
@@ -442,38 +448,45 @@ def judge_transactions(
                     continue
                 if value - base < rule.excess_floor():
                     continue
-                z = float((value - base) / spread)
-                if worst is None or z > worst[0]:
-                    worst = (z, name, float(value), float(base), basis)
-            if worst is None:
+                held.append((float((value - base) / spread), name, float(value), float(base), basis))
+            if not held:
                 if rule.metric == "tier_ms":
                     signals += _missing_work(rule, recent, i, judged, common)
                 continue
-            z, name, value, base, basis = worst
-            severity = _band_severity(z, bands)
-            if severity is None:
-                continue
+            held.sort(key=lambda h: -h[0])
+            speaking = [held[0]]
+            known = (explained or {}).get(recent.keys[i], set())
+            if rule.metric == "tier_ms" and held[0][1][8:] in known:
+                fresh = [h for h in held[1:] if h[1][8:] not in known and _band_severity(h[0], bands)]
+                speaking += fresh[:1]
             # Requests slower than the edge of the p95 band count as affected.
             p95_base, p95_spread, _ = _against("p95_ms", *judged)
             lowest = min(bands.values())
             edge_us = (p95_base + lowest * p95_spread) * 1000 if rule.metric != "error_rate" else float("inf")
-            detail: dict[str, Any] = {"z": round(z, 2), "bands": bands, "baseline_from": basis}
-            if basis == "recent minutes" and common > 1:
-                detail["common"] = round(common, 2)  # the slowdown shared by most transactions
-            if rule.metric == "tier_ms":
-                detail["tier"] = name[8:]
-            signals.append(
-                Signal(
-                    rule,
-                    severity,
-                    [recent.keys[i]],
-                    rule.metric,
-                    value,
-                    base,
-                    float(edge_us) if np.isfinite(edge_us) else float("inf"),
-                    detail,
+            for rank, (z, name, value, base, basis) in enumerate(speaking):
+                severity = _band_severity(z, bands)
+                if severity is None:
+                    continue
+                detail: dict[str, Any] = {"z": round(z, 2), "bands": bands, "baseline_from": basis}
+                if basis == "recent minutes" and common > 1:
+                    detail["common"] = round(common, 2)  # the slowdown shared by most transactions
+                if rule.metric == "tier_ms":
+                    detail["tier"] = name[8:]
+                service, bt = recent.keys[i]
+                signals.append(
+                    Signal(
+                        rule,
+                        severity,
+                        [recent.keys[i]],
+                        rule.metric,
+                        value,
+                        base,
+                        float(edge_us) if np.isfinite(edge_us) else float("inf"),
+                        detail,
+                        # the second cause is an incident of its own even when it cannot be localised
+                        subject=f"{rule.name}:{service}:{bt}:{name}" if rank else None,
+                    )
                 )
-            )
     return signals
 
 

@@ -151,6 +151,34 @@ async def test_a_slow_external_peer_is_blamed_on_the_external_tier_and_that_peer
     assert (alert["tier"], alert["component"]) == ("external", "payments.example")
 
 
+async def test_a_second_cause_in_a_transaction_already_alerted_on_gets_its_own_alert(estate: Estate) -> None:
+    """A partner is slow and stays slow; then a lock slows the database of the same
+    transaction, by less. The database is alerted on while the partner's alert
+    still fires (not once the partner recovers), each naming its own tier."""
+    configure(
+        estate,
+        """
+defaults: false
+rules:
+  - {name: tiers, kind: baseline, metric: tier_ms, window: 2m, for: 0s, keep_firing_for: 2m, min_requests: 10}
+""",
+    )
+    estate.faults += [
+        Fault("external", "payments.example", 900, minute(3), bts=(CHECKOUT,)),
+        Fault("db", "INSERT INTO orders", 300, minute(8), bts=(CHECKOUT,)),
+    ]
+    estate.write_minutes(minute(-60), 75)
+    async with Database(estate.dsn) as database:
+        evaluator = Evaluator(database, SETTINGS)
+        for n in range(1, 11):
+            await evaluator.cycle(minute(n))
+    alerts = {(a["tier"], a["component"]): a for a in open_alerts(estate)}
+    assert set(alerts) == {("external", "payments.example"), ("db", "INSERT INTO orders")}
+    assert all(a["state"] == "firing" for a in alerts.values())
+    assert [tuple(b) for b in alerts[("db", "INSERT INTO orders")]["bts"]] == [CHECKOUT]
+    assert alerts[("db", "INSERT INTO orders")]["started_at"] <= minute(10)
+
+
 async def test_fault_free_traffic_gives_no_alert(estate: Estate) -> None:
     estate.write_minutes(minute(-60), 90)
     async with Database(estate.dsn) as database:
