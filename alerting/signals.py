@@ -350,6 +350,7 @@ def _missing_work(
     i: int,
     judged: tuple[int | None, dict[str, Array], tuple[str, str], RecentReference | None],
     common: float,
+    alone: bool = True,
 ) -> list[Signal]:
     """Asynchronous work that stopped showing up: a transaction whose requests
     always had jobs finishing within their trace (``platform`` time) now has
@@ -370,6 +371,8 @@ def _missing_work(
             float(base),
             float("inf"),
             {"tier": "platform", "missing": True, "baseline_from": basis, "common": round(common, 2)},
+            # beside another tier's signal of the transaction: an incident of its own
+            subject=None if alone else f"{rule.name}:{recent.keys[i][0]}:{recent.keys[i][1]}:missing",
         )
     ]
 
@@ -449,11 +452,13 @@ def judge_transactions(
                 if value - base < rule.excess_floor():
                     continue
                 held.append((float((value - base) / spread), name, float(value), float(base), basis))
-            if not held:
-                if rule.metric == "tier_ms":
-                    signals += _missing_work(rule, recent, i, judged, common)
-                continue
             held.sort(key=lambda h: -h[0])
+            if rule.metric == "tier_ms" and not (held and held[0][1] == "tier_ms.platform"):
+                # Work missing is a finding of its own: a busy host slowing another
+                # tier of the same transaction must not hide a stalled worker.
+                signals += _missing_work(rule, recent, i, judged, common, alone=not held)
+            if not held:
+                continue
             speaking = [held[0]]
             known = (explained or {}).get(recent.keys[i], set())
             if rule.metric == "tier_ms" and held[0][1][8:] in known:

@@ -179,6 +179,35 @@ rules:
     assert alerts[("db", "INSERT INTO orders")]["started_at"] <= minute(10)
 
 
+async def test_work_gone_missing_is_alerted_even_while_another_tier_of_the_transaction_is_slow(
+    estate: Estate,
+) -> None:
+    """Jobs stop finishing in their traces (a stalled worker) while the app tier of
+    the same transaction slows: both are alerted on, the backlog as platform."""
+    configure(
+        estate,
+        """
+defaults: false
+rules:
+  - {name: tiers, kind: baseline, metric: tier_ms, window: 2m, for: 0s, keep_firing_for: 2m, min_requests: 10}
+""",
+    )
+    invoices = ("shop", "POST /invoices")  # new: judged against its own recent minutes
+    estate.faults += [
+        Fault("platform", "worker-1", 40, minute(-60), minute(6), bts=(invoices,)),
+        Fault("app", "shop.views", 300, minute(6), bts=(invoices,)),
+    ]
+    estate.write_minutes(minute(-60), 70, bts=(invoices,))
+    async with Database(estate.dsn) as database:
+        evaluator = Evaluator(database, SETTINGS)
+        for n in range(1, 10):
+            await evaluator.cycle(minute(n))
+    tiers = {a["tier"]: a for a in open_alerts(estate)}
+    assert set(tiers) == {"app", "platform"}
+    assert tiers["platform"]["severity"] == "warning"
+    assert tiers["platform"]["evidence"]["signals"][0]["missing"] is True
+
+
 async def test_fault_free_traffic_gives_no_alert(estate: Estate) -> None:
     estate.write_minutes(minute(-60), 90)
     async with Database(estate.dsn) as database:
