@@ -391,6 +391,20 @@ def test_the_console_signs_in_shows_the_tenants_data_and_keeps_telemetry_inert(
     assert "POST /leads" in overview
     assert "&lt;img src=x onerror=alert(1)&gt;" in overview
     assert 'class="bar"' in overview  # time-per-tier bars
+    # Each SLO of the transaction with what it achieved and the error budget it has left, as figures:
+    # every call took 1000 ms, so the 800 ms objective spent a hundred budgets; none failed.
+    rows = re.findall(r"<tr>(.*?)</tr>", overview.split('<table class="transactions">')[1], re.S)
+    (leads,) = [row for row in rows if ">POST /leads</a>" in row]
+    achieved, budgets = (
+        [re.sub(r"<[^>]+>", "", text) for text in re.findall(r"<span[^>]*>(.*?)</span>", cell)]
+        for cell in re.findall(r'<td class="(?:slo|budget)">(.*?)</td>', leads, re.S)
+    )
+    assert dict(zip(achieved, budgets, strict=True)) == {
+        "0.00 % / 99.0 %": "exhausted (100.0× spent)",
+        "100.00 % / 99.0 %": "100.00 %",
+    }
+    (listed,) = [row for row in table(overview, "transactions") if row[1] == "POST /leads"]
+    assert listed[7] == "".join(budgets)  # under the Budget left heading
     detail = client.get("/bt", params={"service": "crm-web", "bt": "POST /leads"}).text
     assert detail.count('class="chart"') == 3  # calls, latency, time per tier
     assert "<td>db</td>" in detail
