@@ -27,11 +27,12 @@ from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from tierscope.cli.main import main
-from tierscope.dashboards import provision
+from tierscope.dashboards import provision, render
 from tierscope.dashboards.boards import all_dashboards
 from tierscope.dashboards.console.common import may
 from tierscope.dashboards.console.rum_figures import experience_groups
 from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
+from tierscope.dashboards.report import Period, Report, gather, parse_period
 from tierscope.dashboards.schedule import last_complete
 from tierscope.store.tenants import KeyInfo
 from tierscope.testing.collector import CollectorProcess
@@ -196,14 +197,18 @@ def test_user_experience_slo_and_alert_panels_show_the_seeded_figures(processed:
     assert budgets["leads-fast"][6] == 40
     for hours in (6, 24 * 30):
         compliance = run_panel(dsn, panel("tierscope-slos-1", "Compliance"), hours)
+        # The business service's SLO too: its last step holds only POST /leads' calls (the
+        # failures of POST /orders are before this month, seed.order_history).
         assert {name: float(value) for _, name, value in compliance} == {
             "leads-fast": 0.0,
             "leads-available": 100.0,
+            "order-to-cash-available": 100.0,
         }
         burn = run_panel(dsn, panel("tierscope-slos-1", "Burn rate"), hours)
         assert {name: float(value) for _, name, value in burn} == {
             "leads-fast": pytest.approx(100.0),
             "leads-available": 0.0,
+            "order-to-cash-available": 0.0,
         }
     owned = run_panel(dsn, panel("tierscope-slos-1", "Bad events by tier"), 6)
     fast = {tier: float(bad) for name, tier, bad, _ in owned if name == "leads-fast"}
@@ -285,7 +290,7 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
         main, ["report", "--period", period, "--out", str(tmp_path / "r.pdf")], env=env
     )
     assert result.exit_code == 0, result.output
-    assert "1 of 2 objectives met" in result.output
+    assert "2 of 3 objectives met" in result.output
     text = " ".join(page.extract_text() for page in pypdf.PdfReader(tmp_path / "r.pdf").pages)
     text = " ".join(text.split())
     for expected in (
@@ -293,7 +298,7 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
         "Summary",
         "Service levels",
         "Business transactions",
-        "1 of 2 service level objectives were met",
+        "2 of 3 service level objectives were met",
         "Create lead under 800 ms (crm-web / POST /leads) was missed: 0.0 % against a target of 99.00 %",
         "100.00 %",  # availability achieved
         "exhausted (100.0× spent)",  # every call slower than 800 ms: a hundred budgets of 1 %
@@ -333,6 +338,76 @@ def test_the_sla_report_as_pdf_and_html(processed: CollectorProcess, tmp_path: P
     )
     assert bad.exit_code != 0
     assert "use a month like 2026-10" in bad.output
+
+
+def gathered(collector: CollectorProcess, period: Period, service: str | None = None) -> Report:
+    async def read() -> Report:
+        async with await psycopg.AsyncConnection.connect(collector.database_url or "", autocommit=True) as c:
+            return await gather(c, 1, "default", period, service)
+
+    return asyncio.run(read())
+
+
+def test_the_sla_report_trends_each_objective_and_names_the_business_service_and_the_tier(
+    processed: CollectorProcess,
+) -> None:
+    """The compliance of earlier periods, a business service's SLO as its own row,
+    and which tier owned the bad events — in the figures and in the HTML."""
+    now = datetime.now(UTC)
+    report = gathered(processed, parse_period(now.strftime("%Y-%m")))
+    assert len(report.periods) == 6
+    assert report.periods[-1] == now.strftime("%Y-%m")
+    by_name = {c.name: c for c in report.compliance}
+    assert set(by_name) == {"Create lead under 800 ms", "leads-available", "Order to cash available"}
+
+    business = by_name["Order to cash available"]
+    assert (business.subject, business.criticality, business.objective) == (
+        seed.BUSINESS_SERVICE,
+        "critical",
+        "availability",
+    )
+    # Earlier periods: the 28-day window ending with each month holds only that month's
+    # POST /orders days, k of each 100 calls failed k months ago (seed.order_history).
+    days = [
+        row[0]
+        for row in query(
+            processed.database_url or "",
+            "SELECT bucket FROM bt_rollups WHERE service = 'erp-api' AND bt = 'POST /orders'",
+        )
+    ]
+    trend = dict(business.trend)
+    assert list(trend) == report.periods
+    for label in report.periods[:-1]:
+        period = parse_period(label)
+        held = [d for d in days if period.end - timedelta(days=28) <= d < period.end]
+        expected = 1 - seed.months_ago(period.start, now) / 100 if held else None
+        assert trend[label] == (pytest.approx(expected) if held else None), label
+    assert trend[report.periods[-2]] == pytest.approx(0.99)  # always within the history kept
+    assert trend[report.periods[-3]] == pytest.approx(0.98)
+    assert trend[report.periods[0]] is None  # five months ago: older than the hour rollups kept
+    # The transactions' own SLOs have nothing before this month.
+    fast = by_name["Create lead under 800 ms"]
+    assert [sli for _, sli in fast.trend] == [None] * 5 + [0.0]
+    # Which tier owned the bad events, in proportion to each tier's share of what users
+    # waited (every action was slower than 800 ms): in Hamburg 1120 ms, in Lyon 3360 ms;
+    # of each, 1000 ms on the servers (crm-web 300 + erp-api 200 app, 2 × 200 SQL, 100 between
+    # the services), 110 ms network, the rest the browser (seed.experiences).
+    waited = 1120 + 3360
+    assert fast.attribution == {
+        "browser": pytest.approx((10 + 2250) / waited, abs=1e-4),
+        "app": pytest.approx(2 * 500 / waited, abs=1e-4),
+        "db": pytest.approx(2 * 400 / waited, abs=1e-4),
+        "network": pytest.approx(2 * 110 / waited, abs=1e-4),
+        "external": pytest.approx(2 * 100 / waited, abs=1e-4),
+    }
+
+    html = render.html(report)
+    assert (
+        f"<tr><td>Order to cash available</td><td>{seed.BUSINESS_SERVICE}</td><td>critical</td>"
+        "<td>availability</td>" in html
+    )
+    row = html[html.index("<tr><td>Create lead under 800 ms</td>") :].split("</tr>")[0]
+    assert row.endswith("<td>browser 50 %, app 22 %, db 18 %, network 5 %, external 4 %</td>"), row
 
 
 def signed_in(collector: CollectorProcess, token: str) -> httpx.Client:
