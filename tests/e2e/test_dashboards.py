@@ -410,6 +410,71 @@ def test_the_sla_report_trends_each_objective_and_names_the_business_service_and
     assert row.endswith("<td>browser 50 %, app 22 %, db 18 %, network 5 %, external 4 %</td>"), row
 
 
+def report_cli(collector: CollectorProcess, *args: str) -> str:
+    env = {"TIERSCOPE_DATABASE_URL": collector.database_url or ""}
+    result = CliRunner().invoke(
+        main, ["report", "--period", datetime.now(UTC).strftime("%Y-%m"), *args], env=env
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def section(html: str, heading: str) -> list[list[str]]:
+    """The rows (cell texts) of the tables under one ``<h2>`` of the report's HTML."""
+    part = html.split(f"<h2>{heading}</h2>")[1].split("<h2>")[0]
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", part, re.S)
+        if "<td" in row
+    ]
+
+
+def test_the_report_format_flag_wins_over_the_suffix_and_service_keeps_to_that_service(
+    processed: CollectorProcess, tmp_path: Path
+) -> None:
+    period = datetime.now(UTC).strftime("%Y-%m")
+    report_cli(processed, "--format", "pdf", "--out", str(tmp_path / "x.bin"))
+    assert (tmp_path / "x.bin").read_bytes().startswith(b"%PDF-")
+    text = " ".join(page.extract_text() for page in pypdf.PdfReader(tmp_path / "x.bin").pages)
+    assert f"SLA report {period}" in " ".join(text.split())
+    report_cli(processed, "--format", "html", "--out", str(tmp_path / "y.pdf"))
+    assert (tmp_path / "y.pdf").read_text().startswith("<!doctype html>")
+
+    # The whole tenant: page loads and in-page actions, from both sites.
+    everything = (tmp_path / "y.pdf").read_text()
+    assert {row[0] for row in section(everything, "Slowest pages and sites") if len(row) == 6} >= {
+        "POST /leads",
+        "/leads/new",
+    }
+    # One service: its SLOs (of its transactions, or of a business service holding one),
+    # and of what users did, only the actions joined with its traces — no page load.
+    output = report_cli(processed, "--service", "crm-web", "--format", "html", "--out", str(tmp_path / "c"))
+    assert "2 of 3 objectives met" in output  # the latency one is missed
+    crm = (tmp_path / "c").read_text()
+    assert "Tenant default, service crm-web" in crm
+    assert {row[0] for row in section(crm, "Service levels")} == {
+        "Create lead under 800 ms",
+        "leads-available",
+        "Order to cash available",
+    }
+    pages, sites = [], []
+    for row in section(crm, "Slowest pages and sites"):
+        (pages if row[0] not in seed.SITES else sites).append(row)
+    assert [(row[0], row[1]) for row in pages] == [("POST /leads", "40")]
+    assert [(row[0], row[1], row[3]) for row in sites] == [
+        ("Lyon", "20", "3.36 s"),
+        ("Hamburg", "20", "1.12 s"),
+    ]
+    assert {row[0] for row in section(crm, "Business transactions")} == {"crm-web"}
+
+    report_cli(processed, "--service", "erp-api", "--out", str(tmp_path / "e.html"))
+    erp = (tmp_path / "e.html").read_text()
+    # erp-api serves no transaction of the leads SLOs; it is in the business service.
+    assert [row[0] for row in section(erp, "Service levels")] == ["Order to cash available"]
+    assert section(erp, "Slowest pages and sites") == []
+    assert "No real-user actions were served by erp-api in this period" in erp
+
+
 def signed_in(collector: CollectorProcess, token: str) -> httpx.Client:
     client = httpx.Client(base_url=collector.url, timeout=10)
     response = client.post("/login", data={"token": token})
