@@ -25,6 +25,7 @@ import pypdfium2
 import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from tierscope.cli.main import main
 from tierscope.dashboards import provision, render
@@ -35,6 +36,7 @@ from tierscope.dashboards.grafana import GRID_WIDTH, POSTGRES, PROMETHEUS
 from tierscope.dashboards.report import Period, Report, gather, parse_period
 from tierscope.dashboards.schedule import last_complete
 from tierscope.store.tenants import KeyInfo
+from tierscope.testing import otlp
 from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.grafana import GrafanaStandIn, expand
 
@@ -130,6 +132,98 @@ def test_every_panel_query_runs_on_a_processed_store(
 ) -> None:
     rows = run_panel(processed.database_url or "", sql, hours)
     assert rows, f"{board} / {panel} returned nothing over {hours} h of processed traces"
+
+
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool"}
+PROMQL_KEYWORDS |= {"and", "or", "unless", "inf", "nan"}
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: the identifiers left once strings,
+    label matchers, ranges and grouping clauses are gone, that call nothing."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    return {
+        found[0]
+        for found in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", text)
+        if not text[found.end() :].lstrip().startswith("(") and found[0].lower() not in PROMQL_KEYWORDS
+    }
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every series name a scrape offers: those with samples, and those a declared
+    family will have (a counter with labels shows its HELP and TYPE before any sample)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {sample.name for sample in family.samples}
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    return names
+
+
+def test_promql_metric_names_parse_as_prometheus_reads_them() -> None:
+    assert promql_metrics(
+        'histogram_quantile(0.99, sum by (le) (rate(a_seconds_bucket{route="/x"}[5m])))'
+    ) == {"a_seconds_bucket"}
+    assert promql_metrics("sum(rate(a_total[5m])) / ignoring(x) b_total offset 1h and on(y) c") == {
+        "a_total",
+        "b_total",
+        "c",
+    }
+
+
+def test_every_prometheus_panel_reads_metrics_the_collector_exposes(processed: CollectorProcess) -> None:
+    # A refused request and a rejected span: with several workers prometheus_client
+    # shows a labelled counter only once it has a sample (no HELP or TYPE before).
+    key = processed.credentials()["ingest_key"]
+    refused = otlp.post(processed.url, key, b"not protobuf")
+    assert refused.status_code == 400, refused.text
+    backwards = otlp.span("GET /backwards", duration_ms=-5)  # ends before it starts: rejected alone
+    partial = otlp.post(processed.url, key, otlp.request([backwards], service="crm-web").SerializeToString())
+    assert partial.status_code == 200, partial.text
+    scrape = httpx.get(f"{processed.url}/metrics")
+    assert scrape.status_code == 200
+    exposed = exposed_names(scrape.text)
+    checked = 0
+    for board in all_dashboards(1):
+        for panel in board.panels():
+            if panel.datasource is not PROMETHEUS:
+                continue
+            for target in panel.targets:
+                used = promql_metrics(target.query)
+                assert used, f"{panel.title}: no metric in {target.query}"
+                assert used <= exposed, f"{board.title} / {panel.title} reads {used - exposed}"
+                checked += 1
+    assert checked == 8  # the platform board's queries
+
+
+def test_every_template_variable_query_runs_on_a_processed_store(processed: CollectorProcess) -> None:
+    """The drop-downs: the tenant's services, then the chosen service's transactions."""
+    dsn = processed.database_url or ""
+    known = query(dsn, "SELECT service, name FROM business_transactions WHERE tenant_id = 1")
+
+    def offered(sql: str, **chosen: str) -> list[str]:
+        now = datetime.now(UTC)
+        with psycopg.connect(dsn) as conn:
+            expanded = expand(sql, now - timedelta(hours=6), now, "1m", {"tenant": "1", **chosen})
+            return [row[0] for row in conn.execute(expanded).fetchall()]  # type: ignore[arg-type]
+
+    variables = {
+        (board.uid, v.name): v.query for board in all_dashboards(1) for v in board.variables if v.query
+    }
+    assert {name for _, name in variables} == {"service", "bt"}
+    for (uid, name), sql in variables.items():
+        if name == "service":
+            services = offered(sql)
+            assert services == sorted({service for service, _ in known}), uid
+            assert "crm-web" in services  # erp-api is called, never entered: it names no BT
+        else:
+            for service in ("crm-web", "erp-api"):
+                names = offered(sql, service=service)
+                assert names == sorted(bt for s, bt in known if s == service), (uid, service)
+            assert "POST /leads" in offered(sql, service="crm-web")
+            assert offered(sql, service="erp-api") == []
 
 
 def test_panel_figures_match_the_traces(processed: CollectorProcess) -> None:
