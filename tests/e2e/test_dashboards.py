@@ -942,3 +942,25 @@ def test_only_tokens_that_may_act_acknowledge_from_the_console(role: str, allowe
     """The console shows the Acknowledge button only to tokens whose role may act."""
     caller = KeyInfo(tenant_id=1, tenant="default", kind="api", revoked=False, expired=False, role=role)
     assert may(caller, "acknowledge") is allowed
+
+
+def test_a_viewer_token_sees_no_acknowledge_button_and_may_not_post_one(processed: CollectorProcess) -> None:
+    """What docs/dashboards.md says of the Alerts page, on the running console."""
+    (firing,) = query(processed.database_url or "", "SELECT id FROM alerts WHERE state = 'firing'")
+    tokens = {
+        role: json.loads(seed.cli(processed, "tenant", "token", "default", "--role", role, "--json"))[
+            "api_token"
+        ]
+        for role in ("viewer", "editor")
+    }
+    viewer = signed_in(processed, tokens["viewer"])
+    alerts = viewer.get("/alerts")
+    assert alerts.status_code == 200
+    assert "POST /leads is slow" in alerts.text  # the firing alert is shown...
+    assert "Acknowledge</button>" not in alerts.text  # ...without the button
+    refused = viewer.post(f"/alerts/{firing[0]}/ack", data={"by": "viewer"})
+    assert refused.status_code == 403
+    editor = signed_in(processed, tokens["editor"])
+    assert f'action="/alerts/{firing[0]}/ack"' in editor.get("/alerts").text
+    still = query(processed.database_url or "", "SELECT id FROM alerts WHERE state = 'firing'")
+    assert still == [firing]  # nothing was acknowledged
