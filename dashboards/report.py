@@ -128,8 +128,13 @@ async def gather(
             continue
         trend = []
         current: dict[str, Any] = {}
+        calendar_window = not objective.document.spec.timeWindow.isRolling
         for each in periods:
             at = min(each.end, now)
+            if calendar_window and at == each.end:
+                # At the period's very end a calendar window has just begun again (and
+                # is empty): evaluate at its last instant, the window just completed.
+                at -= timedelta(microseconds=1)
             if at <= each.start:
                 trend.append((each.label, None))
                 continue

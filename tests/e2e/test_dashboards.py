@@ -964,3 +964,30 @@ def test_a_viewer_token_sees_no_acknowledge_button_and_may_not_post_one(processe
     assert f'action="/alerts/{firing[0]}/ack"' in editor.get("/alerts").text
     still = query(processed.database_url or "", "SELECT id FROM alerts WHERE state = 'firing'")
     assert still == [firing]  # nothing was acknowledged
+
+
+def test_a_calendar_month_slo_trends_each_whole_month(processed: CollectorProcess, tmp_path: Path) -> None:
+    """At a month's end a calendar window starts again: the trend must show the month
+    just completed, not the empty one beginning (another tenant, the same history)."""
+    dsn = processed.database_url or ""
+    seed.cli(processed, "tenant", "create", "calendar", "--json")
+    ((tenant_id,),) = query(dsn, "SELECT id FROM tenants WHERE name = 'calendar'")
+    seed.order_history(dsn, tenant_id)
+    (tmp_path / "slo.yaml").write_text(
+        "apiVersion: tierscope/v1\nkind: SLO\nmetadata: {name: orders-monthly}\n"
+        "spec: {service: erp-api, bt: POST /orders, objective: availability, target: 99%,\n"
+        "       timeWindow: {duration: 1M, isRolling: false, calendar: {timeZone: UTC}}}\n"
+    )
+    seed.cli(processed, "slo", "apply", str(tmp_path / "slo.yaml"), "--tenant", "calendar")
+    now = datetime.now(UTC)
+
+    async def read() -> Report:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await gather(conn, tenant_id, "calendar", parse_period(now.strftime("%Y-%m")))
+
+    (monthly,) = asyncio.run(read()).compliance
+    trend = dict(monthly.trend)
+    # k months ago, k of each 100 calls failed (seed.order_history); none this month yet.
+    assert trend[parse_period(now.strftime("%Y-%m")).before().label] == pytest.approx(0.99)
+    assert trend[parse_period(now.strftime("%Y-%m")).before().before().label] == pytest.approx(0.98)
+    assert list(trend.values())[-1] is None
