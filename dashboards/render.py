@@ -14,7 +14,15 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from tierscope.dashboards import charts
-from tierscope.dashboards.report import Report, budget_left, duration, milliseconds, percent, summary
+from tierscope.dashboards.report import (
+    Report,
+    budget_left,
+    duration,
+    milliseconds,
+    no_experiences,
+    percent,
+    summary,
+)
 
 _TEMPLATES = Environment(
     loader=PackageLoader("tierscope.dashboards", "templates"), autoescape=select_autoescape(["j2", "html"])
@@ -37,6 +45,7 @@ def html(report: Report) -> str:
         budget_left=budget_left,
         milliseconds=milliseconds,
         duration=duration,
+        no_experiences=no_experiences,
     )
 
 
@@ -189,8 +198,7 @@ def _experiences(report: Report, styles: Any, cell: Any, grid: Any) -> list:
 
     story: list = [Paragraph("Slowest pages and sites", styles["Heading2"])]
     if not report.pages:
-        text = "No real-user experiences in this period (the RUM script is not on the pages)."
-        return [*story, Paragraph(text, styles["Normal"])]
+        return [*story, Paragraph(escape(no_experiences(report)), styles["Normal"])]
     rows = [["Page or action", "Actions", "Users", "Waited (p75)", "LCP (p75)", "Failed"]]
     rows += [
         [

@@ -128,8 +128,13 @@ async def gather(
             continue
         trend = []
         current: dict[str, Any] = {}
+        calendar_window = not objective.document.spec.timeWindow.isRolling
         for each in periods:
             at = min(each.end, now)
+            if calendar_window and at == each.end:
+                # At the period's very end a calendar window has just begun again (and
+                # is empty): evaluate at its last instant, the window just completed.
+                at -= timedelta(microseconds=1)
             if at <= each.start:
                 trend.append((each.label, None))
                 continue
@@ -176,12 +181,20 @@ async def gather(
         sites=sites,
         periods=[p.label for p in periods],
         incidents=incidents,
-        pages=await store.slowest_pages(conn, tenant_id, period.start, until) if not service else [],
-        experience_sites=await store.experience_sites(conn, tenant_id, period.start, until)
-        if not service
-        else [],
+        pages=await store.slowest_pages(conn, tenant_id, period.start, until, service),
+        experience_sites=await store.experience_sites(conn, tenant_id, period.start, until, service),
         outlooks=ahead,
     )
+
+
+def no_experiences(report: Report) -> str:
+    """What the pages section says when it has nothing to show."""
+    if report.service:
+        return (
+            f"No real-user actions were served by {report.service} in this period (only actions "
+            "joined with a trace of its transactions count; page loads belong to no service)."
+        )
+    return "No real-user experiences in this period (the RUM script is not on the pages)."
 
 
 def _incident(row: dict[str, Any], until: datetime) -> dict[str, Any]:

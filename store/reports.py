@@ -112,10 +112,17 @@ async def incidents(
 
 @wrap_errors
 async def slowest_pages(
-    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, limit: int = 10
+    conn: AsyncConnection,
+    tenant_id: int,
+    start: datetime,
+    end: datetime,
+    service: str | None = None,
+    limit: int = 10,
 ) -> list[dict[str, Any]]:
     """Pages and in-page actions by what users waited (75th percentile), from the
-    browser experiences of ``[start, end)``."""
+    browser experiences of ``[start, end)``; with ``service``, only the actions
+    joined with a trace of one of its business transactions (page loads and
+    untraced actions belong to no service)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """SELECT coalesce(bt, page) AS page, count(*) AS actions, count(DISTINCT user_hash) AS users,
@@ -125,19 +132,25 @@ async def slowest_pages(
                         FILTER (WHERE vitals ? 'lcp') AS lcp_p75_ms
                FROM rum_experiences
                WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
-                 AND state <> 'pending'
+                 AND state <> 'pending' AND (%(service)s::text IS NULL OR service = %(service)s)
                GROUP BY 1 ORDER BY p75_ms DESC LIMIT %(limit)s""",
-            {"tenant": tenant_id, "start": start, "end": end, "limit": limit},
+            {"tenant": tenant_id, "start": start, "end": end, "service": service, "limit": limit},
         )
         return await cur.fetchall()
 
 
 @wrap_errors
 async def experience_sites(
-    conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime, limit: int = 20
+    conn: AsyncConnection,
+    tenant_id: int,
+    start: datetime,
+    end: datetime,
+    service: str | None = None,
+    limit: int = 20,
 ) -> list[dict[str, Any]]:
     """Sites by what their users waited (75th percentile), with the mean network and
-    browser time — a slow branch office shows as network time."""
+    browser time — a slow branch office shows as network time. ``service`` keeps
+    the actions joined with its traces, as in :func:`slowest_pages`."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """SELECT site, count(*) AS actions, count(DISTINCT user_hash) AS users,
@@ -148,8 +161,9 @@ async def experience_sites(
                FROM rum_experiences
                WHERE tenant_id = %(tenant)s AND start_time >= %(start)s AND start_time < %(end)s
                  AND state <> 'pending' AND site IS NOT NULL
+                 AND (%(service)s::text IS NULL OR service = %(service)s)
                GROUP BY 1 ORDER BY p75_ms DESC LIMIT %(limit)s""",
-            {"tenant": tenant_id, "start": start, "end": end, "limit": limit},
+            {"tenant": tenant_id, "start": start, "end": end, "service": service, "limit": limit},
         )
         return await cur.fetchall()
 

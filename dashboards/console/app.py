@@ -69,7 +69,10 @@ async def overview(request: Request, window: str | None = None) -> Response:
         chosen = window_of(window)
         listed = await processing_api.transactions(request, caller, since=chosen)
         slos = (await slo_api.slos(request, caller))["slos"]
-        by_bt = {(s["service"], s["bt"]): s for s in slos if s["bt"]}
+        by_bt: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for slo in slos:  # a transaction may have several (latency and availability)
+            if slo["bt"]:
+                by_bt.setdefault((slo["service"], slo["bt"]), []).append(slo)
         return page(
             "overview.html.j2",
             caller=caller,

@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tierscope.collector.api.deps import required_role
 from tierscope.collector.auth import AuthError, KeyVerifier
 from tierscope.dashboards.console import svg
+from tierscope.dashboards.report import budget_left
 from tierscope.store.tenants import KeyInfo
 
 COOKIE = "tierscope_token"
@@ -49,6 +50,8 @@ _templates = Environment(
     loader=PackageLoader("tierscope.dashboards.console", "templates"), autoescape=select_autoescape(["j2"])
 )
 _templates.filters["q"] = lambda value: quote(str(value), safe="")
+# The error budget left, worded as the SLA report words it ("exhausted (3.0× spent)").
+_templates.filters["budget"] = budget_left
 
 
 class SignIn(Exception):

@@ -47,6 +47,28 @@ kind: SLO
 metadata: {name: leads-available}
 spec: {service: crm-web, bt: POST /leads, objective: availability, target: 99%}
 """
+# A business service of two transactions and its SLO: POST /leads (traced) and
+# erp-api POST /orders, whose history (order_history) gives the SLA report's
+# trend earlier periods with known compliance.
+BUSINESS_SERVICE = "order-to-cash"
+ORDERS = ("erp-api", "POST /orders")
+BUSINESS_SLOS = """\
+---
+apiVersion: tierscope/v1
+kind: BusinessService
+metadata: {name: order-to-cash, displayName: Order to cash}
+spec:
+  criticality: critical
+  transactions:
+    - {service: crm-web, bt: POST /leads}
+    - {service: erp-api, bt: POST /orders}
+---
+apiVersion: tierscope/v1
+kind: SLO
+metadata: {name: order-to-cash-available, displayName: Order to cash available}
+spec: {businessService: order-to-cash, objective: availability, target: 99%}
+"""
+ORDER_HISTORY_DAYS = 85  # within the 90 days hour rollups are kept
 FORECAST_SERVICE, FORECAST_BT = "erp-api", "POST /invoices"
 # The collector for a seeded store: quick processing, and no alert evaluator — the
 # seeded alerts stand for its output, and a real one firing meanwhile (the latency
@@ -134,8 +156,8 @@ def experiences(collector: CollectorProcess, trace_ids: list[bytes]) -> None:
     )
 
 
-def slos(collector: CollectorProcess, directory: Path) -> None:
-    (directory / "slos.yaml").write_text(SLOS)
+def slos(collector: CollectorProcess, directory: Path, documents: str = SLOS) -> None:
+    (directory / "slos.yaml").write_text(documents)
     cli(collector, "slo", "apply", str(directory / "slos.yaml"))
 
 
@@ -238,11 +260,44 @@ def forecast_history(dsn: str, tenant_id: int = 1, weeks: int = 4) -> None:
         conn.commit()
 
 
+def months_ago(bucket: datetime, now: datetime) -> int:
+    return (now.year - bucket.year) * 12 + now.month - bucket.month
+
+
+def order_history(dsn: str, tenant_id: int = 1) -> None:
+    """One hour rollup a day (noon, 100 calls) of erp-api POST /orders for the
+    last ORDER_HISTORY_DAYS days before this month: in the month k months ago,
+    k of each 100 calls failed, so an availability SLO's compliance at the end
+    of that month is 1 - k/100 (a 28-day window lies within one month)."""
+    now = datetime.now(UTC)
+    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+    columns = (
+        "tenant_id, resolution, bucket, service, bt, calls, errors, duration_sum_us, duration_max_us, "
+        "apdex_satisfied, apdex_tolerating, latency, tier_sum_us, tier_latency"
+    )
+    counts: histogram.Counts = {}
+    histogram.add(counts, 100_000, weight=100)  # every call 100 ms
+    tiers = [100 * 100_000 if t == "app" else 0 for t in TIERS]
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY bt_rollups ({columns}) FROM STDIN") as copy:
+            for day in range(ORDER_HISTORY_DAYS, 0, -1):
+                bucket = noon - timedelta(days=day)
+                if bucket >= this_month or bucket < now - timedelta(days=ORDER_HISTORY_DAYS):
+                    continue
+                copy.write_row(
+                    (tenant_id, "hour", bucket, *ORDERS, 100, months_ago(bucket, now), 100 * 100_000,
+                     100_000, 100, 0, histogram.encode(counts), tiers, histogram.encode({}))
+                )  # fmt: skip
+        conn.commit()
+
+
 def everything(collector: CollectorProcess, directory: Path) -> list[bytes]:
     trace_ids = traces(collector)
     experiences(collector, trace_ids)
-    slos(collector, directory)
+    slos(collector, directory, SLOS + BUSINESS_SLOS)
     alerts(collector)
     forecast_history(collector.database_url or "")
+    order_history(collector.database_url or "")
     time.sleep(1.0)  # the last processing cycle's rollups
     return trace_ids
