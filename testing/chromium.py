@@ -25,7 +25,11 @@ def ensure_chromium() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True, timeout=600)
     install = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True, text=True, timeout=1200
+        ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "chromium"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     found = shutil.which("chromium")
     if install.returncode != 0 or not found:

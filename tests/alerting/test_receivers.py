@@ -45,7 +45,7 @@ def alertmanager_binary() -> str:
         return found
     if shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", PACKAGE]
+        install = ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", PACKAGE]
         if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
             subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
             subprocess.run(install, env=env, capture_output=True, check=False)
