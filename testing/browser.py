@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +87,17 @@ def page(browser: Any) -> Iterator[Any]:
     opened.page_errors = errors
     yield opened
     context.close()
+
+
+def screenshot(opened: Any, path: Path) -> Path:
+    """Save the whole page as a PNG test artifact, failing when it is (nearly)
+    blank: a page that renders nothing must not pass as a picture of one."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opened.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as image:
+        grey = image.convert("L")
+        dark = sum(grey.histogram()[:200])
+        assert dark > 0.005 * grey.width * grey.height, f"{path.name}: the page renders (nearly) blank"
+    return path

@@ -20,6 +20,7 @@ import psutil
 import psycopg
 import pytest
 
+from tierscope.testing.browser import browser, page  # noqa: F401 - fixtures (on the chromium below)
 from tierscope.testing.chromium import ChromiumMissing, ensure_chromium
 from tierscope.testing.collector import free_port, tierscope_command
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -22,6 +22,8 @@ import pytest
 from tierscope.collector.tiers import TIERS
 from tierscope.demo.faults import CATALOG
 from tierscope.slo import definitions
+from tierscope.testing.browser import screenshot
+from tierscope.testing.routes import collector_app, endpoints
 
 from .conftest import DemoProcess
 
@@ -393,6 +395,147 @@ def _browser_slow_problems(demo: DemoProcess, baseline_end: float, since: float,
                 f"browser_slow: unrelated {page} {name} {_median(before):.0f} -> {_median(during):.0f} ms"
             )
     return problems
+
+
+# The console's pages (GET routes of tierscope.dashboards.console, sign-in aside), each
+# with what it must show of the demo. A page added to the router fails the test until
+# it is checked here too.
+CONSOLE_PAGES = {"/", "/bt", "/trace/{trace_id}", "/experiences", "/experiences/{experience_id}"}
+CONSOLE_PAGES |= {"/services", "/slos", "/alerts"}
+CONSOLE_ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+CONSOLE_BT = ("crm-web", "CRM / Lead list")  # a page the browser users open, from every site
+
+
+def _console_ready(demo: DemoProcess) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An experience joined with its trace, and the transactions, once the demo has
+    them (at once after the tests above; within a couple of minutes when run alone)."""
+    deadline = time.monotonic() + 180
+    while True:
+        rows = demo.api("/api/v1/transactions", **{"from": "1h"})["transactions"]
+        names = {row["bt"] for row in rows}
+        joined = [
+            e
+            for e in _experiences(demo)
+            if e["trace_id"] and e["bt"] == CONSOLE_BT[1] and e["kind"] == "page_load" and e["tier_ms"]
+        ]
+        if (set(CRM) | set(ERP)) <= names and joined:
+            return joined[0], rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the demo has no data for the console yet: {sorted(names)}, {len(joined)}")
+        time.sleep(3)
+
+
+def test_every_console_page_renders_the_demo_in_chromium(demo: DemoProcess, page: Any) -> None:
+    """Sign in to the running demo's console with its API token, in real headless
+    Chromium, and open every console page: each answers 200 and shows the demo's
+    transactions, sites, services, SLOs and traces, with no script error or
+    console error; a screenshot of each is kept in test-artifacts/console/demo-*.png."""
+    experience, transactions = _console_ready(demo)
+    console = [
+        endpoint
+        for endpoint in endpoints(collector_app())
+        if endpoint.method == "GET"
+        and endpoint.module.startswith("tierscope.dashboards.console")
+        and endpoint.path != "/login"
+    ]
+    assert {endpoint.path for endpoint in console} == CONSOLE_PAGES
+
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+    )
+    page.goto(f"{demo.url}/")
+    assert page.url.endswith("/login")
+    page.fill("input[name=token]", json.loads((demo.data_dir / "credentials.json").read_text())["api_token"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{demo.url}/")
+
+    def text(selector: str) -> str:  # text content: SVG elements have no innerText
+        return " ".join(page.locator(selector).all_text_contents())
+
+    def overview() -> None:
+        rows = page.locator("table.transactions tbody tr")
+        assert rows.count() >= len(CRM) + len(ERP), rows.count()
+        shown = text("table.transactions tbody")
+        assert all(bt in shown for bt in CRM + ERP), shown
+        assert page.locator("table.transactions svg.bar rect").count() >= rows.count()  # time per tier
+        assert "%" in text("table.transactions td.slo")  # the demo's SLOs, achieved against target
+
+    def transaction() -> None:
+        assert page.locator("h1").inner_text() == CONSOLE_BT[1]
+        assert page.locator("svg.chart").count() == 3  # calls, latency, time per tier
+        assert page.locator("svg.chart path, svg.chart polyline, svg.chart rect").count() > 0
+        assert page.locator("td.component").count() >= 1  # its top components
+        sites = text("table.sites tbody td:first-child")
+        assert "hq" in sites, sites
+        assert "branch-east" in sites, sites
+        assert page.locator('a[href^="/trace/"]').count() >= 1  # its recent traces
+
+    def trace() -> None:
+        waterfall = page.locator("svg.waterfall")
+        assert waterfall.locator("rect.span").count() >= 2
+        assert waterfall.locator("rect.segment").count() >= 2  # the browser and network above
+        assert "crm-web" in (waterfall.text_content() or "")
+
+    def experiences() -> None:
+        groups = text("table.vitals tbody")
+        assert CONSOLE_BT[1] in groups, groups
+        assert "hq" in groups, groups
+        assert "branch-east" in groups, groups
+        assert page.locator('a[href^="/experiences/"]').count() >= 1
+
+    def one_experience() -> None:
+        assert page.locator("h1").inner_text() == CONSOLE_BT[1]
+        assert page.get_by_text("The user waited").count() == 1
+        assert page.locator("svg.waterfall rect.span").count() >= 1
+
+    def services() -> None:
+        nodes = text("svg.map text.node")
+        for service in ("crm-web", "erp-api", "erp-worker"):
+            assert service in nodes, nodes
+        assert page.locator("main table tbody tr").count() >= 3
+
+    def service_levels() -> None:
+        shown = text("main table tbody")
+        slos = demo.api("/api/v1/slos")["slos"]
+        assert slos, "the demo ships SLOs"
+        assert all(slo["name"] in shown for slo in slos), shown
+
+    def alert_list() -> None:
+        # The page lists what the alert API listed (alerts depend on the faults so
+        # far, and may change while we look: the page is read again after the API).
+        alerts = [a for a in demo.api("/api/v1/alerts", since="24h")["alerts"] if a["state"] != "pending"]
+        page.reload()
+        if alerts:
+            for alert in alerts:
+                assert page.locator(f"section.alert#alert-{alert['id']} h2").count() == 1, alert["title"]
+        elif page.locator("section.alert").count() == 0:
+            assert "No alerts." in text("main p.empty")
+
+    bt = httpx.QueryParams({"service": CONSOLE_BT[0], "bt": CONSOLE_BT[1]})
+    checks: dict[str, tuple[str, Callable[[], None]]] = {
+        "/": ("overview", overview),
+        "/bt": ("transaction", transaction),
+        "/trace/{trace_id}": ("trace", trace),
+        "/experiences": ("experiences", experiences),
+        "/experiences/{experience_id}": ("experience", one_experience),
+        "/services": ("services", services),
+        "/slos": ("slos", service_levels),
+        "/alerts": ("alerts", alert_list),
+    }
+    ids = {"trace_id": experience["trace_id"], "experience_id": experience["id"]}
+    for endpoint in console:
+        name, check = checks[endpoint.path]
+        url = demo.url + endpoint.url(ids) + (f"?{bt}" if endpoint.path == "/bt" else "")
+        response = page.goto(url)
+        assert response is not None
+        assert response.status == 200, (url, response.status, page.locator("body").inner_text()[:300])
+        check()
+        screenshot(page, CONSOLE_ARTIFACTS / f"demo-{name}.png")
+    assert page.page_errors == []
+    assert [p for p in problems if "favicon" not in p] == []
+    assert {row["bt"] for row in transactions} >= set(CRM) | set(ERP)
 
 
 def _gone(pid: int) -> bool:

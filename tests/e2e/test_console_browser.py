@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from tierscope.testing.browser import browser, chromium, page  # noqa: F401 - fixtures
+from tierscope.testing.browser import browser, chromium, page, screenshot  # noqa: F401 - fixtures
 from tierscope.testing.collector import CollectorProcess
 
 from . import seed
@@ -60,14 +59,7 @@ def watch(opened: Any) -> dict[str, list[str]]:
 
 
 def shoot(opened: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    opened.screenshot(path=str(path), full_page=True)
-    with Image.open(path) as image:
-        grey = image.convert("L")
-        dark = sum(grey.histogram()[:200])
-        assert dark > 0.005 * grey.width * grey.height, f"{name}: the page renders (nearly) blank"
-    return path
+    return screenshot(opened, ARTIFACTS / f"{name}.png")
 
 
 def test_every_console_page_in_chromium_with_hostile_telemetry_inert(

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -55,6 +56,42 @@ def slow_request_in_flight(url: str, key: str, body: bytes) -> socket.socket:
     return sock
 
 
+def sla_report_beside_the_running_platform(
+    collector: CollectorProcess, data_dir: Path, tenant: dict[str, str]
+) -> None:
+    """``tierscope report --data-dir`` shares the running embedded store (issue 9): the
+    tenant's processed transactions are in the report, and ``up`` keeps serving."""
+    headers = {"Authorization": f"Bearer {tenant['api_token']}"}
+    deadline = time.monotonic() + 90  # the span settles (15 s by default), then is processed
+    listed: list[dict[str, object]] = []
+    while not listed and time.monotonic() < deadline:
+        answer = httpx.get(f"{collector.url}/api/v1/transactions", headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        listed = answer.json()["transactions"]
+        time.sleep(0.5)
+    assert listed, "the tenant's span was never processed into a transaction"
+    period = datetime.now(UTC).strftime("%Y-%m")
+    out = data_dir.parent / "sla.html"
+    options = ["--period", period, "--tenant", tenant["tenant"], "--format", "html", "--out", str(out)]
+    made = cli(data_dir, "report", *options)
+    assert made.returncode == 0, made.stderr
+    assert "Traceback" not in made.stderr
+    report = out.read_text()
+    assert f"<h1>SLA report {period}</h1>" in report
+    assert f"Tenant {tenant['tenant']}" in report
+    for heading in ("Summary", "Service levels", "Business transactions", "Incidents", "Sites"):
+        assert f"<h2>{heading}</h2>" in report, heading
+    transactions = report.split("<h2>Business transactions</h2>")[1].split("<h2>")[0]
+    for row in listed:
+        assert f"<td>{row['service']}</td><td>{row['bt']}</td>" in transactions, row
+    assert "No requests in this period." not in transactions
+    # The platform went on serving throughout, and still does.
+    assert collector.process is not None
+    assert collector.process.poll() is None
+    assert httpx.get(f"{collector.url}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{collector.url}/api/v1/transactions", headers=headers, timeout=10).status_code == 200
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "tierscope-data"
@@ -98,6 +135,9 @@ def test_first_start_the_cli_beside_it_and_a_clean_stop(
         assert "revoked 2 key(s)" in revoked.stderr
         time.sleep(2.5)  # TIERSCOPE_KEY_CACHE_TTL
         assert otlp.post(collector.url, new_key, body).status_code == 403
+
+        # A manager's SLA report, read from the running store while `up` serves.
+        sla_report_beside_the_running_platform(collector, data_dir, acme)
 
         # SIGTERM with a request half-sent: it finishes and is stored; then all stops.
         trace_id = os.urandom(16)
