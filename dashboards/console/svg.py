@@ -81,6 +81,13 @@ def lines(
         )
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5">')
         out.append(f"<title>{escape(name)}</title></polyline>")
+        # A point with no neighbour draws no line: a dot shows it (a new
+        # transaction's first minute, or one busy minute in a quiet window).
+        for i, v in enumerate(points):
+            alone = (i == 0 or points[i - 1] is None) and (i == len(points) - 1 or points[i + 1] is None)
+            if v is not None and alone:
+                x, y = left + i * step, 8 + plot_h * (1 - v / top)
+                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}" class="point"/>')
     out.append(f'<text x="{left}" y="{height - 4}" class="axis">{escape(labels[0])}</text>')
     out.append(
         f'<text x="{width - 8}" y="{height - 4}" class="axis" text-anchor="end">{escape(labels[-1])}</text>'
