@@ -159,16 +159,16 @@ def _campaign(data: Path, url: str, receiver: Receiver, log: Any) -> dict[str, A
             httpx.post(f"{state['control_url']}/faults/{name}", params={"for": FAULT_SECONDS}, timeout=30)
         time.sleep(FAULT_SECONDS)
     with _store(data) as conn:
-        keys = ("fault", "tier", "service", "component", "site", "bts", "started_at")
+        keys = ("fault", "tier", "service", "component", "site", "bts", "started_at", "ended_at")
         faults = [
             dict(zip(keys, row, strict=True))
             for row in conn.execute(
-                "SELECT fault, tier, service, component, site, affected_bts, started_at"
+                "SELECT fault, tier, service, component, site, affected_bts, started_at, ended_at"
                 " FROM demo_faults ORDER BY id"
             ).fetchall()
         ]
-        rows = conn.execute("SELECT service, attributes->>'service.instance.id' FROM resources").fetchall()
-        instances = {str(i): str(s) for s, i in rows if i}
+        instances = scoring.read_instances(conn)
+        operations = {fault["fault"]: scoring.read_operations(conn, fault) for fault in faults}
         (experiences,) = conn.execute("SELECT count(*) FROM rum_experiences").fetchone()
     figures = {}
     for fault in faults:
@@ -182,7 +182,8 @@ def _campaign(data: Path, url: str, receiver: Receiver, log: Any) -> dict[str, A
             # A fault without transactions (the WAN) is only answered by its own tier.
             and (fault["bts"] or alert["tier"] == fault["tier"])
         ]
-        good = [(at, a) for at, a in notified if scoring.right(fault, a, state["apps"], instances)]
+        ran = operations[fault["fault"]]
+        good = [(at, a) for at, a in notified if scoring.right(fault, a, state["apps"], instances, ran)]
         first = good[0] if good else notified[0] if notified else None
         figures[fault["fault"]] = {
             "tier": fault["tier"],
@@ -190,7 +191,7 @@ def _campaign(data: Path, url: str, receiver: Receiver, log: Any) -> dict[str, A
             "severity": first[1]["severity"] if first else None,
             "tier_right": bool(first) and first[1]["tier"] == fault["tier"],
             "component_right": bool(first)
-            and scoring.names_component(fault, first[1]["component"], state["apps"], instances),
+            and scoring.names_component(fault, first[1]["component"], state["apps"], instances, ran),
             "alert": first[1]["title"] if first else None,
         }
     # A fault of a component already alerting joins its incident: no second page

@@ -25,6 +25,7 @@ class Fault:
     bts: tuple[str, ...]
     description: str
     site: str | None = None
+    fails: bool = False  # it makes requests fail (rather than slow): its code is named by operation
 
 
 CATALOG: dict[str, Fault] = {
@@ -61,6 +62,7 @@ CATALOG: dict[str, Fault] = {
             "ext-services /credit-check",
             ("CRM / Contact detail",),
             "the credit check fails: half 503, half time out (the CRM waits 1.5 s); the page fails",
+            fails=True,
         ),
         Fault(
             "app_cpu",
@@ -102,6 +104,7 @@ CATALOG: dict[str, Fault] = {
             "erp-api POST /api/orders",
             ("ERP / Create sales order",),
             "half of the sales orders fail with an exception",
+            fails=True,
         ),
     )
 }

@@ -68,6 +68,8 @@ class Campaign:
     quiet: list[dict[str, Any]] = field(default_factory=list)  # alerts before any fault
     browser_users: bool = False
     instances: dict[str, str] = field(default_factory=dict)  # instance id -> service
+    # per fault: service -> operations its code ran in the fault's transactions
+    operations: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
 
 def _alerts(demo: DemoProcess) -> list[dict[str, Any]]:
@@ -123,11 +125,9 @@ def _run(demo: DemoProcess) -> Campaign:
         ).fetchall():
             keys = ("fault", "tier", "service", "component", "site", "bts", "started_at", "ended_at")
             campaign.faults[row[0]] = dict(zip(keys, row, strict=True))
-        for service, instance in conn.execute(
-            "SELECT service, attributes->>'service.instance.id' FROM resources"
-        ).fetchall():
-            if instance:
-                campaign.instances[instance] = service
+        campaign.instances = scoring.read_instances(conn)
+        for name, fault in campaign.faults.items():
+            campaign.operations[name] = scoring.read_operations(conn, fault)
     return campaign
 
 
@@ -159,7 +159,8 @@ def detection(campaign: Campaign, name: str) -> tuple[float | None, list[str]]:
         earlier = before.get(alert["id"])
         if earlier is not None and (not fault["bts"] or set(fault["bts"]) <= earlier):
             continue  # open before the fault, about these transactions already
-        if scoring.right(fault, alert, campaign.demo.state()["apps"], campaign.instances):
+        apps = campaign.demo.state()["apps"]
+        if scoring.right(fault, alert, apps, campaign.instances, campaign.operations[name]):
             return seen.at - start, notes
         note = f"{alert['severity']} {alert['tier']} / {alert['component']}: {alert['title']}"
         if note not in notes:
@@ -194,8 +195,10 @@ def test_fault_free_traffic_raises_no_alert(campaign: Campaign) -> None:
     def names_a_fault(alert: dict[str, Any]) -> bool:
         return any(
             alert["tier"] == fault["tier"]
-            and scoring.names_component(fault, alert["component"], apps, campaign.instances)
-            for fault in campaign.faults.values()
+            and scoring.names_component(
+                fault, alert["component"], apps, campaign.instances, campaign.operations[name]
+            )
+            for name, fault in campaign.faults.items()
         )
 
     unrelated = {
