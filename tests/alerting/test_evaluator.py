@@ -133,6 +133,11 @@ async def test_a_slow_database_behind_three_transactions_is_one_alert_naming_the
     assert alert["evidence"]["component"]["name"] == "UPDATE orders"
     assert "database" not in alert["title"]
     assert "db time in UPDATE orders" in alert["title"]
+    # The example at the top of docs/alerting.md, word for word.
+    assert alert["title"] == (
+        "shop / GET /cart p95 1.0 s (baseline 120 ms) and 2 more transactions;"
+        " 100% of the excess is db time in UPDATE orders"
+    )
     assert alert["impact"]["users"] == 7
     assert alert["impact"]["sessions"] == 7
     assert alert["impact"]["priority"] > 0
