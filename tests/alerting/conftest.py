@@ -74,17 +74,24 @@ class Estate:
                 failing = max(failing, fault.errors)
         return parts, failing
 
-    def write_minutes(self, first: datetime, count: int, bts: tuple[tuple[str, str], ...] = BTS) -> None:
+    def write_minutes(
+        self,
+        first: datetime,
+        count: int,
+        bts: tuple[tuple[str, str], ...] = BTS,
+        calls: int = CALLS_PER_MINUTE,
+    ) -> None:
+        """Minute rollups of ``calls`` requests a minute per transaction (faults included)."""
         bt_rows, component_rows = [], []
         for step in range(count):
             minute = first + timedelta(minutes=step)
             for key in bts:
                 parts, failing = self.per_request(minute, key)
                 bt_rows.append(
-                    _bt_row(self.tenant_id, "minute", minute, key, CALLS_PER_MINUTE, parts, failing)
+                    _bt_row(self.tenant_id, "minute", minute, key, calls, parts, failing)
                 )
                 component_rows += _component_rows(
-                    self.tenant_id, "minute", minute, key, CALLS_PER_MINUTE, parts, failing
+                    self.tenant_id, "minute", minute, key, calls, parts, failing
                 )
         _copy(self.dsn, bt_rows, component_rows)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from importlib import resources
 from typing import Any
 
 import psycopg
@@ -469,3 +470,44 @@ async def test_one_error_at_night_does_not_page_but_two_do(estate: Estate) -> No
     assert states[11] == "firing", states
     (alert,) = open_alerts(estate)
     assert alert["severity"] == "critical"
+
+
+# The demo estate's own rules (demo/alerting.yaml): 2-minute windows, judged
+# from min_requests: 10 requests of a transaction in the window.
+DEMO_RULES = resources.files("tierscope.demo").joinpath("alerting.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("calls", "fires_at"),
+    [
+        (4, None),  # night: 8 requests in a 2-minute window, below min_requests
+        (5, 6),  # 10 in the window: judged, it fires
+        (30, 6),  # a busy hour: 60 in the window
+    ],
+)
+async def test_with_the_demos_rules_a_slow_database_pages_within_two_minutes_only_at_min_requests(
+    estate: Estate, calls: int, fires_at: int | None
+) -> None:
+    """What docs/alerting.md says of `make run`'s quiet hours: the same slow
+    statement (+900 ms from minute 5) is not judged at 4 requests a minute and
+    fires within two minutes of its start at 5 or more."""
+    configure(estate, DEMO_RULES)
+    estate.faults.append(Fault("db", "UPDATE orders", 900, minute(5), bts=(CHECKOUT,)))
+    estate.write_minutes(minute(-60), 75, bts=(CHECKOUT,), calls=calls)
+    firing: dict[int, list[dict[str, Any]]] = {}
+    async with Database(estate.dsn) as database:
+        evaluator = Evaluator(database, SETTINGS)
+        for n in range(1, 15):
+            report = await evaluator.cycle(minute(n))
+            assert report.failed == []
+            firing[n] = [a for a in open_alerts(estate) if a["state"] == "firing"]
+    first = min((n for n, alerts in firing.items() if alerts), default=None)
+    assert first == fires_at, {n: [a["title"] for a in alerts] for n, alerts in firing.items()}
+    if fires_at is None:
+        assert open_alerts(estate) == []  # not even pending: the window is never judged
+        return
+    assert fires_at - 5 <= 2  # within two minutes of the fault's start
+    alerts = firing[fires_at]
+    assert {(a["tier"], a["component"]) for a in alerts} == {("db", "UPDATE orders")}
+    assert all(a["severity"] in ("warning", "critical") for a in alerts)
+    assert all([tuple(b) for b in a["bts"]] == [CHECKOUT] for a in alerts)
