@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ORDER = [
-    *("T-01", "T-02", "T-03", "T-04", "T-05", "T-06", "T-07", "T-08"),
+    *("T-01", "T-02", "T-03", "T-04", "T-05", "T-06", "T-07", "T-08", "T-08 429"),
     *("overload", "T-24", "T-24 slow body", "T-23"),
 ]
 # The columns every fault test fills; the rest of a row's figures go to "other".
