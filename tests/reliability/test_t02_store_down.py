@@ -31,8 +31,11 @@ def test_store_crash_under_load_loses_no_acknowledged_span(
     try:
         load = LedgerLoad(collector.url, collector.credentials()["ingest_key"], clients=3).start()
         time.sleep(3)
-        crashed_at = time.monotonic()
+        stopping_at = time.monotonic()
         own_postgres.stop("immediate")  # no clean shutdown: like a power cut
+        # Gone for sure from here: pg_ctl returns once the postmaster has exited
+        # (on a loaded machine pg_ctl alone can take a second to start and return).
+        crashed_at = time.monotonic()
         ready_while_down = httpx.get(f"{collector.url}/readyz", timeout=5)
         time.sleep(DOWN_FOR)
         own_postgres.restart_after_crash()
@@ -55,8 +58,16 @@ def test_store_crash_under_load_loses_no_acknowledged_span(
     assert during, "load kept running while the store was down"
     assert all(e.status == 503 for e in during), "no 200 while the store is down"
     assert all(e.retry_after and int(e.retry_after) >= 1 for e in during)
-    first_refusal = min(e.done for e in ledger.entries if e.status == 503 and e.sent >= crashed_at)
-    assert first_refusal - crashed_at <= 2.0, "503 within 2 s of the store going away"
+    # Every refusal comes within 2 s of the store being gone (or of the request,
+    # when it was sent later): the clients back off after a 503, so "the first
+    # 503 after the crash" would measure their back-off, not the collector.
+    refusals = [
+        e for e in ledger.entries if e.status == 503 and e.sent >= stopping_at and e.done < restarted_at
+    ]
+    assert refusals, "requests were refused while the store was down"
+    slowest_refusal = max(e.done - max(e.sent, crashed_at) for e in refusals)
+    assert slowest_refusal <= 2.0, "503 within 2 s of the store going away"
+    first_refusal = min(e.done for e in refusals)
     assert max(e.done - e.sent for e in ledger.entries) < 10, "no request hangs"
 
     resumed = [e for e in ledger.entries if e.sent > restarted_at + 1]
@@ -80,5 +91,6 @@ def test_store_crash_under_load_loses_no_acknowledged_span(
         duplicates=audit.duplicates,
         rss_mib=round(rss / 2**20),
         recovery_s=round(recovered - restarted_at, 1),
-        first_503_s=round(first_refusal - crashed_at, 2),
+        first_503_s=round(max(first_refusal - crashed_at, 0.0), 2),
+        slowest_503_s=round(slowest_refusal, 2),
     )
