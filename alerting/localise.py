@@ -17,6 +17,7 @@ component whose errors per request grew the most.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +54,24 @@ class Localisation:
 
 def _round(value: float) -> float | None:
     return None if not np.isfinite(value) else round(float(value), 3)
+
+
+def tier_table(
+    names: Sequence[str], now: np.ndarray, base: np.ndarray, excess: np.ndarray
+) -> dict[str, dict[str, float | None]]:
+    """The evidence's per-tier rows (now, normal, excess, share of the excess),
+    for every tier with time now or normally."""
+    total = float(excess.sum())
+    return {
+        name: {
+            "now": _round(now[t]),
+            "baseline": _round(base[t]),
+            "excess": _round(excess[t]),
+            "share": round(float(excess[t] / total), 3) if total > 0 else 0.0,
+        }
+        for t, name in enumerate(names)
+        if np.isfinite(now[t]) and (now[t] > 0 or np.nan_to_num(base[t]) > 0)
+    }
 
 
 async def localise(
@@ -99,16 +118,7 @@ async def localise(
     evidence: dict[str, Any] = {
         "unit": unit,
         "baseline_from": basis,
-        "tiers": {
-            tier: {
-                "now": _round(tiers_now[t]),
-                "baseline": _round(tiers_base[t]),
-                "excess": _round(excess[t]),
-                "share": round(float(excess[t] / total), 3) if total > 0 else 0.0,
-            }
-            for t, tier in enumerate(TIERS)
-            if np.isfinite(tiers_now[t]) and (tiers_now[t] > 0 or np.nan_to_num(tiers_base[t]) > 0)
-        },
+        "tiers": tier_table(TIERS, tiers_now, tiers_base, excess),
     }
     # A tier_ms signal already knows its tier: another tier's excess in the same
     # window (the tail of an earlier fault) must not take the blame from it.

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from psycopg import AsyncConnection
 
-from tierscope.alerting.localise import Localisation
+from tierscope.alerting.localise import Localisation, _round, tier_table
 from tierscope.alerting.rules import RUM_METRICS, SEVERITIES, Rule
 from tierscope.alerting.signals import (
     RECENT_MIN_MINUTES,
@@ -364,10 +364,6 @@ def _per_experience(rows: list[RumRow]) -> np.ndarray:
     return np.asarray([row[5] for row in rows], dtype=np.float64).sum(axis=0) / count / 1000
 
 
-def _round(value: float) -> float | None:
-    return None if not np.isfinite(value) else round(float(value), 3)
-
-
 async def localise(
     conn: AsyncConnection,
     tenant_id: int,
@@ -393,16 +389,7 @@ async def localise(
         "unit": "ms per experience",
         "baseline_from": signal.detail.get("baseline_from", "limit"),
         "experiences": signal.detail.get("experiences"),
-        "tiers": {
-            name: {
-                "now": _round(now[t]),
-                "baseline": _round(base[t]),
-                "excess": _round(excess[t]),
-                "share": round(float(excess[t] / total), 3) if total > 0 else 0.0,
-            }
-            for t, name in enumerate(RUM_TIERS)
-            if np.isfinite(now[t]) and (now[t] > 0 or np.nan_to_num(base[t]) > 0)
-        },
+        "tiers": tier_table(RUM_TIERS, now, base, excess),
     }
     confidence = float(excess[judged] / total) if total > 0 else 1.0
     if signal.metric == NETWORK:
