@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test bench bench-agent bench-demo bench-alerting lint check soak reliability clean dashboards fuzz
+.PHONY: run test bench bench-agent bench-demo bench-alerting bench-first-run lint check soak soak-long soak-t23 reliability security clean dashboards fuzz
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-agent: $(INSTALLED)
 bench-alerting: $(INSTALLED)
 	$(BIN)/python bench/alerting.py --days 42 --cycles 5
 
+## bench-first-run: a new user's first `make run` from a fresh clone, timed (install, URLs, transactions, Ctrl-C)
+bench-first-run: $(INSTALLED)
+	$(BIN)/python bench/first_run.py
+
 ## bench-demo: the demo estate's own CPU, memory and spans/s at its default load
 bench-demo: $(INSTALLED)
 	$(BIN)/python bench/demo.py
@@ -61,9 +65,22 @@ fuzz: $(INSTALLED)
 reliability: $(INSTALLED)
 	$(BIN)/python -m tierscope.testing.reliability
 
-## soak: their long variants and the 2-hour soak T-23 (TIERSCOPE_SOAK_SECONDS to shorten it)
-soak: $(INSTALLED)
+## security: the attack tests T-09 to T-22 (status contract, limits, tenants, roles,
+## RUM, XSS, scrubbing, alerting faults, SSRF, signatures, fuzzing), their figures
+## into docs/reliability.md
+security: $(INSTALLED)
+	$(BIN)/python -m tierscope.testing.reliability --security
+
+## soak: the long variants of the fault tests, then the 2-hour soak T-23
+soak: soak-long soak-t23
+
+## soak-long: the long variants of the fault tests (30 s faults, more kills, longer steps)
+soak-long: $(INSTALLED)
 	$(BIN)/python -m tierscope.testing.reliability --soak
+
+## soak-t23: the 2-hour soak T-23 alone (TIERSCOPE_SOAK_SECONDS to shorten it)
+soak-t23: $(INSTALLED)
+	$(BIN)/python -m tierscope.testing.reliability --t23
 
 ## lint: ruff
 lint: $(INSTALLED)

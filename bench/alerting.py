@@ -223,6 +223,12 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--no-demo", action="store_true", help="skip the per-fault run on the demo estate")
+    parser.add_argument(
+        "--pace",
+        choices=["flat", "make-run"],
+        default="flat",
+        help="the demo's load and alert settings: flat busy load (as the tests), or make run's own",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tierscope-bench-"))
     embedded = EmbeddedPostgres(workdir / "store")
@@ -238,7 +244,7 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).parent))
         from alerting_demo import run as run_demo
 
-        figures.update(run_demo(lambda text: console.print(text)))
+        figures.update(run_demo(lambda text: console.print(text), args.pace))
     table = Table("figure", "value", title="tierscope alerting benchmark")
     for name, value in figures.items():
         table.add_row(name, str(value))

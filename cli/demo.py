@@ -170,6 +170,14 @@ def demo_fault(name: str, duration: str, port: int | None, data_dir: Path | None
     if response.status_code != 200:
         raise click.ClickException(body.get("error", response.text))
     console.print(f"{name} is on until {_clock(body['until'])} (tier {body['tier']}, {body['component']})")
+    if body.get("busy_again_in_s"):
+        # Quiet hours: the alert rules' minimum traffic holds most transactions back.
+        console.print(
+            f"[yellow]note[/]: it is {body['business_time']} in the demo's business week, traffic at "
+            f"{body['load_factor']:.0%} of a busy hour: transactions with too few requests in a rule's "
+            f"window are not judged, so the alert may wait until the business is busy again, in about "
+            f"{body['busy_again_in_s'] / 60:.0f} min (docs/alerting.md)."
+        )
 
 
 def _clock(unix: float) -> str:

@@ -51,6 +51,25 @@ NOT_LOOPBACK = re.compile(r"^(?!(https?|wss?)://127\.0\.0\.1[:/]).*")
 # office behind its WAN link (so the network tier shows in experiences).
 BROWSER_SITES = ("hq", "branch-east", "branch-west", "hq")
 MAX_BROWSERS = len(BROWSER_SITES)
+# What Playwright says when its driver process is gone.
+DRIVER_GONE = "Connection closed while reading from the driver"
+
+
+class _QuietDriverExit(logging.Filter):
+    """Drops asyncio's reports of Playwright futures left unanswered at Ctrl-C.
+
+    Ctrl-C in a terminal signals the whole foreground process group, Playwright's
+    driver included, and the driver exits before the users have closed their
+    pages; asyncio then reports each of its unanswered futures as an error. Once
+    the demo is stopping they say nothing a user should act on.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.stop.is_set() and DRIVER_GONE in record.getMessage())
 
 
 def chromium_path() -> str | None:
@@ -100,6 +119,9 @@ class BrowserUser(threading.Thread):
                 finally:
                     browser.close()
         except Error as exc:  # Chromium failed to start or died: the HTTP users go on
+            if self.stop.wait(2.0):  # Ctrl-C reached the driver too: the demo is stopping
+                _logger.debug("browser user %d stopped with the demo: %s", self.number, exc)
+                return
             self.error = str(exc).splitlines()[0][:300]
             _logger.warning("browser user %d stopped: %s", self.number, self.error)
 
@@ -173,11 +195,15 @@ class BrowserUsers:
         stop: threading.Event,
     ) -> None:
         sites = BROWSER_SITES[: max(0, min(count, MAX_BROWSERS))]
+        self.quiet = _QuietDriverExit(stop)
         self.users = [
             BrowserUser(number, site, urls[site], seed, pace, stop) for number, site in enumerate(sites)
         ]
 
     def start(self) -> BrowserUsers:
+        if self.users:
+            # Never removed: asyncio reports a lost future when it is collected, after join().
+            logging.getLogger("asyncio").addFilter(self.quiet)
         for user in self.users:
             user.start()
         return self

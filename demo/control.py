@@ -7,6 +7,8 @@ running estate from the same ``--data-dir``.
 
     GET  /faults                 the catalog, with what is on and until when
     POST /faults/<name>?for=300  switch one on for that many seconds
+    (both also give the simulated business time, its load factor and, at a
+    quiet hour, the real seconds until the business is busy again)
     GET  /stats?since=&until=    what the simulated users saw, per site and action (unix seconds)
 """
 
@@ -24,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 
 from tierscope.demo.faults import CATALOG, read_faults, write_faults
-from tierscope.demo.traffic import Observations
+from tierscope.demo.traffic import Clock, Observations
 
 MAX_FAULT_SECONDS = 24 * 3600
 
@@ -127,8 +129,8 @@ class FaultBoard:
 class ControlServer:
     """The estate's HTTP control endpoint on 127.0.0.1."""
 
-    def __init__(self, board: FaultBoard, observations: Observations) -> None:
-        handler = _handler(board, observations)
+    def __init__(self, board: FaultBoard, observations: Observations, clock: Clock | None = None) -> None:
+        handler = _handler(board, observations, clock or Clock(compress=0))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="demo-control", daemon=True)
@@ -159,7 +161,7 @@ def catalog(active: dict[str, float]) -> list[dict[str, Any]]:
     ]
 
 
-def _handler(board: FaultBoard, observations: Observations) -> type[BaseHTTPRequestHandler]:
+def _handler(board: FaultBoard, observations: Observations, clock: Clock) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: object) -> None:
             data = json.dumps(body).encode()
@@ -173,7 +175,7 @@ def _handler(board: FaultBoard, observations: Observations) -> type[BaseHTTPRequ
             url = urlsplit(self.path)
             query = parse_qs(url.query)
             if url.path == "/faults":
-                self._reply(200, {"faults": catalog(board.active())})
+                self._reply(200, {"faults": catalog(board.active()), **clock.describe()})
             elif url.path == "/stats":
                 try:
                     since = float(query.get("since", ["0"])[0])
@@ -194,7 +196,8 @@ def _handler(board: FaultBoard, observations: Observations) -> type[BaseHTTPRequ
                 return
             try:
                 seconds = float(parse_qs(url.query).get("for", ["300"])[0])
-                self._reply(200, board.activate(parts[1], seconds))
+                # The business hour goes with it: at a quiet hour an alert may wait for traffic.
+                self._reply(200, {**board.activate(parts[1], seconds), **clock.describe()})
             except (FaultError, ValueError) as exc:
                 self._reply(422, {"error": str(exc)})
 

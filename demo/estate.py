@@ -277,7 +277,7 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
             site_urls, count, self.options.seed, (self.options.think, traffic.clock), traffic.stopping
         )
         self._stack.callback(self.browser_users.join)  # after traffic.stop (callbacks run last first)
-        control = ControlServer(board, traffic.observations).start()
+        control = ControlServer(board, traffic.observations, traffic.clock).start()
         self._stack.callback(control.stop)
         state = self.directory / "estate.json"
         state.write_text(
@@ -330,6 +330,11 @@ class Estate(contextlib.AbstractContextManager["Estate"]):
             f"  API: [cyan]{self.collector_url}/api/v1/transactions[/] (Authorization: Bearer <api_token>)"
         )
         c.print(f"  tenant keys (credentials): [cyan]{self.credentials_path}[/]")
+        if self.options.compress:
+            c.print(
+                f"  business week: from Monday 08:00, {self.options.compress:g}x faster than real time "
+                "(busy mornings, quiet nights: alerts need traffic)"
+            )
         if self.browser_problem:
             c.print(f"  [yellow]no browser users[/]: {self.browser_problem}; the HTTP users run without them")
         elif self.browser_users.users:

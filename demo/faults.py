@@ -78,7 +78,7 @@ CATALOG: dict[str, Fault] = {
             "erp-worker",
             "erp-worker jobs",
             ("ERP / Post invoice", "ERP / Import customers"),
-            "every job takes a second longer, so jobs pile up in the queue",
+            "every job takes 0.4 s longer: the worker runs near its capacity and, at busy times, jobs queue",
         ),
         Fault(
             "wan_latency",

@@ -5,7 +5,9 @@ Sales staff use the CRM, back-office staff the ERP. ``hq`` reaches the apps
 directly; each branch office goes through its own WAN link (``wan.py``). The
 pace follows :func:`load_factor` of a simulated clock that runs ``compress``
 times faster than the real one (24: a business day per hour); ``compress=0``
-keeps the load flat (tests, benchmarks). Every user draws from its own
+keeps the load flat (tests, benchmarks). The simulated week starts on a Monday
+at 08:00, whatever the real day: the estate opens with the morning's rush, and
+a weekend started demo is not a demo of a quiet weekend. Every user draws from its own
 ``random.Random(seed, user)``, so a run is reproducible with ``--seed``.
 """
 
@@ -18,7 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -76,19 +78,56 @@ def load_factor(moment: datetime) -> float:
     return factor
 
 
+# Below this share of a busy hour most transactions see too few requests in a
+# rule's window to be judged (docs/alerting.md, "Where the two minutes are tested").
+QUIET = 0.4
+OPENING = 8  # the simulated week starts on a Monday at this hour
+
+
+def monday_morning(now: datetime) -> datetime:
+    """The Monday of ``now``'s week at opening time."""
+    day = (now - timedelta(days=now.weekday())).date()
+    return datetime(day.year, day.month, day.day, OPENING, tzinfo=UTC)
+
+
 @dataclass
 class Clock:
-    """The simulated business time: starts now, runs ``compress`` times faster."""
+    """The simulated business time: starts at ``origin`` (a Monday morning),
+    runs ``compress`` times faster than the real one."""
 
     compress: float = 24.0
     started: float = field(default_factory=time.time)
+    origin: datetime | None = None  # the simulated moment at ``started``
 
-    def now(self) -> datetime:
-        elapsed = (time.time() - self.started) * self.compress
-        return datetime.fromtimestamp(self.started + elapsed, UTC)
+    def __post_init__(self) -> None:
+        if self.origin is None:
+            self.origin = monday_morning(datetime.fromtimestamp(self.started, UTC))
 
-    def factor(self) -> float:
-        return 1.0 if self.compress == 0 else load_factor(self.now())
+    def now(self, at: float | None = None) -> datetime:
+        assert self.origin is not None
+        elapsed = ((time.time() if at is None else at) - self.started) * self.compress
+        return self.origin + timedelta(seconds=elapsed)
+
+    def factor(self, at: float | None = None) -> float:
+        return 1.0 if self.compress == 0 else load_factor(self.now(at))
+
+    def busy_again_in(self, step: float = 30.0, horizon: float = 6 * 3600) -> float:
+        """Real seconds until the business is no longer quiet (0 when it is not)."""
+        at = time.time()
+        waited = 0.0
+        while self.factor(at + waited) < QUIET and waited < horizon:
+            waited += step
+        return waited
+
+    def describe(self) -> dict[str, object]:
+        """The simulated moment, how busy it is, and when a quiet spell ends."""
+        if self.compress == 0:
+            return {"business_time": None, "load_factor": 1.0, "busy_again_in_s": 0.0}
+        return {
+            "business_time": self.now().strftime("%a %H:%M"),
+            "load_factor": round(self.factor(), 2),
+            "busy_again_in_s": self.busy_again_in(),
+        }
 
 
 class Observations:

@@ -101,7 +101,7 @@ class AppProcess:
 
     def log(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-6000:]
+            return self.log_path.read_text(errors="replace")[-12000:]
         except OSError:
             return ""
 
@@ -121,6 +121,7 @@ class AppProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._report_hang()
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         try:
@@ -130,6 +131,26 @@ class AppProcess:
         code = self.process.returncode
         self.process = None
         return code
+
+    def _report_hang(self) -> None:
+        """A process that did not stop in time: what each of its group was doing goes
+        into the log (the processes run with PYTHONFAULTHANDLER, so SIGABRT makes each
+        Python process print every thread's stack before it dies)."""
+        assert self.process is not None
+        with self.log_path.open("a") as log:
+            log.write(f"\n--- did not stop in time; the process group {self.process.pid}:\n")
+            log.flush()
+            subprocess.run(
+                ["ps", "-o", "pid,ppid,stat,wchan:24,etime,args", "-g", str(self.process.pid)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        try:
+            os.killpg(self.process.pid, signal.SIGABRT)
+        except ProcessLookupError:
+            return
+        time.sleep(2)  # for the stacks to be written
 
 
 def fetch_trace(collector: CollectorProcess, trace_id: str, spans: int, timeout: float = 20.0) -> list[dict]:

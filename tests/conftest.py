@@ -4,6 +4,8 @@ The session starts one embedded PostgreSQL (the same code path as
 ``tierscope up``), migrates a template database once, and hands each test or
 module its own copy (``CREATE DATABASE ... TEMPLATE``), dropped afterwards.
 Collector fixtures run the real ``tierscope up`` as a child process on 127.0.0.1.
+Tests that prove a row of the reliability plan record their figures through
+``figures`` or ``tierscope.testing.figures.tally`` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,10 +25,21 @@ from psycopg import sql
 
 from tierscope.store import migrations
 from tierscope.store.embedded import EmbeddedPostgres
+from tierscope.testing import figures as _figures
 from tierscope.testing.collector import CollectorProcess
 
 TEMPLATE = "tierscope_template"
+_figures_written = [False]
 _numbers = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts background commands (`make test &`, nohup)
+    # with SIGINT ignored, and an ignored signal stays ignored through fork and exec:
+    # every app and server the tests start would then shrug off Ctrl-C. The tests
+    # that press Ctrl-C need what a terminal gives: SIGINT handled.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +136,21 @@ def collector(collector_factory: Callable[..., CollectorProcess]) -> CollectorPr
 @pytest.fixture
 def tmp_data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def figures() -> Callable[[str], _figures.Figures]:
+    """``figures("T-02").record(sent=..., lost=0)``: one row of docs/reliability.md."""
+    return _figures.Figures
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Which file a tally's counts come from: the row names the files that prove it.
+    _figures.current_file[0] = item.path.relative_to(item.config.rootpath).as_posix()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Rows gathered over many tests are written once, and only when every test passed.
+    if exitstatus == 0 and not _figures_written[0]:
+        _figures_written[0] = True
+        _figures.write_tallies(echo=session.config.getoption("capture") == "no")

@@ -35,7 +35,15 @@ def package_folders() -> set[str]:
     return found
 
 
-DATA_PACKAGES = {"tierscope.store.sql", "tierscope.store.sql.migrations"}  # SQL files, no code
+DATA_PACKAGES = {  # SQL files, templates, static files, dashboards: no code
+    "tierscope.collector.static",
+    "tierscope.dashboards.console.static",
+    "tierscope.dashboards.console.templates",
+    "tierscope.dashboards.generated",
+    "tierscope.dashboards.templates",
+    "tierscope.store.sql",
+    "tierscope.store.sql.migrations",
+}
 
 
 def test_every_package_folder_is_installed() -> None:

@@ -79,6 +79,7 @@ def run_app(tmp_path: Path, app_database: str, outbound: Outbound) -> Iterator[C
             "TIERSCOPE_SERVICE": service,
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",  # a hung app prints its stacks when stop() aborts it
             # The app's servers (gunicorn, uvicorn) are beside this interpreter.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }

@@ -24,6 +24,7 @@ from tierscope.agent.queue import ExportQueue
 from tierscope.agent.scrub import Scrubber, scrub_sql
 from tierscope.agent.stats import AgentStats
 from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.figures import Tally, tally
 
 SQL_CASES = {
     "string literals become ?": (
@@ -58,9 +59,20 @@ SQL_CASES = {
 }
 
 
+def t17() -> Tally:
+    return tally("T-17").describe(
+        "Hypothesis SQL with literals; URLs with user:pass@, token=, sig=, X-Amz-Signature=; "
+        "Authorization/Cookie headers; e-mails and phone numbers; the agent's real exporter to a real "
+        "collector",
+        "literals become ?, credentials and sensitive parameters REDACTED, headers dropped unless "
+        "allowed, e-mails masked; no generated secret found anywhere in the collector's database",
+    )
+
+
 @pytest.mark.parametrize(("statement", "expected"), SQL_CASES.values(), ids=SQL_CASES.keys())
 def test_sql(statement: str, expected: str) -> None:
     assert scrub_sql(statement) == expected
+    t17().count(fixed_cases=1)
 
 
 SCRUBBER = Scrubber((*DEFAULT_SENSITIVE_PARAMS, "tenant_pin"), capture_headers=("content-type",))
@@ -97,6 +109,7 @@ URL_CASES = {
 @pytest.mark.parametrize(("url", "expected"), URL_CASES.values(), ids=URL_CASES.keys())
 def test_urls(url: str, expected: str) -> None:
     assert SCRUBBER.url(url) == expected
+    t17().count(fixed_cases=1)
 
 
 MASK_CASES = {
@@ -117,6 +130,7 @@ MASK_CASES = {
 @pytest.mark.parametrize(("text", "expected"), MASK_CASES.values(), ids=MASK_CASES.keys())
 def test_masking(text: str, expected: str) -> None:
     assert SCRUBBER.mask(text) == expected
+    t17().count(fixed_cases=1)
 
 
 def test_masking_can_be_turned_off() -> None:
@@ -146,6 +160,7 @@ TEXT_CASES = {
 def test_urls_inside_any_value(text: str, expected: str) -> None:
     assert SCRUBBER.value("app.note", text) == expected
     assert SCRUBBER.error(text) == expected
+    t17().count(fixed_cases=1)
 
 
 ERROR_CASES = {
@@ -173,6 +188,7 @@ ERROR_CASES = {
 def test_sql_quoted_in_error_texts(text: str, expected: str) -> None:
     assert SCRUBBER.error(text) == expected
     assert SCRUBBER.value("exception.message", text) == expected
+    t17().count(fixed_cases=1)
 
 
 def test_headers_are_dropped_unless_allowed() -> None:
@@ -235,6 +251,7 @@ def test_generated_sql_keeps_keywords_and_names_and_no_literal(generated: tuple[
     scrubbed = scrub_sql(statement)
     assert scrubbed == expected
     assert not any(secret in scrubbed for secret in hidden)
+    t17().count(generated_sql=1, sql_literals=len(hidden), literals_found=0)
 
 
 _ENCODED = {"token": "to%6Ben", "password": "pass%77ord", "sig": "%73ig"}
@@ -261,6 +278,7 @@ def test_generated_urls_keep_no_secret_wherever_they_are(generated: tuple[str, l
     scrubbed = SCRUBBER.value(key, text)
     assert "page=2" in scrubbed
     assert not any(secret in scrubbed for secret in hidden), scrubbed
+    t17().count(generated_urls=1, url_secrets=len(hidden), url_secrets_found=0)
 
 
 # -- the property: nothing secret reaches the collector's database --------------------------------
@@ -399,7 +417,7 @@ def test_no_secret_reaches_the_database(
     assert "SELECT id FROM users WHERE login = ? AND note = ?" in stored  # what BT naming needs stays
     # the error stays readable (it is kept in the stored span, span_pb, shown as hex)
     assert b"LINE 1: UPDATE users SET pw = ? WHERE id = ?".hex() in stored
-    for secret in (
+    planted = (
         *statement[2],
         *url[1],
         literal,
@@ -413,6 +431,8 @@ def test_no_secret_reaches_the_database(
         email,
         email_local,
         phone,
-    ):
+    )
+    for secret in planted:
         assert secret not in stored
         assert secret.encode().hex() not in stored
+    t17().count(exported_examples=1, secrets_planted=len(planted), secrets_in_database=0)

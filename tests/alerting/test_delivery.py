@@ -15,12 +15,23 @@ from tierscope.alerting.evaluator import Evaluator
 from tierscope.alerting.notifiers.webhook import signature, verify
 from tierscope.alerting.ssrf import UnsafeAddress, check_url
 from tierscope.store import Database
+from tierscope.testing.figures import Tally, tally
 
 from .conftest import Estate, Fault, Sink
 from .test_evaluator import CHECKOUT, SETTINGS, configure, minute, webhook_config
 
 pytestmark = pytest.mark.anyio
 LOOPBACK = [ipaddress.ip_network("127.0.0.1/32")]
+
+
+def t20() -> Tally:
+    return tally("T-20").describe(
+        "receivers at 127.0.0.1:5432, [::1], 169.254.169.254, 10.0.0.1, IPv4-mapped addresses, names "
+        "resolving to loopback (a stub resolver, and localhost through the machine's real resolver, "
+        "saved through the API)",
+        "refused when saved (422 naming the receiver, nothing stored) and again at send time with the "
+        "resolved address checked; loopback allowed only when the operator allow-lists it",
+    )
 
 
 async def test_a_receiver_down_then_up_gets_the_alert_at_least_once_and_the_resolve_later(
@@ -58,6 +69,18 @@ async def test_a_receiver_down_then_up_gets_the_alert_at_least_once_and_the_reso
     assert firing[1]["group_key"] == resolved[1]["group_key"] == "cause:db:UPDATE orders"
     # The last slow minute (10:11) stays in the 5-minute window until 10:16; then keep_firing_for 5m.
     assert resolved[1]["resolved_at"] == "2026-11-23T10:21:00Z"
+    events = [event for event, _ in sink.events()]
+    tally("T-18").describe(
+        "the webhook receiver refuses connections, then answers 503, while an alert fires",
+        "retries with backoff (attempts recorded with their error); the alert arrives after recovery; "
+        "the resolve comes later under the same id and group key",
+    ).note(
+        attempts_while_down=attempts,
+        answered_503=1,
+        firing_received=events.count("firing"),
+        resolved_received=events.count("resolved"),
+        duplicates=len(events) - len(set(events)),
+    )
 
 
 async def test_a_severity_rise_while_firing_notifies_again_and_a_fall_does_not(
@@ -115,6 +138,7 @@ async def test_webhooks_are_signed_over_timestamp_and_body(estate: Estate, sink:
     assert not verify("s3cret", stamp, body + b" ", signed)  # tampered
     assert not verify("other", stamp, body, signed)  # wrong key
     assert not verify("s3cret", stamp, body, signed, now=int(stamp) + 301)  # replayed too late
+    tally("T-21").count(real_webhooks_verified=1, wrong_verdicts=0)
 
 
 def resolver_to(*addresses: str):
@@ -150,6 +174,7 @@ def resolver_to(*addresses: str):
 def test_unsafe_receiver_addresses_are_refused(url: str, resolved: list[str], allowed: list[str]) -> None:
     with pytest.raises(UnsafeAddress):
         check_url(url, [ipaddress.ip_network(a) for a in allowed], resolver_to(*resolved))
+    t20().count(refused_by_the_resolver_check=1)
 
 
 @pytest.mark.parametrize(
@@ -168,6 +193,7 @@ def test_safe_or_allow_listed_addresses_are_accepted(
     url: str, resolved: list[str], allowed: list[str]
 ) -> None:
     check_url(url, [ipaddress.ip_network(a) for a in allowed], resolver_to(*resolved))
+    t20().count(public_or_allow_listed_accepted=1)
 
 
 async def test_a_receiver_is_checked_again_at_send_time(estate: Estate, sink: Sink) -> None:
@@ -185,3 +211,4 @@ async def test_a_receiver_is_checked_again_at_send_time(estate: Estate, sink: Si
     with psycopg.connect(estate.dsn) as conn:
         (error,) = conn.execute("SELECT last_error FROM notifications").fetchone()
     assert "loopback" in error
+    t20().count(refused_at_send_time=1)

@@ -21,6 +21,7 @@ from tierscope.alerting.rules import parse
 from tierscope.config import load_settings
 from tierscope.store import Database, StoreUnavailable
 from tierscope.testing.faultproxy import FaultProxy
+from tierscope.testing.figures import Tally, tally
 
 from .conftest import BTS, START, Estate, Fault, Sink
 
@@ -247,6 +248,18 @@ routes:
 """
 
 
+def t19() -> Tally:
+    return tally("T-19").describe(
+        "restart while firing and while pending (mid-for); the store really gone during evaluations "
+        "(fault proxy: connections reset, then a hung store) with a notification queued; an "
+        "unreadable alerting document; missing data",
+        "state restored: a pending alert fires at the minute it would have without the restart, a "
+        "firing one does not page again; evaluations and deliveries fail while the store is gone and "
+        "change nothing; the queued notification goes out once it is back; a failed evaluation or "
+        "missing data never resolves a firing alert",
+    )
+
+
 async def test_a_restart_mid_incident_neither_pages_again_nor_loses_the_alert(
     estate: Estate, sink: Sink
 ) -> None:
@@ -271,6 +284,8 @@ async def test_a_restart_mid_incident_neither_pages_again_nor_loses_the_alert(
     assert same["id"] == alert["id"]
     assert same["state"] == "resolved"
     assert sink.events()[1][1]["id"] == alert["id"]
+    events = [event for event, _ in sink.events()]
+    t19().note(restarted_while_firing_pages=events.count("firing"), then_resolved=events.count("resolved"))
 
 
 async def test_a_restart_while_pending_keeps_the_pending_time_and_fires_on_time(
@@ -312,6 +327,8 @@ async def test_a_restart_while_pending_keeps_the_pending_time_and_fires_on_time(
     assert fired["pending_since"] == minute(4)
     assert fired["started_at"] == minute(6), "fires when `for` ends, counted from before the restart"
     assert [event for event, _ in sink.events()] == ["firing", "resolved"], "the blip sent nothing"
+    fired_at = int((fired["started_at"] - minute(0)).total_seconds() // 60)
+    t19().note(restarted_while_pending_fired_at_minute=fired_at, uninterrupted_run_fired_at_minute=6)
 
 
 def proxied(dsn: str, proxy: FaultProxy) -> str:
@@ -391,6 +408,13 @@ async def test_a_store_gone_during_evaluations_resolves_nothing_and_loses_no_not
     assert [event for event, _ in sink.events()] == ["firing", "resolved"]
     assert {alert["id"] for _, alert in sink.events()} == {fired["id"]}
     print(f"T-19: {failures} evaluations with the store gone (reset, black hole): 0 resolved, 0 lost")
+    events = [event for event, _ in sink.events()]
+    t19().note(
+        evaluations_with_store_gone=failures,
+        resolved_while_gone=0,
+        queued_then_delivered=events.count("firing"),
+        resolved_after=events.count("resolved"),
+    )
 
 
 async def test_a_failed_evaluation_or_missing_data_never_resolves_a_firing_alert(estate: Estate) -> None:
@@ -418,6 +442,7 @@ async def test_a_failed_evaluation_or_missing_data_never_resolves_a_firing_alert
             report = await evaluator.cycle(minute(n))
             assert report.failed == []
         assert open_alerts(estate)[0]["state"] == "firing"
+    t19().note(failed_evaluations=20, minutes_without_data=15, resolved_by_them=0)
 
 
 async def test_baselines_brought_up_to_date_hour_by_hour_equal_a_full_fit(estate: Estate) -> None:

@@ -230,35 +230,55 @@ def _tier_median(rows: Iterable[tuple[list[int], bool, str]], tier: str) -> floa
     return _median([row[0][TIERS.index(tier)] / 1000 for row in rows])
 
 
+def _slow_share(rows: list[tuple[list[int], bool, str]], tier: str, ms: float) -> tuple[float, int]:
+    """Of the calls that spent any time in ``tier``, the share that spent at least
+    ``ms`` there, and how many calls that share is of."""
+    column = TIERS.index(tier)
+    seen = [row[0][column] / 1000 for row in rows if row[0][column] > 0]
+    return (sum(1 for value in seen if value >= ms) / len(seen) if seen else 0.0), len(seen)
+
+
 def _error_rate(rows: list[tuple[list[int], bool, str]], tier: str | None = None) -> float:
     if not rows:
         return 0.0
     return sum(1 for row in rows if row[1] and (tier is None or row[2] == tier)) / len(rows)
 
 
-def _switch(demo: DemoProcess, names: list[str], seconds: int) -> None:
+def _switch(demo: DemoProcess, names: list[str], seconds: int) -> dict[str, float]:
+    """Switches the faults on; returns when each was on, at the latest."""
+    on = {}
     for name in names[:1]:  # the CLI, as a user would...
         done = demo.cli("fault", name, "--for", f"{seconds}s")
         assert done.returncode == 0, done.stderr
+        on[name] = time.time()
     for name in names[1:]:  # ...and the HTTP endpoint
         response = httpx.post(
             f"{demo.state()['control_url']}/faults/{name}", params={"for": seconds}, timeout=30
         )
         assert response.status_code == 200, response.text
+        on[name] = time.time()
+    return on
 
 
-# What each fault must raise, in its targeted BT: (bt, tier, "time" in ms or "errors" as a rate).
+# What each fault must raise, in its targeted BT: (bt, tier, "time" in ms, "errors" as a rate, or
+# "slow": calls seen in the tier take at least that many ms there).
 SIGNATURES = {
     "db_slow": ("ERP / Check inventory", "db", "time", 200.0),
     "db_lock": ("CRM / Create lead", "db", "time", 150.0),
     "external_down": ("CRM / Contact detail", "external", "errors", 0.5),
-    # Jobs run a second longer; jobs run after their trace was processed (late spans) count for
-    # nothing. Import customers, its other BT, has too few calls in the window to judge.
-    "worker_backlog": ("ERP / Post invoice", "platform", "time", 400.0),
+    # Jobs run 0.4 s longer, and at busy times the queue grows: a job that starts more than the
+    # settle delay (5 s here) after its request is a late span, counted and left out of the
+    # summary processed before it came. What holds: of the posted invoices whose job is in
+    # their summary, most spent >= 350 ms in it during the fault, and none before. Import
+    # customers, its other BT, has too few calls in the window to judge.
+    "worker_backlog": ("ERP / Post invoice", "platform", "slow", 350.0),
     "external_slow": ("CRM / Create lead", "external", "time", 800.0),
     "app_cpu": ("CRM / Opportunity pipeline", "app", "time", 80.0),
     "error_spike": ("ERP / Create sales order", "app", "errors", 0.25),
 }
+# For a "slow" signature: the share of the targeted BT's calls seen in the tier that must be
+# past the limit during the fault (it is all of them once the fault is on, in runs so far).
+SLOW_SHARE = 0.5
 PHASES = [
     ["db_slow", "db_lock", "external_down", "worker_backlog", "wan_latency", "browser_slow"],
     ["external_slow", "app_cpu", "error_spike"],
@@ -280,9 +300,10 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
     baseline = _summaries(demo, baseline_end - 600, baseline_end)
     control = demo.state()["control_url"]
     windows = []
+    switched_on: dict[str, float] = {}
     for phase in PHASES:
         start = time.time()
-        _switch(demo, phase, FAULT_SECONDS)
+        switched_on.update(_switch(demo, phase, FAULT_SECONDS))
         switched = time.time()  # the CLI takes seconds on a busy machine: the last fault is on from here
         time.sleep(FAULT_SECONDS)  # until every fault of the phase is off again
         # Judged while every fault of the phase is on: from the last switch to the first's end.
@@ -304,6 +325,16 @@ def test_each_fault_leaves_its_signature_where_it_should_and_nowhere_else(demo: 
                 if now < before + rise:
                     problems.append(
                         f"{name}: {bt} {tier} {before:.0f} ms -> {now:.0f} ms, expected +{rise:.0f}"
+                    )
+            elif kind == "slow":
+                # From the moment this fault was on: the first seconds are the ones whose jobs
+                # still make it into their traces' summaries.
+                own = _summaries(demo, switched_on[name], until).get(bt, [])
+                (before, _), (now, seen) = _slow_share(baseline[bt], tier, rise), _slow_share(own, tier, rise)
+                if seen < 3 or before > 0.1 or now < SLOW_SHARE:
+                    problems.append(
+                        f"{name}: {bt} calls with {tier} >= {rise:.0f} ms: {before:.0%} before, {now:.0%}"
+                        f" of {seen} during, expected {SLOW_SHARE:.0%}"
                     )
             elif _error_rate(during[bt], tier) < rise:
                 origins = sorted({row[2] for row in during[bt] if row[1]})

@@ -21,6 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tierscope.processing.naming import Rules
 from tierscope.testing import otlp
 from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.figures import tally
 
 NAMES = 10_000
 BATCH = 1_000  # traces per request (2,000 spans, about 0.4 MB)
@@ -116,6 +117,9 @@ def test_ten_thousand_names_for_one_service_keep_the_transaction_cap_and_count_t
     # Every call is in the rollups once: the cap moves calls, it drops none.
     calls = "SELECT sum(calls)::int8 FROM bt_rollups WHERE resolution = 'minute' AND service = %s"
     assert query(dsn, calls, SERVICE) == [(NAMES,)]
+    tally("T-12").note(
+        span_names_sent=NAMES, transactions_kept=cap, in_other=NAMES - cap, calls_in_rollups=NAMES
+    )
 
 
 def test_ten_thousand_tables_keep_the_component_cap_per_transaction_and_bucket(
@@ -154,6 +158,7 @@ def test_ten_thousand_tables_keep_the_component_cap_per_transaction_and_bucket(
         # Rows: each named transaction's one trace (its app and db rows), and
         # per bucket of _other its app row, TOP named tables and _other.
         assert rows[resolution] <= 2 * cap + len(other) * (TOP + 2), rows
+    tally("T-12").note(tables_sent=NAMES, component_rows=rows)
 
 
 def test_spans_with_absurd_times_are_rejected_and_create_no_partition(flooded: CollectorProcess) -> None:
@@ -177,3 +182,5 @@ def test_spans_with_absurd_times_are_rejected_and_create_no_partition(flooded: C
     stored = "SELECT name FROM spans WHERE name LIKE 'GET /absurd/%%'"
     assert query(dsn, stored) == [("GET /absurd/fine",)]
     assert partitions(dsn) == before, "no partition created for a rejected time"
+    tally("T-12").count(time_cases=len(absurd), spans_rejected=len(absurd), spans_stored=1)
+    tally("T-12").note(partitions_before_after=f"{before}, {partitions(dsn)}")

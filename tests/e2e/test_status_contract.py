@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tierscope.store import tenants
 from tierscope.testing import otlp
 from tierscope.testing.collector import CollectorProcess, PeakRss
+from tierscope.testing.figures import Tally, tally
 
 LIMIT = 16 * 1024 * 1024
 _REGISTERED = error_details_pb2.BadRequest  # JSON Status details name this type
@@ -196,6 +197,49 @@ CASES: dict[str, Case] = {
 }
 
 
+# What each row of docs/reliability.md says; the figures come from the runs below.
+def t09() -> Tally:
+    return tally("T-09").describe(
+        "valid, empty and garbage protobuf; broken, nested and wrongly typed JSON; wrong or missing "
+        "Content-Type; brotli; truncated gzip; gzip header on plain bytes; no, malformed, unknown, "
+        "basic-auth, revoked, rotated, RUM and API keys on ingest; unknown paths and methods",
+        "exactly 200/400/401/403/404/405/413/415, errors as a google.rpc.Status in the request's "
+        "encoding naming the problem, never 500, /healthz served after every request",
+    )
+
+
+def t10() -> Tally:
+    return tally("T-10").describe(
+        "valid spans beside spans with a 15-byte trace id, a 7-byte span id, a zero trace id, a 3-byte "
+        "parent, a non-hex JSON id; attribute values of 6,000 bytes",
+        "200 with rejected_spans = the bad ones and a message naming each reason; the good ones "
+        "stored; long values cut at 2 KiB (whole characters) and counted",
+    )
+
+
+def t11() -> Tally:
+    return tally("T-11").describe(
+        "a body 1 byte over the 16 MiB limit by Content-Length; 96 MiB chunked; gzip bombs of 2 MB "
+        "inflating to 2 GiB each (one among the status cases, three with the RSS sampled)",
+        "413 without holding the body; peak RSS growth of the collector's process tree (sampled every "
+        "10 ms) under 2 × the limit; /healthz served afterwards",
+    ).note(limit_mib=LIMIT >> 20, rss_bound_mib=2 * LIMIT >> 20)
+
+
+def t12() -> Tally:
+    return tally("T-12").describe(
+        "spans at the epoch, in 2262, a year ahead, ending before they start, 2 days old; absurd query "
+        "times; one service sending 10,000 traces, each with its own span name, route and SQL table; "
+        "seven absurd start times beside a good span",
+        "spans outside the window rejected one by one (partial success) and creating no partition; "
+        "query times outside 1970-2262 are 400; names past max_per_service roll into _other and are "
+        "counted; components past TIERSCOPE_TOP_COMPONENTS summed in _other; no call dropped",
+    )
+
+
+TIMES = ("timestamp_out_of_range", "end_before_start")
+
+
 def _send(server: CollectorProcess, keys: dict[str, str], case: Case) -> httpx.Response:
     body = case.body() if callable(case.body) else case.body
     headers = dict(case.headers)
@@ -244,6 +288,14 @@ def test_status_contract(server: CollectorProcess, keys: dict[str, str], name: s
         if case.status == 403:
             assert status.code == code_pb2.PERMISSION_DENIED
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+    t09().count(requests=1, server_errors=int(response.status_code >= 500), healthz_served_after=1)
+    t09().count_in("answers", response.status_code)
+    if case.status == 413:
+        t11().count(refused_413=1)
+    elif case.message in TIMES or "2 days" in name:
+        t12().count(time_cases=1, spans_rejected=case.rejected, spans_stored=case.stored)
+    elif case.rejected:
+        t10().count(requests=1, spans_rejected=case.rejected, good_spans_stored=case.stored)
 
 
 def test_a_json_error_is_json_and_a_protobuf_error_is_protobuf(server: CollectorProcess) -> None:
@@ -254,6 +306,7 @@ def test_a_json_error_is_json_and_a_protobuf_error_is_protobuf(server: Collector
     as_protobuf = otlp.post(server.url, None, b"", content_type=otlp.PROTOBUF)
     assert as_protobuf.headers["content-type"] == otlp.PROTOBUF
     assert status_pb2.Status.FromString(as_protobuf.content).code == code_pb2.UNAUTHENTICATED
+    t09().count(requests=2).count_in("answers", 401, 2)
 
 
 def test_a_bad_request_names_the_field(server: CollectorProcess, keys: dict[str, str]) -> None:
@@ -262,6 +315,7 @@ def test_a_bad_request_names_the_field(server: CollectorProcess, keys: dict[str,
     status = status_pb2.Status.FromString(response.content)
     assert status.details, "400 carries a google.rpc.BadRequest"
     assert status.details[0].type_url.endswith("google.rpc.BadRequest")
+    t09().count(requests=1).count_in("answers", 400)
 
 
 def test_an_oversized_chunked_body_is_refused_without_holding_it(
@@ -293,6 +347,8 @@ def test_an_oversized_chunked_body_is_refused_without_holding_it(
     print(f"T-11 chunked 96 MiB, limit 16 MiB: peak RSS growth {memory.growth / 2**20:.1f} MiB")
     assert memory.growth < 2 * LIMIT, f"RSS grew by {memory.growth / 2**20:.1f} MiB at its peak"
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+    t11().count(refused_413=len(answered), closed_before_answer=1 - len(answered))
+    t11().peak(chunked_96_mib_rss_growth_mib=round(memory.growth / 2**20, 1))
 
 
 def test_a_decompression_bomb_does_not_grow_memory(server: CollectorProcess, keys: dict[str, str]) -> None:
@@ -306,11 +362,13 @@ def test_a_decompression_bomb_does_not_grow_memory(server: CollectorProcess, key
     print(f"T-11 gzip bomb, 2 GiB inflated, limit 16 MiB: peak RSS growth {memory.growth / 2**20:.1f} MiB")
     assert memory.growth < 2 * LIMIT, f"RSS grew by {memory.growth / 2**20:.1f} MiB at its peak"
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+    t11().count(refused_413=3).peak(bombs_rss_growth_mib=round(memory.growth / 2**20, 1))
 
 
 def test_unknown_paths_and_methods(server: CollectorProcess) -> None:
     assert httpx.post(f"{server.url}/v1/tracez", content=b"").status_code == 404
     assert httpx.get(f"{server.url}/v1/traces").status_code == 405
+    t09().count(requests=2).count_in("answers", 404).count_in("answers", 405)
 
 
 def test_long_attribute_values_are_truncated_and_counted(
@@ -331,6 +389,7 @@ def test_long_attribute_values_are_truncated_and_counted(
     assert stored_span["attributes"]["short"] == "ok"
     metrics = httpx.get(f"{server.url}/metrics").text
     assert "tierscope_attributes_truncated_total 1.0" in metrics
+    t10().count(requests=1, values_truncated=1)
 
 
 def test_odd_values_in_resources_are_stored_not_refused(
@@ -370,3 +429,4 @@ def test_absurd_times_in_queries_are_bad_requests(
     )
     assert response.status_code == 400, response.text
     assert "time" in response.json()["detail"]
+    t12().count(absurd_query_times_400=1)

@@ -2,30 +2,27 @@
 
 Short variants run in ``make test``; ``make soak`` sets ``TIERSCOPE_SOAK=1`` and
 the same tests run their long variants (faults of 30 s, more kills, the 2-hour
-soak). Each test records its figures with :func:`figures`; when
-``TIERSCOPE_RELIABILITY_OUT`` names a file (``make reliability`` does), they are
-appended there as JSON lines, and ``tierscope.testing.reliability`` turns them
-into the table of docs/reliability.md.
+soak). Each test records its figures with the ``figures`` fixture of
+tests/conftest.py; ``tierscope.testing.reliability`` turns them into the table
+of docs/reliability.md.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tierscope.store.embedded import EmbeddedPostgres
 from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.faultproxy import FaultProxy
+from tierscope.testing.figures import SOAK, Figures
 
-SOAK = os.environ.get("TIERSCOPE_SOAK") == "1"
+__all__ = ["SOAK", "Figures"]  # the fault tests import them from here
 
 # The collector as the fault tests run it: one worker, no processing and no
 # alerting (they would hold store connections of their own and blur what the
@@ -46,31 +43,6 @@ def seconds(short: float, long: float) -> float:
 def rss_bytes(process: CollectorProcess) -> int:
     """Resident memory of the collector and its worker processes."""
     return process.rss_bytes()
-
-
-@dataclass
-class Figures:
-    """What one test measured, for docs/reliability.md."""
-
-    test: str
-    out: Path | None
-
-    def record(self, **values: Any) -> None:
-        row = {"test": self.test, "soak": SOAK, **values}
-        print(json.dumps(row))  # shown with -s; the table is built from the file
-        if self.out is not None:
-            with self.out.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Callable[[str], Figures]:
-    out = os.environ.get("TIERSCOPE_RELIABILITY_OUT")
-
-    def make(test: str) -> Figures:
-        return Figures(test, Path(out) if out else None)
-
-    return make
 
 
 @dataclass

@@ -15,19 +15,29 @@ The same SDK against 429 + Retry-After: the collector's per-tenant ingest rate
 long, then its retry is accepted and stored, and an export whose deadline is
 shorter than the wait is given up without a second attempt.
 
-SDK 1.39.x (which drops 429) is not tested here: see docs/reliability.md.
+SDK 1.39 against the same 429: the plan says it drops a 429 instead of retrying
+(its ``_is_retryable`` is true for 408 and 5xx only, and it never reads
+``Retry-After``). It cannot share .venv with the agent's pinned SDK, so the test
+builds a second virtualenv once (``.venv/otel-sdk-1.39/``, kept for later runs)
+with ``opentelemetry-sdk==1.39.*`` and ``opentelemetry-exporter-otlp-proto-http==1.39.*``
+from the package index, and runs ``sdk_export.py`` in it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -245,4 +255,90 @@ def test_the_sdk_waits_out_a_429_retry_after_and_its_retry_is_stored(
         retry_after_s=told,
         first_wait_s=round(waits[0], 2),
         attempts=statuses,
+    )
+
+
+OLD_SDK = "1.39"
+OLD_SDK_VENV = Path(__file__).resolve().parents[2] / ".venv" / f"otel-sdk-{OLD_SDK}"
+OLD_SDK_PACKAGES = [f"opentelemetry-sdk=={OLD_SDK}.*", f"opentelemetry-exporter-otlp-proto-http=={OLD_SDK}.*"]
+
+
+def old_sdk_python() -> Path:
+    """The interpreter of the second virtualenv, built on first use (a lock keeps
+    two test runs from building it at once; ``.ready`` marks a finished build)."""
+    python, ready = OLD_SDK_VENV / "bin" / "python", OLD_SDK_VENV / ".ready"
+    OLD_SDK_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with (OLD_SDK_VENV.parent / f"otel-sdk-{OLD_SDK}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready.exists():
+            return python
+        steps = [
+            [sys.executable, "-m", "venv", "--clear", str(OLD_SDK_VENV)],
+            [str(python), "-m", "pip", "install", "--quiet", "--no-input", *OLD_SDK_PACKAGES],
+        ]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=240)
+            if done.returncode != 0:
+                pytest.fail(
+                    f"could not build the SDK {OLD_SDK} virtualenv at {OLD_SDK_VENV} (needs the package "
+                    f"index for {' '.join(OLD_SDK_PACKAGES)}): {' '.join(step)} exited "
+                    f"{done.returncode}\n{done.stderr[-2000:]}"
+                )
+        ready.touch()
+    return python
+
+
+def test_sdk_1_39_drops_a_429_at_once_without_waiting_or_retrying(
+    collector_factory: Callable[..., CollectorProcess],
+    figures: Callable[[str], Figures],
+) -> None:
+    python = old_sdk_python()
+    limited = collector_factory(**QUIET, TIERSCOPE_INGEST_RATE_PER_TENANT="20")
+    key = limited.credentials()["ingest_key"]
+    # The same debt as the 1.45 test: 100 spans at once leave the tenant about
+    # 3 s to pay off. The old SDK sends both batches, one right after the other.
+    asked = {
+        "endpoint": f"{limited.url}/v1/traces",
+        "key": key,
+        "batches": [[100, "t08 burst"], [10, "t08 old sdk"]],
+        "timeout": 20,  # ample time to wait out a Retry-After of a few seconds, had it wanted to
+    }
+    run = subprocess.run(
+        [str(python), str(Path(__file__).with_name("sdk_export.py")), json.dumps(asked)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.splitlines()[-1])
+    assert seen["exporter"].startswith(f"{OLD_SDK}."), seen
+    assert seen["sdk"].startswith(f"{OLD_SDK}."), seen
+    burst, dropped = seen["batches"]
+    assert [attempt["status"] for attempt in burst["attempts"]] == [200], seen
+    assert burst["result"] == "success"
+
+    # One attempt, answered 429 with a Retry-After; no second attempt although
+    # the deadline left 20 s; the export reported failed; the batch is gone.
+    assert [attempt["status"] for attempt in dropped["attempts"]] == [429], seen
+    told = int(dropped["attempts"][0]["retry_after"] or 0)
+    assert 1 <= told < asked["timeout"], seen
+    assert dropped["result"] == "failure", seen
+    dsn = limited.database_url
+    assert stored(dsn, "t08 old sdk") == 0
+    assert stored(dsn, "t08 burst") == 100
+    figures(f"T-08 SDK {OLD_SDK}").record(
+        fault="tenant over its ingest rate (20 spans/s per tenant, 100 sent at once): the collector "
+        f"answers 429 + Retry-After to OTLPSpanExporter of SDK {seen['exporter']} (a second virtualenv)",
+        held="as its source says (retries 408 and 5xx only, never reads Retry-After): one attempt, no "
+        "retry within a 20 s deadline, export reported failed, the 10 spans dropped by the SDK; "
+        "nothing acknowledged was lost",
+        sent=110,
+        acknowledged=100,
+        stored=stored_total(dsn),
+        lost=0,
+        duplicates=0,
+        attempts=[attempt["status"] for attempt in dropped["attempts"]],
+        retry_after_s=told,
+        export_s=dropped["export_s"],
+        dropped_by_sdk=10,
     )

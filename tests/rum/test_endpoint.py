@@ -17,6 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tierscope.testing import otlp
 from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.figures import Tally, tally
 
 from .conftest import FAST, api, credentials, tierscope
 
@@ -184,6 +185,17 @@ REFUSALS: dict[str, tuple[dict[str, Any], int, str]] = {
 }
 
 
+def t15() -> Tally:
+    return tally("T-15").describe(
+        "allowed and other origins, preflight, sendBeacon text/plain, bad beacons, a flood from one "
+        "address, a key past its rate from two addresses, a body over 64 KiB, a body that trickles in, "
+        "an API token used as a RUM key, the RUM key on the read API",
+        "CORS headers only for allowed origins; 429 with Retry-After past the per-address and per-key "
+        "limits while another address and another key get through; 413; 403; a trickling body 408 "
+        "(with its CORS headers) and its connection closed at TIERSCOPE_BODY_TIMEOUT",
+    )
+
+
 @pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
 def test_refusals(collector: CollectorProcess, case: str) -> None:
     given, status, message = REFUSALS[case]
@@ -194,6 +206,7 @@ def test_refusals(collector: CollectorProcess, case: str) -> None:
     assert message in response.json()["detail"]
     if status == 403 and "origin" in options:
         assert "access-control-allow-origin" not in response.headers  # the browser hides the answer
+    t15().count_in("refusals", status)
 
 
 def test_a_wrong_field_is_named_in_the_answer(collector: CollectorProcess) -> None:
@@ -224,6 +237,7 @@ def test_preflight(collector: CollectorProcess, origin: str, allowed: bool) -> N
     else:
         assert response.status_code == 403
         assert "access-control-allow-origin" not in response.headers
+    t15().count_in("preflights", "with CORS" if allowed else "refused 403")
 
 
 def test_the_rum_key_is_write_only(collector: CollectorProcess) -> None:
@@ -236,6 +250,7 @@ def test_the_rum_key_is_write_only(collector: CollectorProcess) -> None:
         headers={"Authorization": f"Bearer {rum_key}", "content-type": "application/x-protobuf"},
     )
     assert spans.status_code == 403
+    t15().count_in("refusals", 403, 3)
 
 
 def test_a_beacon_body_that_trickles_in_gets_408_and_its_connection_is_closed(
@@ -260,23 +275,41 @@ def test_a_beacon_body_that_trickles_in_gets_408_and_its_connection_is_closed(
     assert f"access-control-allow-origin: {ORIGIN}".encode() in head_out.lower()
     detail = json.loads(body_out)["detail"]
     assert detail.startswith(f"the request body did not arrive in full within {BODY_TIMEOUT} s"), detail
+    t15().count(trickling_bodies_answered_408=1)
 
 
 def test_a_flood_from_one_address_gets_429_and_others_still_get_through(collector: CollectorProcess) -> None:
-    """The limit is 20 beacons/s per address (bursts of 40) in this collector."""
+    """The limit is 20 beacons/s per address (bursts of 40) in this collector.
+
+    The flood goes on until 50 beacons were refused (at most 600 sent): how many
+    get through first depends on how fast a loaded machine sends them, which
+    the bound on the accepted ones takes from the time the flood took."""
     statuses = []
+    began = time.monotonic()
     with httpx.Client() as flooding:
-        for _ in range(120):
+        while statuses.count(429) < 50 and len(statuses) < 600:
             response = send(collector, beacon(), client=flooding)
             statuses.append(response.status_code)
             if response.status_code == 429:
                 assert int(response.headers["retry-after"]) >= 1
                 assert response.headers.get("access-control-allow-origin") is None  # refused before the key
-    assert statuses.count(429) >= 50, statuses
+    elapsed = time.monotonic() - began
+    assert set(statuses) == {200, 429}, statuses
+    refused = statuses.count(429)
+    assert refused == 50, f"only {refused} of {len(statuses)} refused in {elapsed:.1f} s"
     assert statuses[:30] == [200] * 30
+    # The burst, then no more than the rate gave back meanwhile.
+    assert statuses.count(200) <= 40 + 20 * elapsed + 1, (statuses.count(200), elapsed)
     other = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(transport=other) as elsewhere:
         assert send(collector, beacon(), client=elsewhere).status_code == 200
+    t15().note(
+        flood_from_one_address=len(statuses),
+        flood_accepted=statuses.count(200),
+        flood_429=statuses.count(429),
+        flood_s=round(elapsed, 1),
+        other_address_served=1,
+    )
 
 
 def test_a_key_past_its_rate_gets_429_from_every_address_while_another_key_gets_through(
@@ -314,6 +347,7 @@ def test_a_key_past_its_rate_gets_429_from_every_address_while_another_key_gets_
         tierscope(collector, "rum", "origins", "--tenant", "second-shop", ORIGIN)
         response = send(collector, beacon(), key=second["rum_key"], client=clients["127.0.0.1"])
         assert response.status_code == 200, response.text
+        t15().note(key_rate_stored=stored, key_rate_s=round(elapsed, 1), other_key_served=1)
     finally:
         for client in clients.values():
             client.close()

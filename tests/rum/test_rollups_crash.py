@@ -101,8 +101,9 @@ def test_killed_at_random_moments_every_experience_is_counted_exactly_once(
             os.killpg(process.pid, signal.SIGKILL)  # mid-transaction, anywhere
         process.wait(timeout=30)
         progress.append(one(database_url, "SELECT count(*) FROM rum_experiences WHERE rolled_up")[0])
-    # The kills came while there was work left (else this test shows nothing).
-    assert progress[-1] < EXPERIENCES, progress
+    # At least two kills came while there was work left (else this test shows little). The
+    # last may come after the end: a chunk takes a fraction of a second on a quiet machine.
+    assert sum(1 for done in progress if done < EXPERIENCES) >= 2, progress
     # A last run, to the end.
     process = subprocess.Popen(
         [*tierscope_command(), "process", "--data-dir", str(tmp_path)],

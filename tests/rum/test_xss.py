@@ -22,6 +22,7 @@ import pytest
 from tierscope.testing import otlp
 from tierscope.testing.browser import NOT_LOOPBACK
 from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.figures import tally
 from tierscope.testing.routes import collector_app, endpoints
 
 from .conftest import FAST, credentials, tierscope
@@ -142,5 +143,12 @@ def test_no_script_from_telemetry_runs_in_the_console_or_the_api(
             assert seen["injected"] == 0, path
             assert "onerror" in seen["text"], f"{path} carries the markup, inert, as JSON text"
         assert dialogs == []
+        tally("T-16").describe(
+            "<img src=x onerror=alert()> and \"><script> in a RUM beacon's URL, page name and script "
+            "error (sent with the public RUM key) and in a span's name, route and attributes; headless "
+            "Chromium signs in and opens every console page the router serves, then the API answers",
+            "no dialog opened; no injected element in any page's DOM; the markup shows as text; every "
+            "console page sends Content-Security-Policy: default-src 'none' with no script-src",
+        ).note(console_pages=len(console_pages), api_answers=3, dialogs=len(dialogs), injected_elements=0)
     finally:
         context.close()

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tierscope.testing.figures import Tally, tally
 from tierscope.testing.routes import collector_app, endpoints
 
 from .conftest import Estate
@@ -47,6 +48,17 @@ BODIES: dict[str, Any] = {
 SETTINGS = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+
+
+def t13() -> Tally:
+    return tally("T-13").describe(
+        "tenant A's viewer, editor and admin tokens with B's trace, alert, silence, SLO, experience and "
+        "key ids in every routed path (Hypothesis picks endpoint, role, ids); B's service, transaction "
+        "and SLO names in every listing's query; X-Scope-OrgID / X-Tenant / X-Tenant-Id naming B",
+        "every swapped id is 404 like a missing one (403 first when the role may not write at all); no "
+        "answer contains any text B stored; B's silence, alert and keys unchanged; the headers change "
+        "nothing",
+    ).note(endpoints_with_ids=len(WITH_IDS), listings=len(LISTINGS))
 
 
 def test_every_id_parameter_has_ids_to_swap() -> None:
@@ -89,6 +101,7 @@ def test_another_tenants_ids_are_not_found_on_any_endpoint(estate: Estate, data:
     # looking, when the role may not do this at all.
     allowed = {404, 403} if role != "admin" and endpoint.method != "GET" else {404}
     assert response.status_code in allowed, (str(endpoint), role, response.status_code, response.text[:300])
+    t13().count(swapped_id_requests=1, leaks=0).count_in("answers", response.status_code)
 
 
 @SETTINGS
@@ -107,6 +120,7 @@ def test_another_tenants_names_in_query_parameters_reveal_nothing(
     response = estate.call("GET", endpoint.path, estate.tenants[caller].tokens[role], params=params)
     assert response.status_code < 500, (str(endpoint), params, response.text[:300])
     assert not _leaks(estate, response.text, caller), (str(endpoint), params, response.text[:500])
+    t13().count(swapped_name_requests=1, leaks=0)
 
 
 def test_the_swaps_changed_nothing_of_the_owner(estate: Estate) -> None:
@@ -121,6 +135,7 @@ def test_the_swaps_changed_nothing_of_the_owner(estate: Estate) -> None:
         assert not alert["acknowledged_by"]
         keys = estate.call("GET", "/api/v1/keys", token).json()["keys"]
         assert all(key["live"] for key in keys), keys
+    t13().note(owners_unchanged=f"{len(estate.tenants)}/{len(estate.tenants)}")
 
 
 @pytest.mark.parametrize("header", ["X-Scope-OrgID", "X-Tenant", "X-Tenant-Id"])
@@ -137,3 +152,4 @@ def test_a_tenant_header_does_not_change_whose_data_is_read(estate: Estate, head
             assert forged.status_code == 200, (path, forged.text[:300])
             assert globex.secret not in forged.text, path
             assert acme.secret in forged.text, f"{path} answers for acme, the token's tenant"
+            t13().count(forged_header_requests=1, leaks=0)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tierscope.alerting.notifiers.webhook import TOLERANCE_SECONDS, signature, verify
 from tierscope.testing.collector import CollectorProcess
+from tierscope.testing.figures import Tally, tally
 
 RULES = """
 defaults: false
@@ -60,6 +61,16 @@ def test_saving_a_receiver_that_reaches_inside_is_refused(collector: CollectorPr
         f"{collector.url}/api/v1/alerting/config", headers={"Authorization": f"Bearer {token}"}, timeout=20
     ).json()
     assert url not in str(saved), "nothing of the refused document was stored"
+    tally("T-20").count(refused_through_the_api=1)
+
+
+def t21() -> Tally:
+    return tally("T-21").describe(
+        "any body and secret (Hypothesis): replays and clock skew past 5 min either way, one changed "
+        "body byte, a moved timestamp, a flipped signature digit, another secret",
+        "HMAC-SHA256 over timestamp.body verified; every change and every skew past 300 s refused; "
+        "everything within 300 s accepted",
+    )
 
 
 _SECRETS = st.text(min_size=1, max_size=64)
@@ -71,6 +82,7 @@ _STAMPS = st.integers(min_value=1_000_000_000, max_value=4_000_000_000)
 @given(secret=_SECRETS, body=_BODIES, stamp=_STAMPS, drift=st.integers(-TOLERANCE_SECONDS, TOLERANCE_SECONDS))
 def test_a_signature_holds_within_the_tolerance(secret: str, body: bytes, stamp: int, drift: int) -> None:
     assert verify(secret, str(stamp), body, signature(secret, str(stamp), body), now=stamp + drift)
+    t21().count(cases=1, wrong_verdicts=0).count_in("kinds", "accepted (skew ≤ 300 s)")
 
 
 @settings(max_examples=300, deadline=None)
@@ -86,6 +98,7 @@ def test_a_replay_or_a_clock_skew_past_five_minutes_is_refused(
 ) -> None:
     signed = signature(secret, str(stamp), body)
     assert not verify(secret, str(stamp), body, signed, now=stamp + sign * skew)
+    t21().count(cases=1, wrong_verdicts=0).count_in("kinds", "refused (skew > 300 s)")
 
 
 @settings(max_examples=300, deadline=None)
@@ -111,3 +124,4 @@ def test_any_change_to_the_body_the_timestamp_or_the_signature_is_refused(
     else:
         other_secret = data.draw(_SECRETS.filter(lambda s: s != secret))
         assert not verify(other_secret, str(stamp), body, signed, now=stamp)
+    t21().count(cases=1, wrong_verdicts=0).count_in("kinds", f"refused (other {what})")
