@@ -37,9 +37,13 @@ VALUES (%(tenant_id)s, %(group_key)s, %(state)s, %(severity)s, %(kind)s, %(rule)
 RETURNING id
 
 -- update_alert --
--- An alert's new state and figures after an evaluation.
+-- An alert's new state and figures after an evaluation. The evaluator read the
+-- alert before judging it; someone may have acknowledged it since. Its "still
+-- firing" must not undo that acknowledgement (a lost update), while its
+-- "resolved" still ends the alert.
 UPDATE alerts
-SET state = %(state)s, severity = %(severity)s, kind = %(kind)s, rule = %(rule)s, title = %(title)s,
+SET state = CASE WHEN state = 'acknowledged' AND %(state)s = 'firing' THEN 'acknowledged' ELSE %(state)s END,
+    severity = %(severity)s, kind = %(kind)s, rule = %(rule)s, title = %(title)s,
     service = %(service)s, bts = %(bts)s, tier = %(tier)s, component = %(component)s,
     confidence = %(confidence)s, evidence = %(evidence)s, impact = %(impact)s, priority = %(priority)s,
     started_at = %(started_at)s, last_active_at = %(last_active_at)s, resolved_at = %(resolved_at)s,

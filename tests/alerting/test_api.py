@@ -190,7 +190,7 @@ def test_an_alert_end_to_end_through_the_api_the_webhook_and_the_cli(
     assert listed.returncode == 0, listed.stderr
     assert '"UPDATE orders"' in listed.stdout
     table = cli(running, "alerts", "list")
-    assert "acknowledged" in table.stdout
+    assert "acknowledged" in table.stdout, table.stdout + table.stderr
     silenced = cli(running, "alerts", "silence", "--match", "service=shop", "--duration", "30m")
     assert silenced.returncode == 0, silenced.stderr
     assert "silence" in silenced.stderr

@@ -20,6 +20,7 @@ from tierscope.alerting.evaluator import Evaluator
 from tierscope.alerting.rules import parse
 from tierscope.config import load_settings
 from tierscope.store import Database, StoreUnavailable
+from tierscope.store import alerting as store
 from tierscope.testing.faultproxy import FaultProxy
 from tierscope.testing.figures import Tally, tally
 
@@ -110,6 +111,43 @@ async def test_a_threshold_rule_goes_pending_fires_keeps_firing_and_resolves_at_
     assert fired["resolved_at"] == minute(10)
     assert fired["tier"] == "db"
     assert fired["component"] == "UPDATE orders"
+
+
+async def test_an_acknowledgement_made_while_an_evaluation_runs_is_not_undone(
+    estate: Estate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluator reads the open alerts, judges them, then writes them back.
+    An on-call engineer who acknowledges in between keeps the acknowledgement:
+    the evaluator's "still firing" is not written over it (it once was, and the
+    CLI then showed the alert firing again)."""
+    configure(estate, THRESHOLD)
+    estate.faults.append(Fault("db", "UPDATE orders", 900, minute(3), bts=(CHECKOUT,)))
+    estate.write_minutes(minute(-60), 80)
+    async with Database(estate.dsn) as database:
+        evaluator = Evaluator(database, SETTINGS)
+        for n in range(1, 7):
+            await evaluator.cycle(minute(n))
+        (alert,) = open_alerts(estate)
+        assert alert["state"] == "firing"
+
+        read_open = store.open_alerts
+
+        async def read_then_acknowledge(conn: Any, tenant_id: int) -> list[dict[str, Any]]:
+            rows = await read_open(conn, tenant_id)
+            with psycopg.connect(estate.dsn, autocommit=True) as other:
+                other.execute(
+                    "UPDATE alerts SET state = 'acknowledged', acknowledged_by = 'on-call' WHERE id = %s",
+                    (alert["id"],),
+                )
+            return rows
+
+        monkeypatch.setattr(store, "open_alerts", read_then_acknowledge)
+        report = await evaluator.cycle(minute(7))
+        assert report.failed == []
+        monkeypatch.undo()
+        assert [row["state"] for row in open_alerts(estate)] == ["acknowledged"]
+        await evaluator.cycle(minute(8))
+        assert [row["state"] for row in open_alerts(estate)] == ["acknowledged"]
 
 
 async def test_a_slow_database_behind_three_transactions_is_one_alert_naming_the_statement(
