@@ -51,6 +51,7 @@ from tierscope.processing.sqlnorm import Normalizer
 from tierscope.processing.writer import write_rollup
 from tierscope.store import Database, StoreError, span_columns
 from tierscope.store import processing as store
+from tierscope.store.arrival_index import ArrivalIndex
 from tierscope.store.processing import Shard, SpanRow, SummaryRow, utc
 from tierscope.store.span_columns import SpanColumns
 
@@ -106,6 +107,7 @@ class Processor:
         self._normalize = Normalizer()
         self._hosts: dict[tuple[int, int], str] = {}  # (tenant, resource) -> host or instance
         self._window = settings.processing_window  # adapted to the arrival rate each cycle
+        self._arrivals = ArrivalIndex()
 
     # -- one cycle --------------------------------------------------------------
 
@@ -132,6 +134,10 @@ class Processor:
         clock = time.perf_counter()
         async with self.database.connection() as conn:
             clock = report.lap("connect", clock)
+            # Windows are read through the arrival index: keep its new ranges
+            # summarized, or every window reads the whole unsummarized tail.
+            await self._arrivals.catch_up(conn)
+            clock = report.lap("summarize", clock)
             # Before the window's snapshot: every ingest transaction that began
             # before the horizon has ended by then, so its spans are visible.
             horizon = await store.ingest_horizon(conn, self.settings.settle_delay)

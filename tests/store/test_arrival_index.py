@@ -1,0 +1,167 @@
+"""The arrival index stays summarized, so a window of arrival time reads that
+window's pages and not the whole unsummarized tail of the partition.
+
+PostgreSQL's autosummarize drops requests once 256 are queued (at thousands
+of spans a second, most of them): the tests reproduce that state by
+desummarizing the ranges, then measure what a window read touches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from tierscope.config import load_settings
+from tierscope.processing.processor import Processor
+from tierscope.store import Database, partitions
+from tierscope.store.arrival_index import ArrivalIndex
+from tierscope.store.span_columns import _WINDOW_QUERIES
+
+pytestmark = pytest.mark.anyio
+DAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+PARTITION = partitions.partition_name("spans", DAY.date())
+INDEX = f"{PARTITION}_received_at_idx"
+BATCH = 40_000  # about 1,600 heap pages: 50 ranges of 32 pages
+
+
+def insert_spans(dsn: str, first: int, count: int) -> None:
+    """``count`` spans started on DAY, one received every millisecond from
+    DAY + ``first`` ms on, with a span_pb of a realistic size."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO spans (tenant_id, trace_id, span_id, start_time, duration_us, service, name,
+                                  kind, tier, status_code, resource_id, span_pb, received_at)
+               SELECT 1, sha224(int8send(i))::bytea, int8send(i), %(day)s, 1000, 'svc', 'GET /x',
+                      3, 'db', 0, 1, convert_to(repeat(md5(i::text), 18), 'UTF8'),
+                      %(day)s + i * interval '1 millisecond'
+               FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i""",
+            {"day": DAY, "first": first, "last": first + count - 1},
+        )
+
+
+def desummarize(dsn: str) -> None:
+    """Forget every range's summary, as autosummarize's dropped requests leave them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (blocks,) = conn.execute(f"SELECT pg_relation_size('{PARTITION}') / 8192").fetchone()  # type: ignore[misc]
+        conn.execute(
+            "SELECT brin_desummarize_range(%s::regclass, b) FROM generate_series(0, %s, 32) AS b",
+            (INDEX, blocks),
+        )
+
+
+def table_pages(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (blocks,) = conn.execute(f"SELECT pg_relation_size('{PARTITION}') / 8192").fetchone()  # type: ignore[misc]
+    return int(blocks)
+
+
+def pages_read(dsn: str, since_ms: int, until_ms: int) -> int:
+    """Heap pages a processing window read of ``[DAY + since_ms, DAY + until_ms)`` touches."""
+    params = {
+        "since": DAY + timedelta(milliseconds=since_ms),
+        "until": DAY + timedelta(milliseconds=until_ms),
+        "count": 1,
+        "index": 0,
+    }
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # the plan processing gets on a big table
+        conn.execute("SET max_parallel_workers_per_gather = 0")  # every page counted in one node
+        (plan,) = conn.execute(  # type: ignore[misc]
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {_WINDOW_QUERIES[0]}", params
+        ).fetchone()
+    found: list[int] = []
+
+    def walk(node: dict) -> None:
+        if node.get("Node Type") == "Bitmap Heap Scan":
+            found.append(int(node.get("Lossy Heap Blocks", 0)) + int(node.get("Exact Heap Blocks", 0)))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
+    return sum(found)
+
+
+@pytest.fixture
+async def spans_store(database_url: str) -> str:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await partitions.maintain(
+            conn,
+            retention={"spans": timedelta(days=7), "trace_summaries": timedelta(days=30)},
+            accept_from=timedelta(days=1),
+            now=DAY,
+        )
+        # What autosummarize would still do in a test this small, it drops
+        # under real load: leave it out, so the test sees the real load's state.
+        await conn.execute(f"ALTER INDEX {INDEX} SET (autosummarize = off)")
+    return database_url
+
+
+async def test_a_window_reads_its_own_pages_once_the_new_ranges_are_summarized(spans_store: str) -> None:
+    dsn = spans_store
+    insert_spans(dsn, 0, BATCH)
+    desummarize(dsn)
+    last_second = (BATCH - 1000, BATCH)
+    whole = table_pages(dsn)
+    unsummarized = pages_read(dsn, *last_second)
+    assert unsummarized >= 0.9 * whole, "every unsummarized range is read whole"
+
+    index = ArrivalIndex()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await index.catch_up(conn) >= 0.9 * whole / 32
+        summarized = pages_read(dsn, *last_second)
+        # One second of forty: its own pages and at most the two ranges around them.
+        assert summarized <= whole / 40 + 2 * 32, f"one second of 40 read {summarized} of {whole} pages"
+
+        # Spans keep arriving; their ranges are summarized by the next call,
+        # which starts where the last one stopped.
+        insert_spans(dsn, BATCH, BATCH)
+        desummarize_from = BATCH  # only the new spans' ranges lose their summary
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute(
+                f"""SELECT brin_desummarize_range('{INDEX}'::regclass, b)
+                    FROM generate_series((SELECT min((ctid::text::point)[0])::bigint FROM {PARTITION}
+                                          WHERE received_at >= %s), %s, 32) AS b""",  # noqa: S608 - test constants
+                (DAY + timedelta(milliseconds=desummarize_from), 10**6),
+            )
+        newest = (2 * BATCH - 1000, 2 * BATCH)
+        whole = table_pages(dsn)
+        assert pages_read(dsn, *newest) >= 0.4 * whole
+        assert await index.catch_up(conn) > whole / 2 / 32 * 0.9
+        assert pages_read(dsn, *newest) <= whole / 80 + 2 * 32
+        assert await index.catch_up(conn) == 0, "nothing new: nothing summarized"
+
+
+async def test_the_processor_summarizes_before_it_reads(spans_store: str) -> None:
+    dsn = spans_store
+    insert_spans(dsn, 0, BATCH)
+    desummarize(dsn)
+    whole = table_pages(dsn)
+    assert pages_read(dsn, BATCH - 1000, BATCH) >= 0.9 * whole
+    async with Database(dsn) as database:
+        report = await Processor(database, load_settings(settle_delay="1s")).cycle()
+    assert "summarize" in report.timings
+    assert pages_read(dsn, BATCH - 1000, BATCH) <= whole / 40 + 2 * 32
+
+
+async def test_a_busy_table_lock_is_waited_for_briefly_then_left_for_the_next_cycle(
+    spans_store: str,
+) -> None:
+    dsn = spans_store
+    insert_spans(dsn, 0, BATCH)
+    desummarize(dsn)
+    index = ArrivalIndex()
+    with psycopg.connect(dsn) as vacuum_like:  # holds what VACUUM holds
+        vacuum_like.execute(f"LOCK TABLE {PARTITION} IN SHARE UPDATE EXCLUSIVE MODE")
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            started = time.monotonic()
+            assert await index.catch_up(conn) == 0
+            assert time.monotonic() - started < 2.0
+        vacuum_like.rollback()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await asyncio.wait_for(index.catch_up(conn), 30) >= 0.9 * table_pages(dsn) / 32
+    assert pages_read(dsn, BATCH - 1000, BATCH) <= table_pages(dsn) / 40 + 2 * 32
