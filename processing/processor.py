@@ -51,9 +51,9 @@ from tierscope.processing.sqlnorm import Normalizer
 from tierscope.processing.writer import write_rollup
 from tierscope.store import Database, StoreError, span_columns
 from tierscope.store import processing as store
-from tierscope.store.arrival_index import ArrivalIndex
 from tierscope.store.processing import Shard, SpanRow, SummaryRow, utc
 from tierscope.store.span_columns import SpanColumns
+from tierscope.store.span_ranges import SpanRanges
 
 _logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Processor:
         self._normalize = Normalizer()
         self._hosts: dict[tuple[int, int], str] = {}  # (tenant, resource) -> host or instance
         self._window = settings.processing_window  # adapted to the arrival rate each cycle
-        self._arrivals = ArrivalIndex()
+        self._span_ranges = SpanRanges()
 
     # -- one cycle --------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class Processor:
             clock = report.lap("connect", clock)
             # Windows are read through the arrival index: keep its new ranges
             # summarized, or every window reads the whole unsummarized tail.
-            await self._arrivals.catch_up(conn)
+            await self._span_ranges.catch_up(conn)
             clock = report.lap("summarize", clock)
             # Before the window's snapshot: every ingest transaction that began
             # before the horizon has ended by then, so its spans are visible.

@@ -1,8 +1,9 @@
-"""Keeping the arrival-time index of spans summarized while spans pour in.
+"""Keeping the BRIN indexes of spans summarized while spans pour in.
 
 Processing reads each window of arrival time through the BRIN index on
-``spans.received_at``. A block range the index has not summarized matches
-every query, so every window reads such a range whole. PostgreSQL's
+``spans.received_at``, and trace search reads time ranges through the one on
+``start_time``. A block range a BRIN index has not summarized matches every
+query, so every query reads such a range whole. PostgreSQL's
 ``autosummarize`` is meant to summarize ranges as they fill, but it queues the
 requests in a fixed list of 256 work items per database that autovacuum
 drains once per nap (a minute by default). At thousands of spans a second
@@ -18,7 +19,8 @@ So the processor summarizes the new ranges itself, before it reads a window:
 one ``brin_summarize_range`` per range filled since its last call (a range
 already summarized costs a lookup). A range summarized while still filling is
 kept up to date by PostgreSQL on every insert, so nothing is ever missed; the
-cost is reading each new page once, about what reading its spans costs anyway.
+cost is reading each new page once more, a fraction of what reading its spans
+for processing costs.
 
 ``brin_summarize_range`` takes the table's SHARE UPDATE EXCLUSIVE lock, which
 autovacuum (and another shard doing the same) also takes. The processor waits
@@ -39,9 +41,10 @@ _logger = logging.getLogger(__name__)
 
 LOCK_WAIT = "100ms"
 
-# Every BRIN index on received_at of spans or of its partitions (or of a
-# TimescaleDB hypertable's chunks, which inherit from it), with its table's
-# size in blocks and its pages per range (128 when not set).
+# Every BRIN index of spans' partitions (or of a TimescaleDB hypertable's
+# chunks, which inherit from it; or of spans itself, where it is a plain
+# table), with its table's size in blocks and its pages per range (128 when
+# not set).
 _INDEXES = """
 SELECT i.indexrelid::bigint, i.indexrelid::regclass::text,
        pg_relation_size(i.indrelid) / current_setting('block_size')::bigint,
@@ -50,7 +53,6 @@ SELECT i.indexrelid::bigint, i.indexrelid::regclass::text,
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid AND c.relkind = 'i'
 JOIN pg_am am ON am.oid = c.relam AND am.amname = 'brin'
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] AND a.attname = 'received_at'
 WHERE i.indrelid = to_regclass('spans')
    OR i.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass('spans'))
 """
@@ -63,7 +65,7 @@ _SUMMARIZE_ALL = "SELECT brin_summarize_new_values(%(index)s::oid::regclass)"
 
 
 @dataclass
-class ArrivalIndex:
+class SpanRanges:
     """What one processor has summarized so far: per index, the blocks its table
     had then. Ranges before that are summarized (by us, or by VACUUM)."""
 
@@ -87,7 +89,7 @@ class ArrivalIndex:
         except psycopg.errors.InsufficientPrivilege as exc:
             # Only the table's owner may summarize. Reading works without it,
             # only slower: say so once.
-            _logger.warning("cannot keep the spans arrival index summarized (%s); windows read more", exc)
+            _logger.warning("cannot keep the BRIN indexes of spans summarized (%s); windows read more", exc)
             self.disabled = True
         self.ranges += done
         return done

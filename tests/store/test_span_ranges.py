@@ -1,4 +1,4 @@
-"""The arrival index stays summarized, so a window of arrival time reads that
+"""The BRIN indexes of spans stay summarized, so a window of arrival time reads that
 window's pages and not the whole unsummarized tail of the partition.
 
 PostgreSQL's autosummarize drops requests once 256 are queued (at thousands
@@ -19,8 +19,8 @@ import pytest
 from tierscope.config import load_settings
 from tierscope.processing.processor import Processor
 from tierscope.store import Database, partitions
-from tierscope.store.arrival_index import ArrivalIndex
 from tierscope.store.span_columns import _WINDOW_QUERIES
+from tierscope.store.span_ranges import SpanRanges
 
 pytestmark = pytest.mark.anyio
 DAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -110,7 +110,7 @@ async def test_a_window_reads_its_own_pages_once_the_new_ranges_are_summarized(s
     unsummarized = pages_read(dsn, *last_second)
     assert unsummarized >= 0.9 * whole, "every unsummarized range is read whole"
 
-    index = ArrivalIndex()
+    index = SpanRanges()
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         assert await index.catch_up(conn) >= 0.9 * whole / 32
         summarized = pages_read(dsn, *last_second)
@@ -154,7 +154,7 @@ async def test_a_busy_table_lock_is_waited_for_briefly_then_left_for_the_next_cy
     dsn = spans_store
     insert_spans(dsn, 0, BATCH)
     desummarize(dsn)
-    index = ArrivalIndex()
+    index = SpanRanges()
     with psycopg.connect(dsn) as vacuum_like:  # holds what VACUUM holds
         vacuum_like.execute(f"LOCK TABLE {PARTITION} IN SHARE UPDATE EXCLUSIVE MODE")
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
