@@ -117,5 +117,15 @@ class SpanRanges:
         except psycopg.errors.UndefinedTable:  # a partition dropped by retention meanwhile
             self.summarized_up_to.pop(oid, None)
             return 0
+        except psycopg.errors.InsufficientPrivilege:
+            raise
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise  # the store is gone: the cycle fails, as it would on its next query
+            # Whatever else an index answers, processing goes on without its
+            # help (reads are slower, never wrong): say so once, leave it be.
+            _logger.warning("cannot summarize %s (%s); leaving it to VACUUM", name, exc)
+            self.summarized_up_to[oid] = 2**62
+            return 0
         self.summarized_up_to[oid] = blocks
         return int(row[0]) if row else 0
