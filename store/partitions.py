@@ -157,14 +157,26 @@ async def trim_rollups(
 
 
 async def _create(conn: AsyncConnection, table: str, day: date) -> None:
+    name = partition_name(table, day)
     await conn.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier(partition_name(table, day)),
+            sql.Identifier(name),
             sql.Identifier(table),
             sql.Literal(_day_start(day)),
             sql.Literal(_day_start(day + timedelta(days=1))),
         )
     )
+    # A partition's indexes copy the partitioned index's storage parameters,
+    # autosummarize included, and a partitioned index cannot change them:
+    # turn it off here (migration 0013 says why; processing summarizes).
+    cur = await conn.execute(
+        """SELECT c.relname FROM pg_index i
+           JOIN pg_class c ON c.oid = i.indexrelid
+           WHERE i.indrelid = %s::regclass AND 'autosummarize=on' = ANY (c.reloptions)""",
+        (name,),
+    )
+    for (index,) in await cur.fetchall():
+        await conn.execute(sql.SQL("ALTER INDEX {} SET (autosummarize = off)").format(sql.Identifier(index)))
 
 
 async def _timescale_retention(conn: AsyncConnection, table: str, retention: timedelta) -> None:

@@ -77,8 +77,11 @@ COMMENT ON COLUMN spans.status_code IS 'OTLP status: 0 unset, 1 ok, 2 error.';
 COMMENT ON COLUMN spans.peer IS 'The other side of a call, a node of the service map: database, external host, broker.';
 
 -- Processing reads spans by arrival; arrival is close to time order: BRIN.
--- autosummarize: new block ranges are summarized as they fill, not only by
--- VACUUM; an unsummarized range is read whole by every window query.
+-- The partitioned index keeps autosummarize = on (a partitioned index cannot
+-- change its storage parameters), but every partition's index has it off
+-- (migration 0013, store/partitions.py): processing summarizes new ranges
+-- itself (store/span_ranges.py); an unsummarized range is read whole by every
+-- window query.
 CREATE INDEX spans_received_at ON spans USING brin (received_at) WITH (pages_per_range = 32, autosummarize = on);
 
 CREATE TABLE trace_summaries (

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tierscope.collector.convert import Limits, convert
-from tierscope.store import partitions
+from tierscope.store import migrations, partitions
 from tierscope.store.spans import write_spans
 from tierscope.testing import otlp
 
@@ -65,3 +65,33 @@ async def test_a_span_for_a_day_without_partition_gets_one(database_url: str) ->
         result = await write_spans(conn, conversion.rows, conversion.resources)
         assert result.stored == 1
         assert len(await names(conn)) == 1
+
+
+async def autosummarized(conn: psycopg.AsyncConnection, parent: str) -> list[str]:
+    """The BRIN indexes of ``parent``'s partitions that ask autovacuum to summarize."""
+    cur = await conn.execute(
+        """SELECT c.relname FROM pg_inherits h
+           JOIN pg_index i ON i.indrelid = h.inhrelid
+           JOIN pg_class c ON c.oid = i.indexrelid
+           WHERE h.inhparent = %s::regclass AND 'autosummarize=on' = ANY (c.reloptions)""",
+        (parent,),
+    )
+    return [name for (name,) in await cur.fetchall()]
+
+
+async def test_span_partitions_leave_summarizing_to_processing(database_url: str) -> None:
+    """Autosummarize's requests cancel VACUUM of the partition they summarize and
+    are dropped under load (migration 0013): no span partition asks for them,
+    whether created by maintenance or by a store from before the migration."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await partitions.maintain(conn, retention=RETENTION, accept_from=ACCEPT, now=NOW)
+        assert await names(conn)
+        assert await autosummarized(conn, "spans") == []
+        # A partition as stores before migration 0013 created them.
+        await conn.execute(
+            "CREATE TABLE spans_p20300101 PARTITION OF spans FOR VALUES FROM ('2030-01-01') TO ('2030-01-02')"
+        )
+        assert await autosummarized(conn, "spans") == ["spans_p20300101_received_at_idx"]
+        (migration,) = [m for m in migrations.available() if m.version == 13]
+        await conn.execute(migration.sql)  # type: ignore[arg-type]
+        assert await autosummarized(conn, "spans") == []

@@ -95,9 +95,6 @@ async def spans_store(database_url: str) -> str:
             accept_from=timedelta(days=1),
             now=DAY,
         )
-        # What autosummarize would still do in a test this small, it drops
-        # under real load: leave it out, so the test sees the real load's state.
-        await conn.execute(f"ALTER INDEX {INDEX} SET (autosummarize = off)")
     return database_url
 
 
