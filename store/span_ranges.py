@@ -15,6 +15,12 @@ the two-hour soak (T-23): after 30 minutes at 12,000 spans/s a one-second
 window (8,000 spans) read 200,000 heap pages and 2.5 million rows, and each
 processor's window read took 0.4-1.4 s of a busy PostgreSQL backend.
 
+Worse, each request runs in an autovacuum worker that takes the partition's
+SHARE UPDATE EXCLUSIVE lock, which cancels a VACUUM of that partition in
+progress: in the soak, VACUUM of the day's partition was cancelled every
+minute or two and never finished. Span partitions are therefore created with
+autosummarize off (migration 0013, store/partitions.py).
+
 So the processor summarizes the new ranges itself, before it reads a window:
 one ``brin_summarize_range`` per range filled since its last call (a range
 already summarized costs a lookup). A range summarized while still filling is
