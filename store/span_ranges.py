@@ -29,10 +29,11 @@ cost is reading each new page once more, a fraction of what reading its spans
 for processing costs.
 
 ``brin_summarize_range`` takes the table's SHARE UPDATE EXCLUSIVE lock, which
-autovacuum (and another shard doing the same) also takes. The processor waits
-for it at most :data:`LOCK_WAIT` and otherwise tries again next cycle: never
-long enough for PostgreSQL to cancel an autovacuum on its behalf, and never
-holding up processing.
+VACUUM also takes. The processor waits for it at most :data:`LOCK_WAIT` and
+otherwise tries again next cycle: never long enough for PostgreSQL to cancel
+an autovacuum on its behalf, and never holding up processing. Shards take
+turns through an advisory lock: one that finds another summarizing goes on
+to read (the other is doing its work).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from psycopg import AsyncConnection
 _logger = logging.getLogger(__name__)
 
 LOCK_WAIT = "100ms"
+_LOCK_KEY = 0x7473726E67  # advisory: one processor summarizing at a time
 
 # Every BRIN index of spans' partitions (or of a TimescaleDB hypertable's
 # chunks, which inherit from it; or of spans itself, where it is a plain
@@ -86,12 +88,20 @@ class SpanRanges:
             return 0
         done = 0
         try:
-            cur = await conn.execute(_INDEXES)
-            for oid, name, blocks, step in await cur.fetchall():
-                known = self.summarized_up_to.get(oid)
-                if known is not None and blocks <= known:
-                    continue
-                done += await self._summarize(conn, oid, name, known, blocks, step)
+            async with conn.transaction():
+                # One processor at a time (shards run in parallel): the others
+                # go on to read rather than queue for the same table lock.
+                cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                row = await cur.fetchone()
+                if not row or not row[0]:
+                    return 0
+                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+                cur = await conn.execute(_INDEXES)
+                for oid, name, blocks, step in await cur.fetchall():
+                    known = self.summarized_up_to.get(oid)
+                    if known is not None and blocks <= known:
+                        continue
+                    done += await self._summarize(conn, oid, name, known, blocks, step)
         except psycopg.errors.InsufficientPrivilege as exc:
             # Only the table's owner may summarize. Reading works without it,
             # only slower: say so once.
@@ -104,8 +114,7 @@ class SpanRanges:
         self, conn: AsyncConnection, oid: int, name: str, known: int | None, blocks: int, step: int
     ) -> int:
         try:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+            async with conn.transaction():  # a savepoint: a busy table skips this index only
                 if known is None:
                     # First look at this index (a new partition, or a processor
                     # just started): any range may be unsummarized.

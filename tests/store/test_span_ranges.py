@@ -18,7 +18,7 @@ import pytest
 
 from tierscope.config import load_settings
 from tierscope.processing.processor import Processor
-from tierscope.store import Database, partitions
+from tierscope.store import Database, partitions, span_ranges
 from tierscope.store.span_columns import _WINDOW_QUERIES
 from tierscope.store.span_ranges import SpanRanges
 
@@ -162,3 +162,19 @@ async def test_a_busy_table_lock_is_waited_for_briefly_then_left_for_the_next_cy
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         assert await asyncio.wait_for(index.catch_up(conn), 30) >= 0.9 * table_pages(dsn) / 32
     assert pages_read(dsn, BATCH - 1000, BATCH) <= table_pages(dsn) / 40 + 2 * 32
+
+
+async def test_a_processor_that_finds_another_summarizing_goes_on_without_waiting(spans_store: str) -> None:
+    dsn = spans_store
+    insert_spans(dsn, 0, BATCH)
+    desummarize(dsn)
+    index = SpanRanges()
+    with psycopg.connect(dsn) as other_shard:  # summarizing right now
+        other_shard.execute("SELECT pg_advisory_xact_lock(%s)", (span_ranges._LOCK_KEY,))
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            started = time.monotonic()
+            assert await index.catch_up(conn) == 0
+            assert time.monotonic() - started < 0.5
+        other_shard.rollback()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        assert await index.catch_up(conn) >= 0.9 * table_pages(dsn) / 32
