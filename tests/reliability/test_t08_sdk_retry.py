@@ -42,27 +42,13 @@ import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tests.reliability.conftest import QUIET, Figures, ProxiedStore, seconds
+from tests.reliability.sdk_export import spans as make_spans
 from tierscope.testing.collector import CollectorProcess
 
 FAULT = seconds(9, 20)
-
-
-def make_spans(count: int, name: str) -> list[ReadableSpan]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "t08-app"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("t08")
-    for _ in range(count):
-        with tracer.start_as_current_span(name):
-            pass
-    provider.shutdown()
-    return list(memory.get_finished_spans())
 
 
 class Attempts:
