@@ -5,11 +5,12 @@ do the rollups answer?
 
 Part 1, keeping up. A real ``tierscope up`` (workers and its processor) on an
 embedded PostgreSQL takes realistic OTLP batches at ``--rate`` spans/s for
-``--duration`` seconds. Every second the bench reads the processor's committed
-progress. Figures: the processing rate against the ingest rate measured in
-the same run (the ratio must stay at or above 1: processing keeps up), and the
-processing lag (now minus the processed-arrival watermark, settle delay
-included), at most and at the end.
+``--duration`` seconds (60,000 offered by default, so that the rate reached,
+ramp and all, can be held against the target of 50,000). Every second the bench
+reads the processor's committed progress. Figures: the processing rate against
+the ingest rate measured in the same run (the ratio must stay at or above 1:
+processing keeps up), and the processing lag (now minus the processed-arrival
+watermark, settle delay included), at most and at the end.
 
 Part 2, answering. The store is given 30 days of hour and day rollups (and a day
 of minute rollups) for ``--bts`` business transactions, then
@@ -49,6 +50,8 @@ from tierscope.testing.batches import BatchTemplate
 from tierscope.testing.collector import CollectorProcess
 
 console = Console(stderr=True)
+
+INGEST_TARGET = 50_000  # spans/s that processing must keep up with (issue 3)
 
 
 def steady_load(
@@ -119,13 +122,19 @@ def cpu_by_role(collector: CollectorProcess, postmaster: int | None) -> dict[str
     return roles
 
 
-def progress(dsn: str) -> tuple[int, float]:
-    """(spans processed, lag in seconds) as committed by the processor."""
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT sum(spans), extract(epoch FROM now() - min(watermark)) FROM processing_progress"
-        ).fetchone()
-    return (int(row[0]), float(row[1])) if row else (0, float("nan"))
+def progress(dsn: str, conn: psycopg.Connection | None = None) -> tuple[int, float]:
+    """(spans processed, lag in seconds) as committed by the processor.
+
+    The watcher passes a connection it keeps: a new one each second (a backend
+    started and a SCRAM exchange) would be load the bench adds to what it measures.
+    """
+    if conn is None:
+        with psycopg.connect(dsn, autocommit=True) as own:
+            return progress(dsn, own)
+    row = conn.execute(
+        "SELECT sum(spans), extract(epoch FROM now() - min(watermark)) FROM processing_progress"
+    ).fetchone()
+    return (int(row[0]), float(row[1])) if row and row[0] is not None else (0, float("nan"))
 
 
 def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -144,12 +153,17 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         stop = threading.Event()
 
         def watch() -> None:
+            conn: psycopg.Connection | None = None
             while not stop.wait(1.0):
                 try:
-                    spans, lag = progress(dsn)
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(dsn, autocommit=True)
+                    spans, lag = progress(dsn, conn)
                 except psycopg.Error:
                     continue
                 samples.append((time.monotonic(), spans, lag))
+            if conn is not None:
+                conn.close()
 
         watcher = threading.Thread(target=watch)
         watcher.start()
@@ -189,6 +203,7 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         "ingest_spans_per_s": round(ingest_rate),
         "processing_spans_per_s": round(rate),
         "processing_to_ingest_ratio": round(rate / ingest_rate, 3) if ingest_rate else None,
+        "ingest_target_met": ingest_rate >= INGEST_TARGET,
         "max_lag_s_during_ingest": round(max((s[2] for s in during), default=float("nan")), 1),
         "processed_all": final_spans >= acked,
         "lag_s_after": round(final_lag, 1),
@@ -270,7 +285,9 @@ def answer(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, objec
     with console.status(f"seeding {args.days} days of rollups for {args.bts} business transactions"):
         seed_rollups(dsn, args.bts, args.days)
     collector = CollectorProcess(
-        workdir / "query", database_url=dsn, env={"TIERSCOPE_WORKERS": "1", "TIERSCOPE_PROCESSING": "false"}
+        workdir / "query",
+        database_url=dsn,
+        env={"TIERSCOPE_WORKERS": "1", "TIERSCOPE_PROCESSING": "false"},
     )
     collector.start()
     try:
@@ -308,9 +325,9 @@ def answer(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, objec
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=float, default=50_000, help="ingest spans/s (default 50,000)")
+    parser.add_argument("--rate", type=float, default=60_000, help="offered ingest spans/s (default 60,000)")
     parser.add_argument("--duration", type=float, default=60, help="seconds of ingest (default 60)")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent senders (default 16)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bts", type=int, default=200)
     parser.add_argument("--days", type=int, default=30)
@@ -339,7 +356,8 @@ def main() -> int:
     console.print(table)
     print(json.dumps(figures))
     ok = (
-        figures["processed_all"]
+        figures["ingest_target_met"]
+        and figures["processed_all"]
         and (figures["processing_to_ingest_ratio"] or 0) >= 0.95
         and float(figures["max_lag_s_during_ingest"]) < 30
         and float(figures.get("transactions_30d_p95_ms", 0)) < 100  # absent with --queries 0

@@ -28,6 +28,7 @@ from tierscope.processing.query import (
     fetch,
     figures,
     floor,
+    latency_quantiles,
     plan,
 )
 from tierscope.store import Database
@@ -73,8 +74,9 @@ async def transactions(
         groups = await bt_groups(conn, caller.tenant_id, window.segments, service, tier_latency)
     merged = histogram.Merged(range(len(groups)), (latency for *_, latency in groups))
     tier_merged = histogram.Merged(range(len(groups)), tier_latency) if tier_latency is not None else None
+    quantiles = latency_quantiles(merged)
     listed = [
-        {"service": name, "bt": bt, **figures(totals, merged, index, tier_merged)}
+        {"service": name, "bt": bt, **figures(totals, merged, index, tier_merged, quantiles[index])}
         for index, (name, bt, totals, _) in enumerate(groups)
     ]
     listed.sort(key=lambda t: (-t["count"], t["service"], t["bt"]))

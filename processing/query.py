@@ -17,6 +17,7 @@ Every answer says which ``from``/``to`` it actually covers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -189,12 +190,32 @@ def _ms(micros: float | None) -> float | None:
     return None if micros is None else round(micros / 1000, 3)
 
 
+LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+
+
+def latency_quantiles(merged: histogram.Merged) -> list[list[float | None]]:
+    """p50, p95 and p99 of every group of ``merged`` at once, for :func:`figures`."""
+    return [
+        [None if math.isnan(v) else v for v in row]
+        for row in merged.quantiles_of_each(LATENCY_QUANTILES).tolist()
+    ]
+
+
 def figures(
-    totals: Totals, merged: histogram.Merged, group: int, tier_merged: histogram.Merged | None = None
+    totals: Totals,
+    merged: histogram.Merged,
+    group: int,
+    tier_merged: histogram.Merged | None = None,
+    quantiles: Sequence[float | None] | None = None,
 ) -> dict[str, Any]:
-    """The figures of one group, as the API returns them."""
+    """The figures of one group, as the API returns them.
+
+    Args:
+        quantiles: this group's row of :func:`latency_quantiles`, when the
+            caller computed every group's at once.
+    """
     count = totals.calls
-    p50, p95, p99 = merged.quantiles(group, (0.5, 0.95, 0.99))
+    p50, p95, p99 = quantiles if quantiles is not None else merged.quantiles(group, LATENCY_QUANTILES)
     result: dict[str, Any] = {
         "count": count,
         "errors": totals.errors,

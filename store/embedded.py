@@ -40,13 +40,14 @@ ROLE = "tierscope"
 
 # Tuned for a telemetry store on a small machine: room for bulk COPY between
 # checkpoints, and the durable defaults kept (fsync, synchronous_commit) because
-# a 200 from the collector promises the data is on disk.
+# a 200 from the collector promises the data is on disk. shared_buffers is
+# filled in by shared_buffers_for() when the cluster is created.
 _SERVER_CONF = """\
 # Written by tierscope; edit freely, it is not rewritten.
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
 max_connections = 200
-shared_buffers = 256MB
+shared_buffers = {shared_buffers}MB
 work_mem = 16MB
 maintenance_work_mem = 128MB
 max_wal_size = 4GB
@@ -57,6 +58,43 @@ fsync = on
 log_min_messages = warning
 log_min_error_statement = error
 """
+
+
+_MIB = 1024 * 1024
+SHARED_BUFFERS_MIN_MB = 256
+SHARED_BUFFERS_MAX_MB = 2048
+
+
+def shared_buffers_for(memory_bytes: int) -> int:
+    """The shared_buffers (MiB) of a new embedded cluster on a machine with this much memory.
+
+    Processing reads every span a second time once its trace has settled, 15 to
+    20 s after it arrived. At 50,000 spans/s those seconds of spans and their
+    index pages take about 1 GiB; when shared_buffers is smaller they have been
+    evicted by then and each window is read back through the kernel's page
+    cache, which cost a fifth of a core and an eighth of the ingest rate on a
+    2-core machine (docs/benchmarks.md, processing run 10). A quarter of the
+    memory, as PostgreSQL's documentation suggests for a dedicated server,
+    between 256 MiB and 2 GiB: beyond that the kernel's cache serves as well.
+    """
+    quarter = memory_bytes // 4 // _MIB
+    return max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, quarter))
+
+
+def available_memory() -> int:
+    """Physical memory, or the container's memory limit when that is lower (cgroup v2)."""
+    memory = psutil.virtual_memory().total
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return memory
+    return min(memory, int(limit)) if limit.isdigit() else memory
+
+
+def server_conf(memory_bytes: int | None = None) -> str:
+    """The tierscope.conf of a new cluster."""
+    memory = available_memory() if memory_bytes is None else memory_bytes
+    return _SERVER_CONF.format(shared_buffers=shared_buffers_for(memory))
 
 
 class EmbeddedPostgresError(Exception):
@@ -262,7 +300,7 @@ class EmbeddedPostgres:
             password_file.unlink(missing_ok=True)
         with (self.pgdata / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'tierscope.conf'\n")
-        (self.pgdata / "tierscope.conf").write_text(_SERVER_CONF)
+        (self.pgdata / "tierscope.conf").write_text(server_conf())
         self._chown_to_service_user(self.pgdata / "tierscope.conf")
         self._access = access
         # The database itself is created once the server is up.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tierscope.processing import histogram
+from tierscope.processing.query import LATENCY_QUANTILES, latency_quantiles
 
 RNG = np.random.default_rng(20261124)
 DISTRIBUTIONS = {
@@ -76,6 +77,32 @@ def test_histograms_concatenated_by_sql_merge_like_separate_ones() -> None:
         histogram.Merged([0], [b"garbage!"])
 
 
+_ONE = histogram.encode({10: 3, 20: 4})  # header and two buckets: 24 bytes
+_TWO = histogram.encode({30: 1})
+
+
+@pytest.mark.parametrize(
+    "blobs",
+    [
+        pytest.param([b"garbage!"], id="not a histogram at all"),
+        pytest.param([_ONE[:-8]], id="a histogram cut short"),
+        pytest.param([_ONE[:-3]], id="a blob of a length no histogram has"),
+        pytest.param([_ONE[:16], _ONE[16:] + _TWO], id="a histogram running into the next group's blob"),
+        pytest.param([_ONE[:3] + b"\x09" + _ONE[4:]], id="an unknown version"),
+        pytest.param([_ONE + b"\x00" * 8], id="trailing words after the last histogram"),
+    ],
+)
+def test_damaged_histograms_are_refused_not_misread(blobs: list[bytes]) -> None:
+    with pytest.raises(ValueError, match="not a tierscope histogram"):
+        histogram.Merged(range(len(blobs)), blobs)
+
+
+def test_empty_blobs_and_empty_histograms_merge_to_nothing() -> None:
+    merged = histogram.Merged([0, 1, 1], [b"", histogram.encode({}), _TWO])
+    assert merged.count(0) == 0
+    assert merged.count(1) == 1
+
+
 def test_a_tier_quantile_counts_the_calls_that_spent_nothing_there_as_zeros() -> None:
     # 1,000 calls of one transaction; 300 of them spent no time in the database.
     db = np.concatenate([np.zeros(300), RNG.lognormal(10, 1.0, 700)])
@@ -121,3 +148,17 @@ def test_the_vectorised_quantile_and_counts_agree_with_the_per_group_ones() -> N
                 assert one is None
                 assert np.isnan(each[group])
                 assert below[group] == 0
+
+
+def test_the_transaction_list_quantiles_computed_at_once_equal_the_per_group_ones() -> None:
+    """GET /api/v1/transactions computes p50/p95/p99 of all groups in one pass."""
+    encoded = []
+    for group in range(30):
+        counts: histogram.Counts = {}
+        for value in RNG.pareto(1.5 + group % 4, 1 + group * 7) * 1_000 + 1:
+            histogram.add(counts, float(value))
+        encoded.append(histogram.encode(counts))
+    merged = histogram.Merged([*range(30), 30], [*encoded, b""])  # group 30 is empty
+    at_once = latency_quantiles(merged)
+    for group in range(31):
+        assert at_once[group] == merged.quantiles(group, LATENCY_QUANTILES)
