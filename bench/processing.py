@@ -331,7 +331,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bts", type=int, default=200)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--queries", type=int, default=60)
+    parser.add_argument("--queries", type=int, default=200, help="timed queries of part 2 (default 200)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--timeline", type=Path, help="write processing progress and lag, once a second")
     parser.add_argument("--log-level", default="warning", help="the collector's (debug shows cycle phases)")
