@@ -19,10 +19,12 @@ decoder's (tests/collector/test_wire.py holds them equal).
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tierscope.collector.otlp import attributes
@@ -214,6 +216,17 @@ class SpanAttributes:
         return found
 
 
+_log = logging.getLogger(__name__)
+_corrupt_seen = False
+
+
+def _warn_corrupt_once() -> None:
+    global _corrupt_seen  # one warning per process, not one per span
+    if not _corrupt_seen:
+        _corrupt_seen = True
+        _log.warning("a stored span's bytes do not decode; its attributes are read as none")
+
+
 class AttributeMap(Mapping[str, Any]):
     """A span's own attributes as a read-only mapping, decoded only as they are
     asked for (trace processing names transactions from two or three of them).
@@ -231,7 +244,14 @@ class AttributeMap(Mapping[str, Any]):
 
     def _decoded(self) -> dict[str, Any]:
         if self._all is None:
-            self._all = attributes(Span.FromString(self._encoded).attributes)
+            try:
+                self._all = attributes(Span.FromString(self._encoded).attributes)
+            except DecodeError:
+                # Ingest stored only what it decoded, so these bytes were damaged
+                # at rest. One span's attributes are lost; stalling processing on
+                # it would lose every trace after it.
+                _warn_corrupt_once()
+                self._all = {}
         return self._all
 
     def __getitem__(self, key: str) -> Any:

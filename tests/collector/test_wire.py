@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tierscope.collector.wire import Key, SpanAttributes
+from tierscope.collector import wire
+from tierscope.collector.wire import AttributeMap, Key, SpanAttributes
 
 keys = st.sampled_from(["db.system", "db.statement", "server.port", "http.url", "a", "x.y.z", "note"])
 scalars = st.one_of(
@@ -64,3 +66,16 @@ def test_bytes_without_the_standard_head_fall_back_to_the_decoder() -> None:
     span = Span(name="x")  # no ids: not the standard layout
     span.attributes.append(KeyValue(key="db.system", value=AnyValue(string_value="mysql")))
     assert SpanAttributes(span, span.SerializeToString()).get(Key("db.system")) == "mysql"
+
+
+def test_damaged_stored_bytes_read_as_no_attributes_instead_of_stopping_processing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wire, "_corrupt_seen", False)
+    damaged = ("c4ca4238a0b923820dcc509a6f75849b" * 18).encode()  # no protobuf at all
+    attributes = AttributeMap(damaged)
+    assert attributes.get("rpc.method") is None
+    assert "db.system" not in attributes
+    assert dict(attributes) == {}
+    assert AttributeMap(damaged).get("http.route", "none") == "none"
+    assert sum("do not decode" in r.getMessage() for r in caplog.records) == 1, "warned once, not per span"

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tierscope.config import load_settings
 from tierscope.processing.processor import Processor
@@ -23,10 +25,16 @@ from tierscope.store.span_columns import _WINDOW_QUERIES
 from tierscope.store.span_ranges import SpanRanges
 
 pytestmark = pytest.mark.anyio
-DAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+# An hour safely in the past, so the processor's windows reach it whatever the time of day
+DAY = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
 PARTITION = partitions.partition_name("spans", DAY.date())
 INDEX = f"{PARTITION}_received_at_idx"
 BATCH = 40_000  # about 1,600 heap pages: 50 ranges of 32 pages
+# A stored span of a realistic size (about 600 bytes of OTLP)
+SPAN_PB = Span(
+    name="SELECT",
+    attributes=[KeyValue(key="db.statement", value=AnyValue(string_value="SELECT ? FROM t " + "x" * 560))],
+).SerializeToString()
 
 
 def insert_spans(dsn: str, first: int, count: int) -> None:
@@ -36,11 +44,12 @@ def insert_spans(dsn: str, first: int, count: int) -> None:
         conn.execute(
             """INSERT INTO spans (tenant_id, trace_id, span_id, start_time, duration_us, service, name,
                                   kind, tier, status_code, resource_id, span_pb, received_at)
-               SELECT 1, sha224(int8send(i))::bytea, int8send(i), %(day)s, 1000, 'svc', 'GET /x',
-                      3, 'db', 0, 1, convert_to(repeat(md5(i::text), 18), 'UTF8'),
+               SELECT (SELECT id FROM tenants WHERE name = 'ranges'), substr(sha224(int8send(i)), 1, 16),
+                      int8send(i), %(day)s, 1000, 'svc', 'GET /x',
+                      3, 'db', 0, 1, %(span_pb)s,
                       %(day)s + i * interval '1 millisecond'
                FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i""",
-            {"day": DAY, "first": first, "last": first + count - 1},
+            {"day": DAY, "first": first, "last": first + count - 1, "span_pb": SPAN_PB},
         )
 
 
@@ -94,6 +103,7 @@ async def spans_store(database_url: str) -> str:
             accept_from=timedelta(days=1),
             now=DAY,
         )
+        await conn.execute("INSERT INTO tenants (name) VALUES ('ranges')")
     return database_url
 
 
