@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -23,6 +23,52 @@ import pytest
 from tierscope.testing.browser import browser, page  # noqa: F401 - fixtures (on the chromium below)
 from tierscope.testing.chromium import ChromiumMissing, ensure_chromium
 from tierscope.testing.collector import free_port, tierscope_command
+
+if TYPE_CHECKING:
+    from .campaign import BackgroundCampaign
+
+
+# The demo alert campaign the session runs beside other tests (campaign.py)
+CAMPAIGN: pytest.StashKey[BackgroundCampaign] = pytest.StashKey()
+
+
+def _runs_the_alert_campaign(item: pytest.Item) -> bool:
+    return item.path.name == "test_alerts.py" and item.path.parent.name == "demo"
+
+
+@pytest.hookimpl(trylast=True)  # after deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With the campaign to run: first the tests that run beside it, then the
+    campaign's judgement, then the rest (campaign.BESIDE), each in its order."""
+    if not any(map(_runs_the_alert_campaign, items)):
+        return
+    from .campaign import BESIDE, NOT_BESIDE
+
+    def place(item: pytest.Item) -> int:
+        if _runs_the_alert_campaign(item):
+            return 1
+        path = item.path.relative_to(config.rootpath).as_posix()
+        return 0 if path.startswith(BESIDE) and not path.startswith(NOT_BESIDE) else 2
+
+    items.sort(key=place)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the campaign as the session starts, if ``test_alerts.py`` is to run."""
+    if session.config.option.collectonly or not any(map(_runs_the_alert_campaign, session.items)):
+        return
+    from .campaign import BackgroundCampaign
+
+    background = BackgroundCampaign()
+    background.start()
+    session.config.stash[CAMPAIGN] = background
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop a campaign still running (the session was cut short) with its estate."""
+    background = session.config.stash.get(CAMPAIGN, None)
+    if background is not None:
+        background.stop()
 
 
 class DemoProcess:
