@@ -122,6 +122,40 @@ def cpu_by_role(collector: CollectorProcess, postmaster: int | None) -> dict[str
     return roles
 
 
+def machine_counters() -> dict[str, float]:
+    """System-wide counters that tell a slow host from a slow tierscope: idle and
+    iowait CPU seconds, and the seconds some task stalled waiting for a CPU or
+    for I/O (Linux pressure stall information; absent elsewhere)."""
+    times = psutil.cpu_times()
+    counters = {"idle": times.idle, "iowait": getattr(times, "iowait", 0.0)}
+    for resource in ("cpu", "io"):
+        try:
+            for line in Path(f"/proc/pressure/{resource}").read_text().splitlines():
+                kind, *fields = line.split()
+                total = dict(field.split("=") for field in fields)["total"]
+                counters[f"{resource}_{kind}"] = int(total) / 1e6
+        except (OSError, KeyError, ValueError):
+            pass
+    return counters
+
+
+def machine_figures(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """What the host did during the ingest phase: idle cores (the machine was not
+    CPU-bound if this is well above zero) and the share of time tasks stalled."""
+    figures = {
+        "machine_idle_cores": round((after["idle"] - before["idle"]) / seconds, 2),
+        "machine_iowait_cores": round((after["iowait"] - before["iowait"]) / seconds, 2),
+    }
+    for key, name in (
+        ("cpu_some", "cpu_stall_pct"),
+        ("io_some", "io_stall_pct"),
+        ("io_full", "io_full_stall_pct"),
+    ):
+        if key in before and key in after:
+            figures[name] = round(100 * (after[key] - before[key]) / seconds, 1)
+    return figures
+
+
 def progress(dsn: str, conn: psycopg.Connection | None = None) -> tuple[int, float]:
     """(spans processed, lag in seconds) as committed by the processor.
 
@@ -170,9 +204,11 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         console.print(f"ingesting {args.rate:,.0f} spans/s for {args.duration:.0f}s, processing alongside")
         cpu_before = cpu_by_role(collector, args.postmaster)
         bench_before = sum(psutil.Process().cpu_times()[:2])
+        machine_before = machine_counters()
         started = time.monotonic()
         acked, failed = steady_load(collector.url, key, template, args.rate, args.duration, args.clients)
         ingest_seconds = time.monotonic() - started
+        machine = machine_figures(machine_before, machine_counters(), ingest_seconds)
         cpu_after = cpu_by_role(collector, args.postmaster)
         cores = {
             f"cores_{role}": round((cpu_after[role] - cpu_before[role]) / ingest_seconds, 2)
@@ -209,6 +245,7 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         "lag_s_after": round(final_lag, 1),
         "failed_requests": failed,
         **cores,
+        **machine,
     }
 
 
