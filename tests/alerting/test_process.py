@@ -30,9 +30,17 @@ SETTINGS = {
 }
 
 
-# A minute of rollups written now is judged when it has ended (at most 60 s away),
-# at the next cycle (1 s), by an evaluator that may be starting on a busy machine.
+# A fault is written into the minute that ended and the one running: the
+# evaluator judges the last whole minute, so whichever it is at the next cycle
+# (1 s) holds the fault; the allowance is for an evaluator starting on a busy machine.
 JUDGED_WITHIN = 120
+
+
+def _faulty_minutes(estate: Estate, bt: tuple[str, str]) -> None:
+    """The fault in ``bt``'s minute that just ended and the current one."""
+    previous = floor(datetime.now(UTC), MINUTE) - MINUTE
+    estate.faults.append(Fault("db", "UPDATE orders", 900, previous, bts=(bt,)))
+    estate.write_minutes(previous, 2, bts=(bt,))
 
 
 def _rules(sink: Sink) -> str:
@@ -162,9 +170,8 @@ def test_the_evaluator_is_a_supervised_process_of_its_own_that_keeps_alerting(
     other = next(c for c in collectors if c is not owner)
     _wait(lambda: len(_evaluators(other)) == 1, 30, "the other collector's evaluator")
 
-    now = floor(datetime.now(UTC), MINUTE)
-    estate = Estate(store, tenant_id, [Fault("db", "UPDATE orders", 900, now, bts=(BTS[0],))])
-    estate.write_minutes(now, 1, bts=(BTS[0],))
+    estate = Estate(store, tenant_id)
+    _faulty_minutes(estate, BTS[0])
     _wait(lambda: [e for e, _ in sink.events()] == ["firing"], JUDGED_WITHIN, "the first alert")
     # Killed between the send and its commit, the evaluator would rightly send it
     # again (at least once): kill it once the delivery is recorded.
@@ -175,8 +182,7 @@ def test_the_evaluator_is_a_supervised_process_of_its_own_that_keeps_alerting(
     leader.kill()
     leader.wait(10)
     assert _leader(store, collectors, timeout=60).pid != leader.pid
-    estate.faults.append(Fault("db", "UPDATE orders", 900, now, bts=(BTS[1],)))
-    estate.write_minutes(now, 1, bts=(BTS[1],))
+    _faulty_minutes(estate, BTS[1])
     _wait(lambda: len(sink.events()) >= 2, JUDGED_WITHIN, "the second alert after the kill")
     time.sleep(3)
     events = sink.events()
