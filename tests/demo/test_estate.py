@@ -576,9 +576,17 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _command(process: psutil.Process) -> str:
+    """Its command line; "" for a child that has just ended (a zombie has none)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return ""
+
+
 def test_ctrl_c_stops_everything(demo: DemoProcess) -> None:
     tree = demo.tree()
-    services = {" ".join(p.cmdline()) for p in tree}
+    services = {_command(p) for p in tree}
     assert any("tierscope.demo.apps.erp" in c for c in services)
     assert any("gunicorn" in c for c in services)
     postgres = int((demo.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
@@ -586,7 +594,7 @@ def test_ctrl_c_stops_everything(demo: DemoProcess) -> None:
     # Children end with their parent or just after it (multiprocessing's resource tracker).
     _, left = psutil.wait_procs(tree, timeout=15)
     left = [p for p in left if not _gone(p.pid)]
-    assert not left, [p.cmdline() for p in left]
+    assert not left, [_command(p) for p in left]
     assert _gone(postgres)
     assert not (demo.data_dir / "demo" / "estate.json").exists()
     assert "tierscope stopped." in demo.log()
