@@ -66,15 +66,14 @@ def steady_load(
     rate: float,
     seconds: float,
     clients: int,
-    acked: list[int] | None = None,
-) -> tuple[int, int]:
-    """Post batches at ``rate`` spans/s for ``seconds``; returns (acknowledged spans, failed requests).
+    acked: list[int],
+) -> int:
+    """Post batches at ``rate`` spans/s for ``seconds``; returns the failed requests.
 
-    ``acked[0]`` counts the acknowledged spans as they come, for a watcher.
+    ``acked[0]`` counts the acknowledged spans as they come (a watcher reads it).
     """
     host, port = url.removeprefix("http://").split(":")
     per_client = rate / clients / template.spans_per_body  # requests per second per client
-    acked = acked if acked is not None else [0]
     failed = [0]
     lock = threading.Lock()
     end = time.monotonic() + seconds
@@ -113,7 +112,7 @@ def steady_load(
         thread.start()
     for thread in threads:
         thread.join()
-    return acked[0], failed[0]
+    return failed[0]
 
 
 def cpu_by_role(collector: CollectorProcess, postmaster: int | None) -> dict[str, float]:
@@ -235,9 +234,10 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
         bench_before = sum(psutil.Process().cpu_times()[:2])
         machine_before = machine_counters()
         started = time.monotonic()
-        acked, failed = steady_load(
+        failed = steady_load(
             collector.url, key, template, args.rate, args.duration, args.clients, acked_so_far
         )
+        acked = acked_so_far[0]
         ingest_seconds = time.monotonic() - started
         machine = machine_figures(machine_before, machine_counters(), ingest_seconds)
         cpu_after = cpu_by_role(collector, args.postmaster)
