@@ -28,6 +28,7 @@ The last line printed is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -49,6 +50,8 @@ from rich.table import Table
 
 from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
+from tierscope.processing.query import plan
+from tierscope.processing.writer import build_missing_weeks
 from tierscope.store.embedded import EmbeddedPostgres
 from tierscope.testing.batches import BatchTemplate
 from tierscope.testing.collector import CollectorProcess
@@ -296,7 +299,7 @@ def keep_up(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, obje
 
 
 def seed_rollups(dsn: str, bts: int, days: int) -> None:
-    """30 days of hour and day rows and a day of minute rows, with realistic histograms."""
+    """30 days of hour, day and week rows and a day of minute rows, with realistic histograms."""
     rnd = random.Random(7)
     latencies, tier_latencies = [], []
     for _ in range(40):
@@ -350,18 +353,29 @@ def seed_rollups(dsn: str, bts: int, days: int) -> None:
             with cur.copy(f"COPY bt_rollups ({columns}) FROM STDIN") as copy:
                 for row in rows(resolution, width, count):
                     copy.write_row(row)
+    asyncio.run(_build_weeks(dsn))  # as the processor does for a store's past weeks
     # A store in steady state is vacuumed; don't time autovacuum catching up on the seed.
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE bt_rollups")
 
 
+async def _build_weeks(dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        await build_missing_weeks(conn)
+        await conn.commit()
+
+
 # What the API's query does, alone: the same rows, grouped the same way.
 _TIER_SUMS = ", ".join(f"sum(tier_sum_us[{i}])" for i in range(1, len(TIERS) + 1))
-BASELINE_SQL = (
-    "SELECT service, bt, sum(calls), sum(errors), sum(duration_sum_us), sum(apdex_satisfied), "
-    f"sum(apdex_tolerating), {_TIER_SUMS}, string_agg(latency, ''::bytea) FROM bt_rollups "
-    "WHERE tenant_id = 1 AND resolution = 'day' AND bucket >= %s AND bucket < %s GROUP BY service, bt"
-)
+
+
+def baseline_sql(segments: int) -> str:
+    where = " OR ".join(["(resolution = %s AND bucket >= %s AND bucket < %s)"] * segments)
+    return (
+        "SELECT service, bt, sum(calls), sum(errors), sum(duration_sum_us), sum(apdex_satisfied), "
+        f"sum(apdex_tolerating), {_TIER_SUMS}, string_agg(latency, ''::bytea) FROM bt_rollups "
+        f"WHERE tenant_id = 1 AND ({where}) GROUP BY service, bt"
+    )
 
 
 def answer(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -385,13 +399,16 @@ def answer(dsn: str, workdir: Path, args: argparse.Namespace) -> dict[str, objec
             api_times, sql_times = [], []
             window_start = datetime.fromisoformat(first.json()["from"].replace("Z", "+00:00"))
             window_end = datetime.fromisoformat(first.json()["to"].replace("Z", "+00:00"))
+            segments = plan(window_start, window_end, weeks=True).segments
+            baseline = baseline_sql(len(segments))
+            baseline_params = [value for s in segments for value in (s.resolution, s.start, s.end)]
             with psycopg.connect(dsn) as conn:
                 for _ in range(args.queries):
                     started = time.perf_counter()
                     assert client.get(url, params=params).status_code == 200
                     api_times.append(time.perf_counter() - started)
                     started = time.perf_counter()
-                    conn.cursor(binary=True).execute(BASELINE_SQL, (window_start, window_end)).fetchall()
+                    conn.cursor(binary=True).execute(baseline, baseline_params).fetchall()
                     sql_times.append(time.perf_counter() - started)
     finally:
         collector.stop()

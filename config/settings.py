@@ -229,7 +229,7 @@ class Settings(BaseSettings):
     )
     retention_day_rollups: Duration = Field(
         default=timedelta(days=800),
-        description="How long per-day rollups are kept (SLA reports read them).",
+        description="How long per-day (and per-week) rollups are kept (SLA reports read them).",
     )
     maintenance_interval: Duration = Field(
         default=timedelta(minutes=10),
@@ -437,6 +437,7 @@ class Settings(BaseSettings):
             "minute": self.retention_minute_rollups,
             "hour": self.retention_hour_rollups,
             "day": self.retention_day_rollups,
+            "week": self.retention_day_rollups,  # business transactions' weeks: kept as their days
         }
 
 

@@ -156,7 +156,7 @@ async def gather(
                 trend=trend,
             )
         )
-    window = plan(period.start, min(period.end, now))
+    window = plan(period.start, min(period.end, now), weeks=True)
     groups = await bt_groups(conn, tenant_id, window.segments, service)
     merged = histogram.Merged(range(len(groups)), (latency for *_, latency in groups))
     quantiles = latency_quantiles(merged)

@@ -66,7 +66,7 @@ async def transactions(
     ] = False,
 ) -> dict[str, Any]:
     start, end = time_window(since, until, DEFAULT_WINDOW)
-    window = plan(start, end)
+    window = plan(start, end, weeks=True)
     # The per-tier histograms are several times the size of the latency ones:
     # read only when asked, so the list of every transaction stays fast.
     tier_latency: list[bytes] | None = [] if tier_p95 else None

@@ -48,7 +48,7 @@ from tierscope.processing.metrics import ProcessorMetrics
 from tierscope.processing.naming import OTHER, EntrySpan, Rules
 from tierscope.processing.prefetch import WindowPrefetcher
 from tierscope.processing.sqlnorm import Normalizer
-from tierscope.processing.writer import write_rollup
+from tierscope.processing.writer import build_missing_weeks, write_rollup
 from tierscope.store import Database, StoreError, span_columns
 from tierscope.store import processing as store
 from tierscope.store.processing import Shard, SpanRow, SummaryRow, utc
@@ -366,6 +366,16 @@ class Processor:
             self._known[tenant, service].add(OTHER)
         return names, overflow
 
+    async def backfill_weeks(self) -> int:
+        """Week rows for the weeks stored before there were any (see
+        :func:`~tierscope.processing.writer.build_missing_weeks`)."""
+        async with self.database.connection() as conn, conn.transaction():
+            await store.take_write_turn(conn)
+            built = await build_missing_weeks(conn)
+        if built:
+            _logger.info("built %d week rollups of business transactions from their day rollups", built)
+        return built
+
     # -- running ------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -389,6 +399,7 @@ class Processor:
             await _sleep(stop, interval)
 
     async def _lead(self, leader: psycopg.AsyncConnection, stop: asyncio.Event, interval: float) -> None:
+        await self.backfill_weeks()
         while not stop.is_set():
             report = await self.cycle()
             if report.spans or report.late_spans:

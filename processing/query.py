@@ -9,7 +9,9 @@ range             rows read
 up to 6 hours     minutes
 up to 2 days      hours (the range rounded out to whole hours)
 up to 14 days     whole days, with hours at both ends
-longer            whole days (the range rounded out to days)
+longer            whole days (the range rounded out to days); of
+                  business transactions, whole weeks (Monday to
+                  Monday, UTC) with days at both ends
 ================  ===============================================
 
 Every answer says which ``from``/``to`` it actually covers.
@@ -28,17 +30,18 @@ from psycopg import AsyncConnection, sql
 from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 
-MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
-_WIDTH = {"minute": MINUTE, "hour": HOUR, "day": DAY}
+MINUTE, HOUR, DAY, WEEK = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(weeks=1)
+_WIDTH = {"minute": MINUTE, "hour": HOUR, "day": DAY, "week": WEEK}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)  # where week buckets start (store/rollups.py)
 
 
-def floor(moment: datetime, width: timedelta) -> datetime:
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return epoch + ((moment - epoch) // width) * width
+def floor(moment: datetime, width: timedelta, origin: datetime = _EPOCH) -> datetime:
+    return origin + ((moment - origin) // width) * width
 
 
-def ceil(moment: datetime, width: timedelta) -> datetime:
-    down = floor(moment, width)
+def ceil(moment: datetime, width: timedelta, origin: datetime = _EPOCH) -> datetime:
+    down = floor(moment, width, origin)
     return down if down == moment else down + width
 
 
@@ -60,8 +63,12 @@ class Plan:
         return self.segments[-1].resolution if self.segments else "minute"
 
 
-def plan(start: datetime, end: datetime) -> Plan:
-    """The rows that cover ``[start, end)`` (see the module docstring)."""
+def plan(start: datetime, end: datetime, *, weeks: bool = False) -> Plan:
+    """The rows that cover ``[start, end)`` (see the module docstring).
+
+    Args:
+        weeks: read week rows where whole weeks fit (only ``bt_rollups`` has them).
+    """
     span = end - start
     if span <= timedelta(hours=6):
         start, end = floor(start, MINUTE), ceil(end, MINUTE)
@@ -79,7 +86,15 @@ def plan(start: datetime, end: datetime) -> Plan:
         ]
         return Plan(start, end, tuple(s for s in segments if s.end > s.start))
     start, end = floor(start, DAY), ceil(end, DAY)
-    return Plan(start, end, (Segment("day", start, end),))
+    first_week, last_week = ceil(start, WEEK, _MONDAY), floor(end, WEEK, _MONDAY)
+    if not weeks or last_week <= first_week:
+        return Plan(start, end, (Segment("day", start, end),))
+    segments = [
+        Segment("day", start, first_week),
+        Segment("week", first_week, last_week),
+        Segment("day", last_week, end),
+    ]
+    return Plan(start, end, tuple(s for s in segments if s.end > s.start))
 
 
 def _where(segments: Sequence[Segment]) -> tuple[sql.Composable, list[Any]]:

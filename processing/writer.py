@@ -1,5 +1,5 @@
 """Merge one processing cycle's :class:`~.rollup.Rollup` into the stored rows of
-every resolution (minute, hour, day).
+every resolution (minute, hour, day; and week for business transactions).
 
 Business-transaction and edge rows hold histograms, so they are read, merged in
 Python and written back; component rows are plain sums and are added in SQL.
@@ -32,7 +32,8 @@ from tierscope.store.processing import utc
 
 def _bucket(minute_us: int, seconds: int) -> int:
     width = seconds * 1_000_000
-    return minute_us - minute_us % width
+    origin = rollups.WEEK_ORIGIN * 1_000_000 if seconds == rollups.WEEK else 0
+    return minute_us - (minute_us - origin) % width
 
 
 def _bt_figures(row: dict[str, Any]) -> BtFigures:
@@ -68,15 +69,61 @@ async def write_rollup(conn: AsyncConnection, rollup: Rollup, limit: int = DEFAU
         await _write_bts(conn, rollup, resolution, seconds)
         await _write_edges(conn, rollup, resolution, seconds)
         await _add_components(conn, rollup, resolution, seconds, limit)
+    await _write_bt_weeks(conn, rollup)  # after the day rows: a missing week is built from them
 
 
-async def _write_bts(conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int) -> None:
+def _bt_merged(rollup: Rollup, seconds: int) -> dict[rollups.BtRowKey, BtFigures]:
+    """This cycle's business-transaction figures per stored row of a resolution."""
     merged: dict[rollups.BtRowKey, BtFigures] = {}
     for (tenant, service, bt, minute), figures in rollup.bts.items():
         key = (tenant, service, bt, utc(_bucket(minute, seconds)))
         merged.setdefault(key, BtFigures()).add(figures)
+    return merged
+
+
+async def _write_bts(conn: AsyncConnection, rollup: Rollup, resolution: str, seconds: int) -> None:
+    merged = _bt_merged(rollup, seconds)
     for row in await rollups.bt_rows(conn, resolution, list(merged)):
         merged[row["tenant_id"], row["service"], row["bt"], row["bucket"]].add(_bt_figures(row))
+    await _store_bts(conn, resolution, merged)
+
+
+async def _write_bt_weeks(conn: AsyncConnection, rollup: Rollup) -> None:
+    """Add the cycle to the stored week rows; a week without a row gets one
+    built from its day rows, which already hold this cycle."""
+    merged = _bt_merged(rollup, rollups.WEEK)
+    stored = set()
+    for row in await rollups.bt_rows(conn, "week", list(merged)):
+        key = (row["tenant_id"], row["service"], row["bt"], row["bucket"])
+        merged[key].add(_bt_figures(row))
+        stored.add(key)
+    missing = [key for key in merged if key not in stored]
+    merged.update(await _weeks_from_days(conn, missing))
+    await _store_bts(conn, "week", merged)
+
+
+async def _weeks_from_days(
+    conn: AsyncConnection, weeks: list[rollups.BtRowKey]
+) -> dict[rollups.BtRowKey, BtFigures]:
+    built: dict[rollups.BtRowKey, BtFigures] = {key: BtFigures() for key in weeks}
+    for row in await rollups.days_of_weeks(conn, weeks):
+        built[row["tenant_id"], row["service"], row["bt"], row["week"]].add(_bt_figures(row))
+    return built
+
+
+async def build_missing_weeks(conn: AsyncConnection) -> int:
+    """Give every week that has day rows but no week row its row (the weeks of a
+    store from before week rows); returns how many were built. Idempotent; the
+    caller holds the write turn."""
+    missing = await rollups.weeks_without_rows(conn)
+    for start in range(0, len(missing), 1000):  # bounded memory on a store of years
+        await _store_bts(conn, "week", await _weeks_from_days(conn, missing[start : start + 1000]))
+    return len(missing)
+
+
+async def _store_bts(
+    conn: AsyncConnection, resolution: str, merged: dict[rollups.BtRowKey, BtFigures]
+) -> None:
     await rollups.write_bt_rows(
         conn,
         [

@@ -125,10 +125,10 @@ CREATE TABLE bt_rollups (
     tier_sum_us bigint[] NOT NULL,
     tier_latency bytea NOT NULL,
     PRIMARY KEY (tenant_id, resolution, service, bt, bucket),
-    CONSTRAINT bt_rollups_resolution CHECK (resolution IN ('minute', 'hour', 'day'))
+    CONSTRAINT bt_rollups_resolution CHECK (resolution IN ('minute', 'hour', 'day', 'week'))
 );
 CREATE INDEX bt_rollups_time ON bt_rollups (tenant_id, resolution, bucket);
-COMMENT ON TABLE bt_rollups IS 'Per business transaction and minute/hour/day: calls, errors, latency histogram, Apdex counts, time per tier.';
+COMMENT ON TABLE bt_rollups IS 'Per business transaction and minute/hour/day/week: calls, errors, latency histogram, Apdex counts, time per tier.';
 COMMENT ON COLUMN bt_rollups.tier_latency IS 'Histogram of each trace''s time in each tier (dimension = tier index).';
 
 CREATE TABLE component_rollups (

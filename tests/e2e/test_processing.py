@@ -488,7 +488,7 @@ def _sent_figures(dsn: str) -> dict[str, object]:
     """What the rollups of each resolution say about the traces, summed: the
     additive figures and the counts held by the histograms."""
     figures: dict[str, object] = {}
-    for resolution in ("minute", "hour", "day"):
+    for resolution in ("minute", "hour", "day", "week"):
         rows = query(
             dsn,
             """SELECT calls, errors, duration_sum_us, tier_sum_us, latency, tier_latency
@@ -603,7 +603,12 @@ def test_killing_the_processor_at_any_moment_counts_every_trace_once(
         "component_calls": dict.fromkeys(tiers, total),
         "edge_calls": 2 * total,  # crm-web -> the database, crm-web -> erp-api
     }
-    assert _sent_figures(dsn) == dict.fromkeys(("minute", "hour", "day"), expected)
+    figures = _sent_figures(dsn)
+    assert {resolution: figures[resolution] for resolution in ("minute", "hour", "day")} == dict.fromkeys(
+        ("minute", "hour", "day"), expected
+    )
+    # Business transactions' week rows too (components and edges have none).
+    assert figures["week"] == {**expected, "component_calls": {}, "edge_calls": None}
 
 
 def test_series_services_and_isolation(processing: CollectorProcess) -> None:

@@ -73,6 +73,7 @@ async def test_changing_the_number_of_shards_midway_counts_every_trace_once(
     assert query(dsn, "SELECT count(DISTINCT trace_id) FROM trace_summaries") == [(total,)]
     for resolution in ("minute", "hour", "day"):
         assert query(dsn, "SELECT sum(calls) FROM bt_rollups WHERE resolution = %s", resolution) == [(total,)]
+        assert query(dsn, "SELECT sum(calls) FROM bt_rollups WHERE resolution = 'week'") == [(total,)]
         # Each trace calls erp-api once, answered by its own service: one edge each.
         edges = query(
             dsn,
