@@ -19,16 +19,15 @@ from datetime import datetime
 import psycopg
 
 from tierscope.store import StoreError
-from tierscope.store.processing import PROCESSOR_APPLICATION, WHOLE, Shard
+from tierscope.store.processing import PROCESSOR_APPLICATION
 from tierscope.store.span_columns import SpanColumns, window_columns_blocking
 
 _logger = logging.getLogger(__name__)
 
 
 class WindowPrefetcher:
-    def __init__(self, dsn: str, shard: Shard = WHOLE) -> None:
+    def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._shard = shard
         self._connection: psycopg.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tierscope-prefetch")
         self._pending: tuple[datetime, datetime, Future[SpanColumns]] | None = None
@@ -68,7 +67,7 @@ class WindowPrefetcher:
                 self._dsn, autocommit=True, application_name=PROCESSOR_APPLICATION
             )
         try:
-            return window_columns_blocking(self._connection, since, until, self._shard)
+            return window_columns_blocking(self._connection, since, until)
         except StoreError:
             self._connection.close()  # a fresh one next time
             raise

@@ -148,18 +148,28 @@ class Processor:
             async with conn.transaction():
                 progress = await store.lock_progress(conn, self.shard)
                 clock = report.lap("lock", clock)
-                since = progress.watermark
+                report.lag_seconds = max(0.0, (horizon - progress.watermark).total_seconds())
+                since = self.shard.window_start(progress.watermark)
                 prefetched = await self.prefetcher.take(since) if self.prefetcher else None
-                until, rows = prefetched if prefetched else (min(horizon, since + self._window), None)
+                if prefetched:
+                    until, rows = prefetched
+                else:
+                    until, rows = self.shard.window_end(since, horizon, self._window), None
                 clock = report.lap("prefetched" if prefetched else "lock", clock)
-                report.lag_seconds = max(0.0, (horizon - since).total_seconds())
                 if until <= since:
                     return report
-                report.since, report.until, report.behind = since, until, until < horizon
-                following = min(horizon, until + self._window)
-                if self.prefetcher and following > until:
-                    self.prefetcher.start(until, following)  # read while this one is computed
+                following_start = self.shard.window_start(until)
+                following = self.shard.window_end(following_start, horizon, self._window)
+                report.since, report.until, report.behind = since, until, following > following_start
+                if self.prefetcher and report.behind:
+                    self.prefetcher.start(following_start, following)  # read while this one is computed
                 arrived = await self._process(conn, since, until, report, rows)
+                if not arrived and self.shard.count > 1:
+                    # Arrival time is dealt out in half seconds: an idle store
+                    # would take a cycle for each. Skip what has no spans at all.
+                    until = await store.next_arrival(
+                        conn, until, min(horizon, until + self.settings.processing_window)
+                    )
                 progress.watermark = until
                 progress.traces += report.traces
                 progress.spans += report.spans
@@ -194,7 +204,7 @@ class Processor:
         arrived = (
             prefetched
             if prefetched is not None
-            else await span_columns.window_columns(conn, since, until, self.shard)
+            else await span_columns.window_columns(conn, since, until)
         )
         clock = report.lap("fetch", clock)
         if not len(arrived):

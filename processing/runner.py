@@ -34,7 +34,7 @@ async def process(settings: Settings, dsn: str, shard: Shard, stop: asyncio.Even
         application_name=PROCESSOR_APPLICATION,
     )
     await database.open()
-    prefetcher = WindowPrefetcher(dsn, shard)
+    prefetcher = WindowPrefetcher(dsn)
     # The first shard also joins real-user experiences with their traces.
     joiner = ExperienceJoiner(database, settings).run(stop) if shard.index == 0 else asyncio.sleep(0)
     processor = Processor(database, settings, ProcessorMetrics(), prefetcher, shard)

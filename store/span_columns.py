@@ -24,7 +24,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from tierscope.store.errors import translate, wrap_errors
-from tierscope.store.processing import UNPACK_TRACES, WHOLE, Shard, SpanRow, packed_traces
+from tierscope.store.processing import UNPACK_TRACES, SpanRow, packed_traces
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -229,10 +229,8 @@ def _ids(packed: bytes) -> U64:
     return np.frombuffer(packed, dtype=">u8").astype(np.uint64)
 
 
-# (Shard.owns, in SQL)
 _WINDOW = """SELECT {aggregates} FROM spans s
-             WHERE s.received_at >= %(since)s AND s.received_at < %(until)s
-               AND (get_byte(s.trace_id, 14) * 256 + get_byte(s.trace_id, 15)) %% %(count)s = %(index)s"""
+             WHERE s.received_at >= %(since)s AND s.received_at < %(until)s"""
 
 _SIBLINGS = f"""SELECT {{aggregates}}
                 FROM ({UNPACK_TRACES}) AS c
@@ -252,8 +250,8 @@ _WINDOW_QUERIES = _queries(_WINDOW)
 _SIBLING_QUERIES = _queries(_SIBLINGS)
 
 
-def _window(since: datetime, until: datetime, shard: Shard) -> dict[str, Any]:
-    return {"since": since, "until": until, "count": shard.count, "index": shard.index}
+def _window(since: datetime, until: datetime) -> dict[str, Any]:
+    return {"since": since, "until": until}
 
 
 async def _read(conn: AsyncConnection, queries: tuple[str, str], params: dict[str, Any]) -> SpanColumns:
@@ -270,20 +268,20 @@ async def _read(conn: AsyncConnection, queries: tuple[str, str], params: dict[st
 
 @wrap_errors
 async def window_columns(
-    conn: AsyncConnection, since: datetime, until: datetime, shard: Shard = WHOLE
+    conn: AsyncConnection, since: datetime, until: datetime
 ) -> SpanColumns:
-    """Every span of the shard's traces received in ``[since, until)``."""
-    return await _read(conn, _WINDOW_QUERIES, _window(since, until, shard))
+    """Every span received in ``[since, until)``."""
+    return await _read(conn, _WINDOW_QUERIES, _window(since, until))
 
 
 def window_columns_blocking(
-    conn: psycopg.Connection, since: datetime, until: datetime, shard: Shard = WHOLE
+    conn: psycopg.Connection, since: datetime, until: datetime
 ) -> SpanColumns:
     """The same, on a blocking connection (the processor prefetches in a thread)."""
     try:
         with conn.cursor(binary=True) as cur:
             for query in _WINDOW_QUERIES:
-                cur.execute(query, _window(since, until, shard))
+                cur.execute(query, _window(since, until))
                 row = cur.fetchone()
                 try:
                     return SpanColumns.of_aggregates(row) if row else SpanColumns.empty()

@@ -3,7 +3,9 @@ into two byte strings; what PostgreSQL unpacks must be exactly what was sent."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -36,23 +38,38 @@ async def test_packed_keys_unpack_to_the_same_tenant_and_trace(database_url: str
         assert [(tenant, bytes(trace)) for tenant, trace in await cur.fetchall()] == keys
 
 
-async def test_each_span_is_read_by_exactly_the_shard_that_owns_its_trace(database_url: str) -> None:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        row = await (await conn.execute("INSERT INTO tenants (name) VALUES ('t') RETURNING id")).fetchone()
-        assert row is not None
-        spans = [otlp.span(trace_id=os.urandom(16)) for _ in range(300)]
-        conversion = convert(otlp.request(spans), row[0], Limits(), time.time_ns())
-        assert (await write_spans(conn, conversion.rows, conversion.resources)).stored == 300
-        since, until = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1)
-        read: list[bytes] = []
-        for index in range(3):
-            shard = processing.Shard(index, 3)
-            columns = await span_columns.window_columns(conn, since, until, shard)
-            mine = [columns.row(i).trace_id for i in range(len(columns))]
-            assert mine, "every shard of three gets some of 300 random traces"
-            assert all(shard.owns(trace) for trace in mine)
-            read += mine
-        assert sorted(read) == sorted(s.trace_id for s in spans)
+def test_shards_deal_arrival_time_in_slots_each_read_by_exactly_one() -> None:
+    rnd = random.Random(4)
+    for count in (1, 2, 3):
+        shards = [processing.Shard(index, count) for index in range(count)]
+        for _ in range(20):
+            start = datetime(2026, 12, 7, tzinfo=UTC) + timedelta(microseconds=rnd.randrange(10**9))
+            horizon = start + timedelta(seconds=rnd.uniform(0, 12))
+            windows = []
+            for shard in shards:
+                watermark = start
+                while True:
+                    since = shard.window_start(watermark)
+                    until = shard.window_end(since, horizon, timedelta(seconds=30))
+                    if until <= since:
+                        break
+                    assert until <= horizon
+                    assert shard.owns(since)
+                    # A window never reaches into another shard's time.
+                    assert shard.owns(until - timedelta(microseconds=1))
+                    windows.append((since, until))
+                    watermark = until
+            windows.sort()
+            for (_, end), (begin, _) in itertools.pairwise(windows):
+                assert end == begin, "no moment read twice, none skipped"
+            if windows:
+                assert windows[0][0] == start
+                # Alone, a shard reads up to the horizon; with others, whole slots only.
+                unread = horizon - windows[-1][1]
+                assert unread == timedelta(0) if count == 1 else unread < processing.SLOT
+            for _ in range(50):  # every moment has exactly one owner
+                moment = start + timedelta(microseconds=rnd.randrange(10**8))
+                assert sum(shard.owns(moment) for shard in shards) == 1
 
 
 async def test_spans_read_as_columns_are_the_stored_spans(database_url: str) -> None:
