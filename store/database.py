@@ -62,7 +62,10 @@ class Database:
             # A 200 promises the data is on disk, whatever the server's default.
             "-c synchronous_commit=on "
             # A client that vanished mid-transaction must not hold locks for long.
-            "-c idle_in_transaction_session_timeout=30000"
+            "-c idle_in_transaction_session_timeout=30000 "
+            # Buckets are UTC and come back as dictionary keys: in a zone with
+            # clock changes, the repeated hour's times would not find theirs.
+            "-c TimeZone=UTC"
         )
         self._pool = psycopg_pool.AsyncConnectionPool(
             dsn,

@@ -107,7 +107,7 @@ async def days_of_weeks(conn: AsyncConnection, keys: Sequence[BtRowKey]) -> list
                              %(buckets)s::timestamptz[]) AS k(tenant_id, service, bt, bucket)
                JOIN bt_rollups r ON r.tenant_id = k.tenant_id AND r.resolution = 'day'
                 AND r.service = k.service AND r.bt = k.bt
-                AND r.bucket >= k.bucket AND r.bucket < k.bucket + interval '7 days'""",
+                AND r.bucket >= k.bucket AND r.bucket < k.bucket + interval '168 hours'""",
             {
                 "tenants": [k[0] for k in keys],
                 "services": [k[1] for k in keys],

@@ -9,12 +9,14 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 
 from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 from tierscope.processing.query import DAY, WEEK, bt_groups, latency_quantiles, plan
 from tierscope.processing.rollup import MINUTE_US, BtFigures, Rollup
 from tierscope.processing.writer import build_missing_weeks, write_rollup
+from tierscope.store import Database
 from tierscope.store.processing import utc
 
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
@@ -112,22 +114,41 @@ def minute_of(moment: datetime) -> int:
 
 
 async def write_cycles(dsn: str, cycles: list[Rollup]) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+    """Each cycle in a transaction of its own, through the processor's pool."""
+    database = Database(dsn, pool_size=1)
+    await database.open()
+    try:
         for rollup in cycles:
-            async with conn.transaction():
+            async with database.connection() as conn, conn.transaction():
                 await write_rollup(conn, rollup)
+    finally:
+        await database.close()
 
 
-def test_every_week_row_is_the_sum_of_its_day_rows_across_sunday_midnight(database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("monday", "timezone"),
+    [
+        pytest.param(MONDAY, "UTC", id="a week"),
+        # Weeks are UTC: a server whose default zone changes clocks that week
+        # (Berlin, 25 October 2026) must add up the same days.
+        pytest.param(datetime(2026, 10, 19, tzinfo=UTC), "Europe/Berlin", id="a clock change that week"),
+    ],
+)
+def test_every_week_row_is_the_sum_of_its_day_rows_across_sunday_midnight(
+    database_url: str, monday: datetime, timezone: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(f"ALTER DATABASE {name} SET TimeZone = '{timezone}'")
     rnd = random.Random(11)
-    sunday_night = MONDAY + timedelta(days=6, hours=23, minutes=50)  # the week ends ten minutes later
+    sunday_night = monday + timedelta(days=6, hours=23, minutes=50)  # the week ends ten minutes later
     cycles = [
         random_rollup(rnd, [minute_of(sunday_night + timedelta(minutes=rnd.randrange(25))) for _ in range(3)])
         for _ in range(8)
     ]
     asyncio.run(write_cycles(database_url, cycles))
     weeks = as_weeks(rows(database_url, "week"))
-    assert {bucket for bucket, _, _ in weeks} == {MONDAY, MONDAY + WEEK}
+    assert {bucket for bucket, _, _ in weeks} == {monday, monday + WEEK}
     assert weeks == summed_by_week(rows(database_url, "day"))
 
 
