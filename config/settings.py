@@ -250,8 +250,8 @@ class Settings(BaseSettings):
         default=2,
         ge=1,
         le=64,
-        description="Processes trace processing runs in, each owning the traces whose id hashes to it "
-        "(more keep up with more ingest; every collector of a store must use the same number).",
+        description="Processes trace processing runs in, each owning every Nth half second of arrival "
+        "time (more keep up with more ingest; every collector of a store must use the same number).",
     )
     processing_interval: Duration = Field(
         default=timedelta(seconds=1),
@@ -260,7 +260,8 @@ class Settings(BaseSettings):
     processing_window: Duration = Field(
         default=timedelta(seconds=30),
         description="The most arrival time one processing cycle covers (bounds its memory and "
-        "transaction); a processor that is behind runs cycles back to back.",
+        "transaction; with several shards, a cycle covers one of its half seconds); a processor "
+        "that is behind runs cycles back to back.",
     )
     top_components: int = Field(
         default=20,
