@@ -23,8 +23,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tierscope.dashboards.outlook import HISTORY, MOST, Outlook, outlooks
-from tierscope.processing import histogram
-from tierscope.processing.query import bt_groups, figures, latency_quantiles, plan
+from tierscope.processing.query import plan, transaction_figures
 from tierscope.slo import status
 from tierscope.slo.calendar import BusinessCalendar
 from tierscope.store import reports as store
@@ -157,13 +156,7 @@ async def gather(
             )
         )
     window = plan(period.start, min(period.end, now), weeks=True)
-    groups = await bt_groups(conn, tenant_id, window.segments, service)
-    merged = histogram.Merged(range(len(groups)), (latency for *_, latency in groups))
-    quantiles = latency_quantiles(merged)
-    transactions = [
-        {"service": name, "bt": bt, **figures(totals, merged, index, quantiles=quantiles[index])}
-        for index, (name, bt, totals, _) in enumerate(groups)
-    ]
+    transactions = await transaction_figures(conn, tenant_id, window.segments, service)
     transactions.sort(key=lambda t: -(t["p95_ms"] or 0))
     until = min(period.end, now)
     sites = await store.sites(conn, tenant_id, period.start, until, service)

@@ -24,13 +24,12 @@ from tierscope.processing.query import (
     MINUTE,
     Segment,
     Totals,
-    bt_groups,
     ceil,
     fetch,
     figures,
     floor,
-    latency_quantiles,
     plan,
+    transaction_figures,
 )
 from tierscope.store import Database
 from tierscope.store.tenants import KeyInfo
@@ -99,18 +98,8 @@ async def transactions(
 ) -> dict[str, Any]:
     start, end = time_window(since, until, DEFAULT_WINDOW)
     window = plan(start, end, weeks=True)
-    # The per-tier histograms are several times the size of the latency ones:
-    # read only when asked, so the list of every transaction stays fast.
-    tier_latency: list[bytes] | None = [] if tier_p95 else None
     async with _database(request).connection() as conn:
-        groups = await bt_groups(conn, caller.tenant_id, window.segments, service, tier_latency)
-    merged = histogram.Merged(range(len(groups)), (latency for *_, latency in groups))
-    tier_merged = histogram.Merged(range(len(groups)), tier_latency) if tier_latency is not None else None
-    quantiles = latency_quantiles(merged)
-    listed = [
-        {"service": name, "bt": bt, **figures(totals, merged, index, tier_merged, quantiles[index])}
-        for index, (name, bt, totals, _) in enumerate(groups)
-    ]
+        listed = await transaction_figures(conn, caller.tenant_id, window.segments, service, tier_p95)
     listed.sort(key=lambda t: (-t["count"], t["service"], t["bt"]))
     return {
         "from": iso(window.start),

@@ -409,7 +409,8 @@ class Processor:
             await _sleep(stop, interval)
 
     async def _lead(self, leader: psycopg.AsyncConnection, stop: asyncio.Event, interval: float) -> None:
-        await self.backfill_weeks()
+        if self.shard.index == 0:  # once per store start, not once per shard
+            await self.backfill_weeks()
         while not stop.is_set():
             report = await self.cycle()
             if report.spans or report.late_spans:

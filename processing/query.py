@@ -31,7 +31,6 @@ from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 
 MINUTE, HOUR, DAY, WEEK = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(weeks=1)
-_WIDTH = {"minute": MINUTE, "hour": HOUR, "day": DAY, "week": WEEK}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)  # where week buckets start (store/rollups.py)
 
@@ -259,3 +258,24 @@ def figures(
             if totals.tier_sum_us[index] and count
         }
     return result
+
+
+async def transaction_figures(
+    conn: AsyncConnection,
+    tenant_id: int,
+    segments: Sequence[Segment],
+    service: str | None,
+    tier_p95: bool = False,
+) -> list[dict[str, Any]]:
+    """Every business transaction over the segments with its figures, as the
+    API lists them (``tier_p95_ms`` too when asked: it reads the per-tier
+    histograms, several times the size of the latency ones)."""
+    tier_latency: list[bytes] | None = [] if tier_p95 else None
+    groups = await bt_groups(conn, tenant_id, segments, service, tier_latency)
+    merged = histogram.Merged(range(len(groups)), (latency for *_, latency in groups))
+    tier_merged = histogram.Merged(range(len(groups)), tier_latency) if tier_latency is not None else None
+    quantiles = latency_quantiles(merged)
+    return [
+        {"service": name, "bt": bt, **figures(totals, merged, index, tier_merged, quantiles[index])}
+        for index, (name, bt, totals, _) in enumerate(groups)
+    ]
