@@ -109,7 +109,7 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name[:LABEL_LIMIT] or None
             source = SpanSource(service, rid, scope)
-            classify = tiers.Classifier(browser=browser, gateway=tiers.is_gateway(scope, service))
+            classify = tiers.classifier(browser=browser, gateway=tiers.is_gateway(scope, service))
             for span in scope_spans.spans:
                 trace_id = span.trace_id
                 span_id = span.span_id

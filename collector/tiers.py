@@ -12,8 +12,8 @@ broker), a node of the service map.
 
 Cost matters: this runs for every span at ingest. The few values a tier needs
 are read from the span's serialized bytes (:mod:`.wire`), a server span is
-classified without reading any attribute, and within a request each distinct
-set of attributes is classified once (:class:`Classifier`).
+classified without reading any attribute, and each distinct set of the values
+classification reads is classified once per worker (:class:`Classifier`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tierscope.collector.wire import Key, SpanAttributes, attributes_offset
+from tierscope.collector.wire import Key, SpanAttributes, attribute_index, attributes_offset
 
 TIERS = ("browser", "network", "web", "app", "platform", "db", "cache", "queue", "external")
 _TIER_SET = frozenset(TIERS)
@@ -193,7 +193,14 @@ def _explicit(tier: str, values: SpanAttributes) -> Classification:
     return Classification(tier)
 
 
-def classify(span: Span, encoded: bytes, *, browser: bool = False, gateway: bool = False) -> Classification:
+def classify(
+    span: Span,
+    encoded: bytes,
+    *,
+    browser: bool = False,
+    gateway: bool = False,
+    index: dict[bytes, tuple[int, int]] | None = None,
+) -> Classification:
     """Classify one span by its kind and its own attributes.
 
     Args:
@@ -202,9 +209,11 @@ def classify(span: Span, encoded: bytes, *, browser: bool = False, gateway: bool
         browser: the span comes from a browser SDK (resource ``telemetry.sdk.language``
             is ``webjs``): its outbound calls are ``network``, the rest ``browser``.
         gateway: the span comes from a web server or gateway (see :func:`is_gateway`).
+        index: the span's :func:`~tierscope.collector.wire.attribute_index`, when
+            the caller has it already.
     """
     kind = span.kind
-    values = SpanAttributes(span, encoded)
+    values = SpanAttributes(span, encoded, index)
     explicit = values.get(K["tierscope.tier"])
     if explicit in _TIER_SET:
         return _explicit(explicit, values)
@@ -230,21 +239,33 @@ def classify(span: Span, encoded: bytes, *, browser: bool = False, gateway: bool
 
 
 class Classifier:
-    """Classifies the spans of one scope of one request.
+    """Classifies spans, remembering answers; one per (browser, gateway) pair
+    lives as long as the worker (:func:`classifier`).
 
-    Within a batch, most non-server spans repeat the same attributes byte for
-    byte (the same statement to the same database, the same call to the same
-    peer). Classification reads nothing but the kind and the bytes from the
-    attributes on, so spans equal in those get the same answer, which is
-    remembered for the rest of the request.
+    Classification is a pure function of the span's kind and of the few
+    attributes it reads (:data:`K`), so answers are remembered at two levels:
+
+    - by the span's bytes from its attributes on: most non-server spans repeat
+      theirs byte for byte (the same statement to the same database), and this
+      costs one slice and one hash;
+    - by the values of the attributes classification reads, for spans whose
+      other attributes vary (a body size, a thread, a URL's query string): one
+      walk over the attributes instead of classifying again.
+
+    Both are bounded (:data:`MEMO_LIMIT` entries each, keys of at most
+    :data:`MEMO_KEY_BYTES` or :data:`MEMO_BYTES` in all; emptied when full), so
+    spans that are all different cost a walk, never unbounded memory: a few
+    megabytes per classifier at most.
     """
 
-    __slots__ = ("_memo", "browser", "gateway")
+    __slots__ = ("_by_bytes", "_by_values", "_by_values_bytes", "browser", "gateway")
 
     def __init__(self, *, browser: bool = False, gateway: bool = False) -> None:
         self.browser = browser
         self.gateway = gateway
-        self._memo: dict[tuple[int, bytes], Classification] = {}
+        self._by_bytes: dict[tuple[int, bytes], Classification] = {}
+        self._by_values: dict[tuple[object, ...], Classification] = {}
+        self._by_values_bytes = 0
 
     def __call__(self, span: Span, encoded: bytes) -> Classification:
         kind = span.kind
@@ -254,10 +275,45 @@ class Classifier:
         if offset is None:
             return classify(span, encoded, browser=self.browser, gateway=self.gateway)
         key = (kind, encoded[offset:])
-        answer = self._memo.get(key)
+        answer = self._by_bytes.get(key)
+        if answer is not None:
+            return answer
+        index = attribute_index(encoded)
+        if index is None:
+            return classify(span, encoded, browser=self.browser, gateway=self.gateway)
+        read = [(name, encoded[start:end]) for name, (start, end) in index.items() if name in _READ]
+        values = (kind, *read)
+        answer = self._by_values.get(values)
         if answer is None:
-            answer = self._memo[key] = classify(span, encoded, browser=self.browser, gateway=self.gateway)
+            answer = classify(span, encoded, browser=self.browser, gateway=self.gateway, index=index)
+            self._by_values_bytes += sum(len(value) for _, value in read)
+            if len(self._by_values) >= MEMO_LIMIT or self._by_values_bytes > MEMO_BYTES:
+                self._by_values.clear()
+                self._by_values_bytes = 0
+            self._by_values[values] = answer
+        if len(key[1]) <= MEMO_KEY_BYTES:  # a large span's walk is worth its bytes
+            if len(self._by_bytes) >= MEMO_LIMIT:
+                self._by_bytes.clear()
+            self._by_bytes[key] = answer
         return answer
+
+
+# Answers remembered per level and classifier: enough for the distinct calls
+# of a large application.
+MEMO_LIMIT = 4096
+MEMO_KEY_BYTES = 1024  # spans with more attribute bytes are not remembered by their bytes
+MEMO_BYTES = 4 * 2**20  # attribute values held by the second level
+_READ = frozenset(key.raw for key in K.values())
+_CLASSIFIERS: dict[tuple[bool, bool], Classifier] = {}
+
+
+def classifier(*, browser: bool = False, gateway: bool = False) -> Classifier:
+    """The worker's classifier for spans of this kind of source, its answers kept
+    across requests (an agent exporting small batches repeats calls across them)."""
+    found = _CLASSIFIERS.get((browser, gateway))
+    if found is None:
+        found = _CLASSIFIERS[browser, gateway] = Classifier(browser=browser, gateway=gateway)
+    return found
 
 
 _SERVER_APP = Classification("app")

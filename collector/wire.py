@@ -177,10 +177,10 @@ class SpanAttributes:
 
     __slots__ = ("_decoded", "_encoded", "_index", "_span")
 
-    def __init__(self, span: Span, encoded: bytes) -> None:
+    def __init__(self, span: Span, encoded: bytes, index: dict[bytes, tuple[int, int]] | None = None) -> None:
         self._span = span
         self._encoded = encoded
-        self._index: dict[bytes, tuple[int, int]] | None = None
+        self._index = index  # attribute_index(encoded), if the caller has it
         self._decoded: dict[str, Any] | None = None
 
     def get(self, key: Key) -> Any:

@@ -319,6 +319,54 @@ def test_the_memo_gives_the_answers_of_classify() -> None:
         )
 
 
+def test_the_memo_answers_by_what_classification_reads_not_by_the_rest() -> None:
+    """Spans that differ only in attributes classification does not read (a body
+    size, a thread), in their status or their events get one remembered answer:
+    the answer classify gives each of them. The classifier outlives requests."""
+    import random
+
+    from tierscope.collector.tiers import Classifier, classifier
+
+    rnd = random.Random(5)
+    for browser, gateway in [(False, False), (True, False), (False, True)]:
+        memo = Classifier(browser=browser, gateway=gateway)
+        for _ in range(3):
+            for kind, attributes, _, _, _ in CASES.values():
+                varied = {
+                    "http.request.body.size": rnd.randint(1, 10**6),
+                    **attributes,
+                    "thread.id": rnd.randint(1, 99),
+                }
+                span = otlp.span(kind=kind, attributes=varied, error=rnd.random() < 0.5)
+                if rnd.random() < 0.5:
+                    span.events.add(name="exception", time_unix_nano=span.start_time_unix_nano)
+                encoded = span.SerializeToString()
+                assert memo(span, encoded) == classify(span, encoded, browser=browser, gateway=gateway)
+        assert classifier(browser=browser, gateway=gateway) is classifier(browser=browser, gateway=gateway)
+
+
+def test_the_memo_stays_bounded_when_every_span_differs() -> None:
+    from tierscope.collector.tiers import MEMO_BYTES, MEMO_LIMIT, Classifier
+
+    memo = Classifier()
+    for number in range(MEMO_LIMIT * 2 + 10):
+        span = otlp.span(kind=CLIENT, attributes={"server.address": f"host-{number}", "server.port": 443})
+        encoded = span.SerializeToString()
+        assert memo(span, encoded).peer == f"host-{number}:443"
+        assert len(memo._by_bytes) <= MEMO_LIMIT
+        assert len(memo._by_values) <= MEMO_LIMIT
+    # Large spans are not remembered by their bytes, and long values count
+    # against the second level's byte budget.
+    memo = Classifier()
+    for number in range(1000):  # about 6 MB of statements
+        statement = f"{number}" * 2000
+        span = otlp.span(kind=CLIENT, attributes={"db.system": "postgresql", "db.statement": statement})
+        encoded = span.SerializeToString()
+        assert memo(span, encoded).component == statement[:1024]
+        assert not memo._by_bytes
+        assert memo._by_values_bytes <= MEMO_BYTES
+
+
 @pytest.mark.parametrize(
     "changes",
     [
