@@ -8,9 +8,10 @@ processed in the window that holds its last span: if one of its spans arrived
 after the horizon it is still receiving, and waits for a later window (up to
 :data:`MAX_WAIT`, after which it is processed anyway).
 
-**Shards.** Processing runs in ``processing_shards`` processes, each owning the
-traces whose id hashes to its shard (a trace's spans all go to one shard), each
-with a watermark of its own. They compute in parallel and take turns to write
+**Shards.** Processing runs in ``processing_shards`` processes, each owning
+every Nth half second of arrival time (:class:`~tierscope.store.processing.Shard`)
+and the traces whose last span arrived in it, each with a watermark of its own.
+They compute in parallel and take turns to write
 (:func:`~tierscope.store.processing.take_write_turn`), so rollup rows merged by
 two shards lose nothing.
 
@@ -202,9 +203,7 @@ class Processor:
         how many spans arrived in it."""
         clock = time.perf_counter()
         arrived = (
-            prefetched
-            if prefetched is not None
-            else await span_columns.window_columns(conn, since, until)
+            prefetched if prefetched is not None else await span_columns.window_columns(conn, since, until)
         )
         clock = report.lap("fetch", clock)
         if not len(arrived):

@@ -267,16 +267,12 @@ async def _read(conn: AsyncConnection, queries: tuple[str, str], params: dict[st
 
 
 @wrap_errors
-async def window_columns(
-    conn: AsyncConnection, since: datetime, until: datetime
-) -> SpanColumns:
+async def window_columns(conn: AsyncConnection, since: datetime, until: datetime) -> SpanColumns:
     """Every span received in ``[since, until)``."""
     return await _read(conn, _WINDOW_QUERIES, _window(since, until))
 
 
-def window_columns_blocking(
-    conn: psycopg.Connection, since: datetime, until: datetime
-) -> SpanColumns:
+def window_columns_blocking(conn: psycopg.Connection, since: datetime, until: datetime) -> SpanColumns:
     """The same, on a blocking connection (the processor prefetches in a thread)."""
     try:
         with conn.cursor(binary=True) as cur:

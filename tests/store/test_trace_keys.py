@@ -172,9 +172,12 @@ async def test_summaries_with_any_text_are_stored_exactly(database_url: str) -> 
         ]
         async with conn.transaction():
             await partitions.ensure_days(conn, {datetime.now(UTC).date()}, "trace_summaries")
-            inserted = await processing.insert_summaries(conn, summaries)
+            inserted = await processing.insert_summaries(conn, summaries[1:])
+            # One stored trace beside a new one: the new one is stored, the other skipped.
+            mixed = await processing.insert_summaries(conn, summaries)
             again = await processing.insert_summaries(conn, summaries)
-        assert inserted == {(s.tenant_id, s.trace_id) for s in summaries}
+        assert inserted == {(s.tenant_id, s.trace_id) for s in summaries[1:]}
+        assert mixed == {(summaries[0].tenant_id, summaries[0].trace_id)}
         assert again == set(), "a trace stored before is skipped"
         cur = await conn.execute(
             """SELECT trace_id, (date_part('epoch', start_time) * 1000000)::int8, duration_us, service, bt,
