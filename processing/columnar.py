@@ -68,6 +68,14 @@ class _Strings:
             self.values.append(value)
         return code
 
+    def codes_of(self, values: list[str | None]) -> I64:
+        """The codes of many values. A column repeats few distinct values: each
+        is coded once, and the rest is dictionary lookups in C (calling
+        :meth:`code` per value was half the time of building a window)."""
+        for value in dict.fromkeys(values):
+            self.code(value)
+        return np.fromiter(map(self.codes.__getitem__, values), np.int64, len(values))
+
 
 @dataclass
 class Window:
@@ -152,24 +160,25 @@ class Window:
 
         # A component depends on these fields only, and a window repeats few
         # combinations: decide each once (the keys are built by zip, in C).
+        services, peers = columns.service.tolist(), columns.peer.tolist()
         keys = list(
             zip(
                 tier_names,
                 kind.tolist(),
                 columns.component.tolist(),
                 columns.name.tolist(),
-                columns.peer.tolist(),
+                peers,
                 columns.tenant.tolist(),
                 columns.resource.tolist(),
-                columns.service.tolist(),
+                services,
                 strict=True,
             )
         )
         first_of_key = dict(zip(reversed(keys), range(count - 1, -1, -1), strict=True))
         component_of_key = {key: code(component_of(columns.row(i))) for key, i in first_of_key.items()}
         component_code = np.fromiter(map(component_of_key.__getitem__, keys), np.int64, count)
-        service_code = np.fromiter(map(code, columns.service.tolist()), np.int64, count)
-        peer_code = np.fromiter(map(code, columns.peer.tolist()), np.int64, count)
+        service_code = strings.codes_of(services)
+        peer_code = strings.codes_of(peers)
 
         # Service-map edges: a call answered by another traced service points at
         # that service; any other call, or a database span, at its peer.
