@@ -205,8 +205,10 @@ def test_a_script_error_is_captured_with_its_page_view(
 ) -> None:
     app.db_seconds = 0.0
     page.goto(f"{app.url}/invoices/31")
-    page.click("#break")
-    page.wait_for_timeout(100)
+    # The error is thrown from a timer after the click: wait for it (the page's
+    # own listeners, rum.js among them, have seen it by then), not for a guess.
+    with page.expect_event("pageerror"):
+        page.click("#break")
     page.evaluate("tierscope.flush()")
     (load,) = finished(rum_collector, "/invoices/31", "page_load")
     detail = wait_until(
