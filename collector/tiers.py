@@ -254,8 +254,8 @@ class Classifier:
 
     Both are bounded (:data:`MEMO_LIMIT` entries each, keys of at most
     :data:`MEMO_KEY_BYTES` or :data:`MEMO_BYTES` in all; emptied when full), so
-    spans that are all different cost a walk, never unbounded memory: a few
-    megabytes per classifier at most.
+    spans that are all different cost a walk, never unbounded memory: under
+    10 MB per classifier.
     """
 
     __slots__ = ("_by_bytes", "_by_values", "_by_values_bytes", "browser", "gateway")
@@ -286,11 +286,12 @@ class Classifier:
         answer = self._by_values.get(values)
         if answer is None:
             answer = classify(span, encoded, browser=self.browser, gateway=self.gateway, index=index)
-            self._by_values_bytes += sum(len(value) for _, value in read)
-            if len(self._by_values) >= MEMO_LIMIT or self._by_values_bytes > MEMO_BYTES:
+            size = sum(len(value) for _, value in read)
+            if len(self._by_values) >= MEMO_LIMIT or self._by_values_bytes + size > MEMO_BYTES:
                 self._by_values.clear()
                 self._by_values_bytes = 0
             self._by_values[values] = answer
+            self._by_values_bytes += size
         if len(key[1]) <= MEMO_KEY_BYTES:  # a large span's walk is worth its bytes
             if len(self._by_bytes) >= MEMO_LIMIT:
                 self._by_bytes.clear()
