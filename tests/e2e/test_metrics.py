@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,7 +61,17 @@ def test_two_workers_report_one_sum(database_factory, tmp_path) -> None:  # type
     collector = CollectorProcess(tmp_path, database_url=database_factory(), env={"TIERSCOPE_WORKERS": "2"})
     with collector:
         key = collector.credentials()["ingest_key"]
-        for _ in range(20):  # enough requests that both workers take some
+        metrics_dir = tmp_path / "metrics"
+
+        def counting() -> list[Path]:
+            # Each worker keeps its samples in its own file; both must have counted.
+            files = metrics_dir.glob("counter_*.db")
+            return [f for f in files if b"tierscope_spans_accepted" in f.read_bytes()]
+
+        # The kernel deals connections to the workers as it likes (a busy host
+        # may give one of them twenty in a row): send until both have counted.
+        sent = 0
+        while sent < 200 and (sent < 20 or len(counting()) < 2):
             body = otlp.request([otlp.span(trace_id=os.urandom(16))]).SerializeToString()
             assert (
                 httpx.post(
@@ -74,11 +85,9 @@ def test_two_workers_report_one_sum(database_factory, tmp_path) -> None:  # type
                 ).status_code
                 == 200
             )
+            sent += 1
         text = httpx.get(f"{collector.url}/metrics").text
-        # Each worker keeps its samples in its own file; both must have counted.
-        files = list((tmp_path / "metrics").glob("counter_*.db"))
-        counted = [f for f in files if b"tierscope_spans_accepted" in f.read_bytes()]
-        assert len(counted) == 2, "both workers took requests"
+        assert len(counting()) == 2, f"both workers took some of {sent} requests"
     match = re.search(r'^tierscope_spans_accepted_total\{tenant="default"\} (\S+)$', text, re.M)
     assert match is not None
-    assert float(match.group(1)) == 20
+    assert float(match.group(1)) == sent

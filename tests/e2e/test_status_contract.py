@@ -218,12 +218,16 @@ def t10() -> Tally:
 
 
 def t11() -> Tally:
-    return tally("T-11").describe(
-        "a body 1 byte over the 16 MiB limit by Content-Length; 96 MiB chunked; gzip bombs of 2 MB "
-        "inflating to 2 GiB each (one among the status cases, three with the RSS sampled)",
-        "413 without holding the body; peak RSS growth of the collector's process tree (sampled every "
-        "10 ms) under 2 × the limit; /healthz served afterwards",
-    ).note(limit_mib=LIMIT >> 20, rss_bound_mib=2 * LIMIT >> 20)
+    return (
+        tally("T-11")
+        .describe(
+            "a body 1 byte over the 16 MiB limit by Content-Length; 96 MiB chunked; gzip bombs of 2 MB "
+            "inflating to 2 GiB each (one among the status cases, three with the RSS sampled)",
+            "413 without holding the body; peak RSS growth of the collector's process tree (sampled every "
+            "10 ms) under 2 × the limit; /healthz served afterwards",
+        )
+        .note(limit_mib=LIMIT >> 20, rss_bound_mib=2 * LIMIT >> 20)
+    )
 
 
 def t12() -> Tally:
