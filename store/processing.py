@@ -290,7 +290,7 @@ _SUMMARY_COLUMNS = (
 # Summaries travel as COPY text written here in one pass: psycopg's per-field
 # adaptation (write_row) cost more than the rest of storing them.
 _ARRIVING = """CREATE TEMP TABLE IF NOT EXISTS summaries_arriving (
-    tenant_id integer, trace_id bytea, start_us bigint, duration_us bigint, service text, bt text,
+    tenant_id integer, trace_id bytea, start_time timestamptz, duration_us bigint, service text, bt text,
     error boolean, error_tier text, error_component text, tier_us bigint[], span_count integer,
     user_hash text, session_id text, site text) ON COMMIT DELETE ROWS"""
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -300,14 +300,12 @@ def _copy_text(value: str | None) -> str:
     return "\\N" if value is None else value.translate(_COPY_ESCAPES)
 
 
-def summaries_copy(summaries: Sequence[SummaryRow], *, timestamps: bool = False) -> str:
-    """The rows as COPY text (tab-separated, escaped, ``\\N`` for none); the start
-    as microseconds since the epoch, or as a timestamp with ``timestamps``."""
+def summaries_copy(summaries: Sequence[SummaryRow]) -> str:
+    """The rows as COPY text (tab-separated, escaped, ``\\N`` for none)."""
     text = _copy_text
-    starts: Iterable[object] = (r.start_us for r in summaries)
-    if timestamps:  # one vectorised conversion instead of a datetime per row
-        micros = np.fromiter((r.start_us for r in summaries), np.int64, len(summaries))
-        starts = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us", timezone="UTC").tolist()
+    # The starts as timestamps, in one vectorised conversion instead of a datetime per row.
+    micros = np.fromiter((r.start_us for r in summaries), np.int64, len(summaries))
+    starts = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us", timezone="UTC").tolist()
     return "".join(
         f"{r.tenant_id}\t\\\\x{r.trace_id.hex()}\t{start}\t{r.duration_us}\t{text(r.service)}\t"
         f"{text(r.bt)}\t{'t' if r.error else 'f'}\t{text(r.error_tier)}\t{text(r.error_component)}\t"
@@ -335,7 +333,7 @@ async def insert_summaries(conn: AsyncConnection, summaries: Sequence[SummaryRow
         return set()
     try:
         async with conn.transaction(), conn.cursor().copy(_COPY_SUMMARIES) as copy:
-            await copy.write(summaries_copy(summaries, timestamps=True).encode())
+            await copy.write(summaries_copy(summaries).encode())
     except UniqueViolation:
         pass
     else:
@@ -345,10 +343,7 @@ async def insert_summaries(conn: AsyncConnection, summaries: Sequence[SummaryRow
         await copy.write(summaries_copy(summaries).encode())
     cur = await conn.execute(
         f"""INSERT INTO trace_summaries ({_SUMMARY_COLUMNS})
-            SELECT tenant_id, trace_id, timestamptz 'epoch' + start_us * interval '1 microsecond',
-                   duration_us, service, bt, error, error_tier, error_component, tier_us, span_count,
-                   user_hash, session_id, site
-            FROM summaries_arriving
+            SELECT {_SUMMARY_COLUMNS} FROM summaries_arriving
             ON CONFLICT DO NOTHING RETURNING tenant_id, trace_id"""  # noqa: S608
     )
     return {(tenant, bytes(trace)) for tenant, trace in await cur.fetchall()}
