@@ -20,7 +20,7 @@ from tierscope.processing.rum_rollup import ERROR_OWNERS, RUM_TIERS, VITALS
 from tierscope.store import Database
 
 from .conftest import START, Estate, _ensure_days
-from .test_evaluator import SETTINGS, configure, minute, open_alerts
+from .test_evaluator import DEMO_RULES, SETTINGS, configure, minute, open_alerts
 
 pytestmark = pytest.mark.anyio
 
@@ -145,6 +145,37 @@ async def test_a_slow_branch_link_is_one_network_alert_naming_the_site_with_its_
     assert impact["sites"] == ["branch-east"]
     assert impact["users"] == 3  # one per page at branch-east; hq's and branch-west's were not slowed
     assert impact["sessions"] == 3
+
+
+@pytest.mark.parametrize(
+    ("second", "pages_at"),
+    [
+        (25, 6),  # 35 s of the fault in minute 5: that minute alone pages (a 2-minute window: 7)
+        (45, 7),  # 15 s of it: too little to page; the first whole minute does
+    ],
+)
+async def test_with_the_demos_rules_a_slow_link_pages_after_its_first_minute_whenever_it_starts(
+    estate: Estate, second: int, pages_at: int
+) -> None:
+    """The demo's real-user rules (demo/alerting.yaml) judge a minute at a time:
+    a link 500 ms slower from ``second`` s into minute 5 pages at the
+    evaluation after minute 5 or 6, so within two minutes of its start at any
+    second plus the alert delay, not a minute later when the fault's share of a
+    2-minute mean stays under the floor."""
+    configure(estate, DEMO_RULES)
+    share = (60 - second) / 60  # the fault's part of minute 5's experiences
+    faults = [
+        ("network", "branch-east", None, 500.0 * share, 5, 6),
+        ("network", "branch-east", None, 500.0, 6, 100),
+    ]
+    write_rum(estate, -40, 50, faults=faults)
+    seen = await run(estate, range(1, 9))
+    firing = [n for n in seen if any(a["state"] == "firing" for a in seen[n])]
+    assert firing[:1] == [pages_at], {n: [a["title"] for a in seen[n]] for n in seen}
+    (alert,) = seen[pages_at]
+    assert (alert["tier"], alert["component"]) == ("network", "branch-east")
+    assert alert["severity"] in ("warning", "critical")
+    assert pages_at * 60 - (5 * 60 + second) < 120  # the evaluation's minute, from the fault's start
 
 
 async def test_a_heavy_script_is_one_browser_alert_naming_the_page(estate: Estate) -> None:

@@ -33,6 +33,7 @@ import psutil
 
 from tierscope.demo import scoring
 from tierscope.demo.faults import CATALOG
+from tierscope.processing.rum_rollup import RUM_TIERS
 from tierscope.testing.chromium import ensure_chromium
 
 from .conftest import DemoProcess, running_demo
@@ -112,6 +113,9 @@ class Campaign:
     operations: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     apps: dict[str, str] = field(default_factory=dict)  # the estate's apps, as it published them
     log: str = ""  # the end of the demo's log, for failure messages
+    # per site, per minute: real users' experiences and network ms per experience
+    # (what a network alert judges), for failure messages
+    site_minutes: dict[str, list[tuple[str, int, float]]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -123,6 +127,20 @@ def _experiences(demo: DemoProcess) -> int:
     with demo.store() as conn:
         (count,) = conn.execute("SELECT count(*) FROM rum_experiences").fetchone()
     return int(count)
+
+
+def _site_minutes(demo: DemoProcess) -> dict[str, list[tuple[str, int, float]]]:
+    network = RUM_TIERS.index("network") + 1  # PostgreSQL arrays count from 1
+    out: dict[str, list[tuple[str, int, float]]] = {}
+    with demo.store() as conn:
+        for site, bucket, count, us in conn.execute(
+            "SELECT site, bucket, sum(count), sum(tier_sum_us[%s]) FROM rum_rollups"
+            " WHERE resolution = 'minute' GROUP BY site, bucket ORDER BY site, bucket",
+            (network,),
+        ).fetchall():
+            ms = float(us) / int(count) / 1000 if count else 0.0
+            out.setdefault(site, []).append((f"{bucket:%H:%M}", int(count), round(ms, 1)))
+    return out
 
 
 def _first_traffic(demo: DemoProcess) -> datetime | None:
@@ -170,6 +188,7 @@ def run(demo: DemoProcess, stop: threading.Event | None = None) -> Campaign:
             assert response.status_code == 200, response.text
         _watch(campaign, FAULT_SECONDS)
     campaign.browser_users = _experiences(demo) > 0
+    campaign.site_minutes = _site_minutes(demo)
     with demo.store() as conn:
         for row in conn.execute(
             "SELECT fault, tier, service, component, site, affected_bts, started_at, ended_at"

@@ -91,8 +91,12 @@ def test_each_fault_raises_an_alert_naming_its_tier_and_component_within_two_min
     assert name in campaign.faults, f"{name} was not switched on"
     after, notes = detection(campaign, name)
     fault = campaign.faults[name]
+    users = ""
+    if fault["tier"] in BROWSER_USER_TIERS:  # what real users' experiences showed, minute by minute
+        users = f"; experiences and network ms per site and minute: {campaign.site_minutes}"
     assert after is not None, (
-        f"{name} ({fault['tier']} / {fault['component']}, {fault['bts']}): no alert naming it; seen: {notes}"
+        f"{name} ({fault['tier']} / {fault['component']}, {fault['bts']}): no alert naming it; "
+        f"started {fault['started_at']:%H:%M:%S}; seen: {notes}{users}"
     )
     assert after <= WITHIN, f"{name}: the alert came {after:.0f} s after the fault started"
 
