@@ -10,7 +10,9 @@ How an experience's time is split (all from the browser's own clock, so no
 clock skew between browser and server enters):
 
 - ``browser`` = end - responseEnd: parsing, scripts and rendering after the
-  response (zero for a request: its experience ends with its response);
+  response, and fetching the style sheets and scripts the page names (so a
+  slow link adds to it as well as to ``network``); zero for a request, whose
+  experience ends with its response;
 - server time = the trace's entry span duration, never more than the browser
   waited for it (responseEnd - requestStart);
 - ``network`` = responseEnd - server time: redirects, DNS, connect, TLS, the

@@ -416,8 +416,11 @@ def _browser_slow_problems(demo: DemoProcess, baseline_end: float, since: float,
     if _median(during) < _median(before) + 600:
         problems.append(f"browser_slow: /pipeline browser {_median(before):.0f} -> {_median(during):.0f} ms")
     checks = [("/pipeline", name, None) for name in ("app", "db")]
-    checks += [("/pipeline", "network", "hq")]  # the WAN fault is on for branch-east at the same time
-    checks += [(page, "browser", None) for page in ("/leads", "/orders", "/contacts/{id}")]
+    # The WAN fault is on for branch-east at the same time: its pages fetch their
+    # style sheets over the slow link after the response, which is browser time too
+    # (one CI run: /contacts/{id} 113 -> 390 ms, both sites together). So hq only.
+    checks += [("/pipeline", "network", "hq")]
+    checks += [(page, "browser", "hq") for page in ("/leads", "/orders", "/contacts/{id}")]
     for page, name, site in checks:
         before = tier(page, name, 0, baseline_end, site)
         during = tier(page, name, since, until, site)
