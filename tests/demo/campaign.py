@@ -118,7 +118,6 @@ class Campaign:
     # (what a network alert judges), for failure messages
     site_minutes: dict[str, list[tuple[str, int, float]]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
-    busy_polls: int = 0  # polls of the alert API answered 503 (retry later)
     last_answer: float = field(default_factory=time.time)  # wall clock of the last answered poll
 
 
@@ -182,7 +181,6 @@ def _watch(campaign: Campaign, seconds: float) -> None:
         now = time.time()
         alerts = _alerts(campaign.demo)
         if alerts is None:
-            campaign.busy_polls += 1
             unanswered = now - campaign.last_answer
             assert unanswered < MAX_UNANSWERED, f"the alert API answered 503 for {unanswered:.0f} s"
         else:
