@@ -33,6 +33,7 @@ from rich.table import Table
 
 from tierscope.collector import convert as conversion
 from tierscope.collector import tiers
+from tierscope.collector.span_bytes import span_bytes
 from tierscope.testing.batches import BatchTemplate
 
 
@@ -65,7 +66,7 @@ def main() -> int:
         return ExportTraceServiceRequest.FromString(body)
 
     def convert(body: bytes) -> object:
-        return conversion.convert(decode(body), 1, limits, time.time_ns())
+        return conversion.convert(decode(body), 1, limits, time.time_ns(), span_bytes(body))
 
     def convert_one_tier(body: bytes) -> object:
         tiers.classifier = lambda **_: _OneTier()  # type: ignore[assignment,misc]

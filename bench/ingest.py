@@ -41,6 +41,7 @@ from rich.table import Table
 
 from tierscope.collector.convert import Limits, convert
 from tierscope.collector.otlp import PROTOBUF, decode_traces
+from tierscope.collector.span_bytes import span_bytes
 from tierscope.store.embedded import EmbeddedPostgres
 from tierscope.store.spans import COLUMNS
 from tierscope.testing.batches import MARKER, BatchTemplate
@@ -124,7 +125,8 @@ def raw_copy_rate(dsn: str, tenant_id: int, template: BatchTemplate, writers: in
     limits = Limits()
     encoded = []
     for body in template.bodies:
-        conversion = convert(decode_traces(body, PROTOBUF), tenant_id, limits, time.time_ns())
+        request = decode_traces(body, PROTOBUF)
+        conversion = convert(request, tenant_id, limits, time.time_ns(), span_bytes(body))
         encoded.append((conversion.rows.copy_data(), conversion.rows.count))
     copy_sql = f"COPY spans ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
     connections = [psycopg.connect(dsn, autocommit=True) for _ in range(writers)]

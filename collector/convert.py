@@ -1,18 +1,20 @@
 """From a decoded OTLP request to rows for the store: validate, bound, classify.
 
 Per span, only what the store needs is read from the message: ids, times, name,
-kind, status, and the span's own serialized bytes (which keep attributes, events
-and links losslessly). Attributes are decoded only when a span is large enough
-that one of its values might need truncating, or when classification needs a
-value (see :mod:`.tiers`). Spans that can never be stored (bad ids, absurd
-timestamps) are rejected one by one, which the response reports as partial
-success; the rest of the request is kept.
+kind, status, and the span's own bytes (which keep attributes, events and links
+losslessly): as the client sent them where the span is kept unchanged
+(:mod:`.span_bytes`), serialized again where it was cut to a limit. Attributes
+are decoded only when a span is large enough that one of its values might need
+truncating, or when classification needs a value (see :mod:`.tiers`). Spans
+that can never be stored (bad ids, absurd timestamps) are rejected one by one,
+which the response reports as partial success; the rest of the request is kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tierscope.collector import tiers
 from tierscope.collector.otlp import attributes
+from tierscope.collector.span_bytes import SpanBytes
 from tierscope.store.spans import Resource, SpanRows, SpanSource
 
 UNKNOWN_SERVICE = "unknown_service"
@@ -82,8 +85,20 @@ def _iso(ns: int) -> str:
         return f"{ns} ns"
 
 
-def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, now_ns: int) -> Conversion:
-    """Turn one request into encoded rows plus the resources they refer to."""
+def convert(
+    request: ExportTraceServiceRequest,
+    tenant_id: int,
+    limits: Limits,
+    now_ns: int,
+    originals: SpanBytes | None = None,
+) -> Conversion:
+    """Turn one request into encoded rows plus the resources they refer to.
+
+    ``originals``: the same request's spans as the bytes the client sent
+    (:func:`~tierscope.collector.span_bytes.span_bytes` of a protobuf body),
+    stored as they are where a span is kept unchanged; without them, each span
+    is serialized again.
+    """
     result = Conversion(rows=SpanRows(tenant_id))
     rows_add = result.rows.add
     earliest = now_ns - limits.max_age_ns
@@ -91,7 +106,8 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
     smallest_limit = min(limits.attribute_value, limits.event_attribute_value)
     seen_resources: set[int] = set()
 
-    for resource_spans in request.resource_spans:
+    sent = _sent_bytes(request, originals)
+    for resource_index, resource_spans in enumerate(request.resource_spans):
         resource = resource_spans.resource
         if len(resource.attributes) > RESOURCE_ATTRIBUTES_LIMIT:
             del resource.attributes[RESOURCE_ATTRIBUTES_LIMIT:]
@@ -106,11 +122,11 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
             result.resources.append(Resource(rid, service, resource_attrs))
         browser = resource_attrs.get("telemetry.sdk.language") == "webjs"
 
-        for scope_spans in resource_spans.scope_spans:
+        for scope_index, scope_spans in enumerate(resource_spans.scope_spans):
             scope = scope_spans.scope.name[:LABEL_LIMIT] or None
             source = SpanSource(service, rid, scope)
             classify = tiers.classifier(browser=browser, gateway=tiers.is_gateway(scope, service))
-            for span in scope_spans.spans:
+            for span, original in zip(scope_spans.spans, sent(resource_index, scope_index), strict=True):
                 trace_id = span.trace_id
                 span_id = span.span_id
                 parent = span.parent_span_id
@@ -148,12 +164,15 @@ def convert(request: ExportTraceServiceRequest, tenant_id: int, limits: Limits, 
                 if len(name) > NAME_LIMIT:
                     span.name = name = name[:NAME_LIMIT]
                     result.truncated += 1
-                encoded = span.SerializeToString()
+                    original = None  # changed: its bytes are no longer the span's
+                encoded = original if original is not None else span.SerializeToString()
                 if len(encoded) > smallest_limit:
-                    # Only a span this large can hold an oversized value.
+                    # Only a span this large can hold an oversized value. It is
+                    # stored as decoded, never as sent: sent bytes may repeat a
+                    # field, and the repeat the decoder dropped would be stored.
                     cut = _truncate(span, limits)
-                    if cut:
-                        result.truncated += cut
+                    result.truncated += cut
+                    if cut or original is not None:
                         encoded = span.SerializeToString()
                 tier, component, peer = classify(span, encoded)
                 kind = span.kind
@@ -188,6 +207,29 @@ def _truncate(span: Span, limits: Limits) -> int:
         for pair in event.attributes:
             cut += _truncate_value(pair.value, limits.event_attribute_value)
     return cut
+
+
+def _sent_bytes(
+    request: ExportTraceServiceRequest, originals: SpanBytes | None
+) -> Callable[[int, int], Sequence[bytes | None]]:
+    """For (resource index, scope index): the bytes of each span of that scope as
+    sent, or Nones where there are none to trust (no originals, or counts that
+    differ from the decoded request's, which one body parsed twice never gives)."""
+    if originals is None or len(originals.resource_spans) != len(request.resource_spans):
+        return lambda resource, scope: _nones(request, resource, scope)
+
+    def sent(resource: int, scope: int) -> Sequence[bytes | None]:
+        scopes = originals.resource_spans[resource].scope_spans
+        spans = scopes[scope].spans if scope < len(scopes) else ()
+        if len(spans) != len(request.resource_spans[resource].scope_spans[scope].spans):
+            return _nones(request, resource, scope)
+        return spans
+
+    return sent
+
+
+def _nones(request: ExportTraceServiceRequest, resource: int, scope: int) -> Sequence[None]:
+    return [None] * len(request.resource_spans[resource].scope_spans[scope].spans)
 
 
 def _truncate_value(value: AnyValue, limit: int) -> int:

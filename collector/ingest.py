@@ -54,6 +54,7 @@ from tierscope.collector.body import (
 from tierscope.collector.convert import Limits, convert
 from tierscope.collector.metrics import CollectorMetrics
 from tierscope.collector.ratelimit import RateLimiter, RequestGate, retry_after
+from tierscope.collector.span_bytes import span_bytes
 from tierscope.store import Database, StoreError, StoreUnavailable
 from tierscope.store.spans import KnownResources, write_spans
 
@@ -214,10 +215,11 @@ async def _handle(
         decoded = otlp.decode_traces(body, media)
     except otlp.BadRequest as exc:
         raise _Refusal(400, str(exc), "bad_request", field=exc.field) from None
+    originals = span_bytes(body) if media == otlp.PROTOBUF else None
     del body
 
-    conversion = convert(decoded, key.tenant_id, ctx.limits, time.time_ns())
-    del decoded
+    conversion = convert(decoded, key.tenant_id, ctx.limits, time.time_ns(), originals)
+    del decoded, originals
     if ctx.tenant_rate is not None:
         ctx.tenant_rate.spend(str(key.tenant_id), conversion.rows.count)
     for reason, count in conversion.rejected.items():

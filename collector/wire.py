@@ -128,17 +128,44 @@ def attribute_index(encoded: bytes) -> dict[bytes, tuple[int, int]] | None:
             if key not in index:
                 index[key] = value
             pos = end
-        # What follows the attributes must be a later field (10 and up: dropped
-        # count, events, links, status). A repeated id or name there is valid
-        # protobuf but not the standard layout: the decoder answers instead.
-        # Found by fuzzing (tests/fuzz/crashers/wire/). Later fields repeated
-        # after the events go unnoticed; the collector hands this module spans
-        # it serialized itself, which never have them.
-        if pos < size and encoded[pos] < 0x50:
+        # Everything after the attributes must be a later field (10 and up:
+        # dropped count, events, links, status, flags). A repeated id or name
+        # there, or more attributes after an event, is valid protobuf but not
+        # the standard layout: the decoder answers instead. Spans are stored
+        # as their clients sent them (span_bytes.py), so any encoder's order
+        # reaches this function. Found by fuzzing (tests/fuzz/crashers/wire/).
+        if not _only_later_fields(encoded, pos, size):
             return None
     except (IndexError, ValueError):
         return None
     return index
+
+
+def _only_later_fields(encoded: bytes, pos: int, size: int) -> bool:
+    """True if every field from ``pos`` to the end is numbered 10 or more and
+    ends within the bytes. A span has few of them (status, flags, an event or
+    two): each is skipped by its length, not read."""
+    while pos < size:
+        key = encoded[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(encoded, pos)
+        if key < 0x50:  # field number under 10
+            return False
+        wire_type = key & 7
+        if wire_type == 2:
+            length, pos = _varint(encoded, pos)
+            pos += length
+        elif wire_type == 0:
+            _, pos = _varint(encoded, pos)
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 1:
+            pos += 8
+        else:
+            return False
+    return pos == size
 
 
 def _scalar(data: bytes, start: int, end: int) -> Any:

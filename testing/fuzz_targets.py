@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from tierscope.agent.scrub import REDACTED, Scrubber, scrub_sql
 from tierscope.collector import beacon, otlp, wire
 from tierscope.collector.convert import Limits, convert
+from tierscope.collector.span_bytes import span_bytes
 from tierscope.config import load_settings
 from tierscope.processing import sqlnorm
 
@@ -47,7 +48,8 @@ def otlp_request(data: bytes) -> None:
         request = otlp.decode_traces(data, media)
     except otlp.BadRequest:
         return
-    convert(request, 1, _LIMITS, time.time_ns())
+    originals = span_bytes(data) if media == otlp.PROTOBUF else None
+    convert(request, 1, _LIMITS, time.time_ns(), originals)
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from random import Random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tierscope.collector import wire
 from tierscope.collector.wire import AttributeMap, Key, SpanAttributes
@@ -41,6 +43,35 @@ def test_wire_lookups_match_the_decoder(pairs: list[tuple[str, object]], name: s
         first.setdefault(key, value)
     for key in ["db.system", "db.statement", "server.port", "http.url", "a", "x.y.z", "note", "absent"]:
         assert attributes.get(Key(key)) == first.get(key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(keys, scalars), max_size=8), st.integers(0, 2), st.randoms(use_true_random=False))
+def test_spans_with_their_fields_in_any_order_read_as_the_decoder_reads_them(
+    pairs: list[tuple[str, object]], events: int, random: Random
+) -> None:
+    # Spans are stored as their clients sent them, and an encoder may write the
+    # fields in any order: attributes after an event, the name after them.
+    # Each piece is one field; joined in any order they are a valid Span.
+    pieces = [
+        Span(trace_id=b"t" * 16).SerializeToString(),
+        Span(span_id=b"s" * 8).SerializeToString(),
+        Span(name="GET /leads").SerializeToString(),
+        Span(kind=Span.SPAN_KIND_SERVER).SerializeToString(),
+        Span(start_time_unix_nano=1, end_time_unix_nano=2).SerializeToString(),
+        Span(status=Status(code=Status.STATUS_CODE_ERROR)).SerializeToString(),
+        *(Span(attributes=[KeyValue(key=k, value=any_value(v))]).SerializeToString() for k, v in pairs),
+        *(Span(events=[Span.Event(name=f"event {i}")]).SerializeToString() for i in range(events)),
+    ]
+    random.shuffle(pieces)
+    encoded = b"".join(pieces)
+    span = Span.FromString(encoded)
+    first: dict[str, object] = {}
+    for pair in span.attributes:
+        first.setdefault(pair.key, getattr(pair.value, str(pair.value.WhichOneof("value"))))
+    for key in ["db.system", "db.statement", "server.port", "http.url", "a", "x.y.z", "note", "absent"]:
+        assert SpanAttributes(span, encoded).get(Key(key)) == first.get(key)
+        assert AttributeMap(encoded).get(key) == first.get(key)
 
 
 def test_arrays_and_maps_are_not_scalars() -> None:
