@@ -3,18 +3,21 @@
 Decoding every attribute of every span into Python objects costs about half a
 microsecond per attribute, which at tens of thousands of spans per second is
 most of the collector's time. Classification needs two or three values of a
-span, and the span is serialized anyway (it is stored as-is), so this module
-reads those values from the bytes. A span is written field by field in number
-order: ids, trace state, parent, name, kind, times (fields 1 to 8), then its
-attributes (field 9), each an OTLP ``KeyValue``:
+span, and its bytes are at hand anyway (it is stored as-is, as its client sent
+it: :mod:`.span_bytes`), so this module reads those values from the bytes. A
+span is written field by field in number order: ids, trace state, parent,
+name, kind, times (fields 1 to 8), then its attributes (field 9), each an OTLP
+``KeyValue``:
 
     0x4A <length> 0x0A <key length> <key> 0x12 <AnyValue length> <AnyValue>
 
 :func:`attribute_index` walks exactly those entries, so a key inside an event,
 a link, a nested map or the span's name is never mistaken for an attribute.
 That layout is what every mainstream protobuf encoder writes; for anything else
-:class:`SpanAttributes` asks the real decoder, so the answer is always the
-decoder's (tests/collector/test_wire.py holds them equal).
+(another order, a value in a form a canonical encoder never writes, such as an
+over-long varint or a repeated member of the value) the readers ask the real
+decoder, so the answer is always the decoder's (tests/collector/test_wire.py
+and the wire fuzz target hold them equal).
 """
 
 from __future__ import annotations
@@ -182,12 +185,12 @@ def _scalar(data: bytes, start: int, end: int) -> Any:
             return data[pos:end].decode("utf-8", "replace")
         if tag == 0x18:  # int_value: int64, two's complement in a varint
             number, pos = _varint(data, start + 1)
-            if pos != end:
+            if pos != end or number >= 1 << 64:  # bits past 64: the decoder drops them
                 return _NOT_FOUND
             return number - (1 << 64) if number >= 1 << 63 else number
         if tag == 0x10:  # bool_value
             number, pos = _varint(data, start + 1)
-            return bool(number) if pos == end else _NOT_FOUND
+            return bool(number) if pos == end and number < 1 << 64 else _NOT_FOUND
         if tag == 0x21 and start + 9 == end:  # double_value
             return _DOUBLE.unpack_from(data, start + 1)[0]
     except (IndexError, ValueError):
@@ -221,8 +224,12 @@ class SpanAttributes:
             if where is None:
                 return None
             value = _scalar(self._encoded, *where)
-            return None if value is _NOT_FOUND else value
-        assert self._decoded is not None
+            if value is not _NOT_FOUND:
+                return value
+            # Not a scalar in its canonical form (a list, a map, bytes, or an
+            # unusual encoding of a scalar): the decoder decides.
+        if self._decoded is None:
+            self._decoded = self._decode()
         return self._decoded.get(key.name)
 
     def first(self, *keys: Key) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pydantic import ValidationError
 
 from tierscope.agent.scrub import REDACTED, Scrubber, scrub_sql
@@ -49,7 +50,17 @@ def otlp_request(data: bytes) -> None:
     except otlp.BadRequest:
         return
     originals = span_bytes(data) if media == otlp.PROTOBUF else None
+    # The readers see the bytes as the client sent them (stored as they are)
+    # and as serialized again (spans cut to a limit, JSON): both must agree.
+    sent = [
+        (Span.FromString(encoded), encoded)
+        for resource_spans in (originals.resource_spans if originals is not None else ())
+        for scope_spans in resource_spans.scope_spans
+        for encoded in scope_spans.spans
+    ]
     convert(request, 1, _LIMITS, time.time_ns(), originals)
+    for span, encoded in sent:
+        _agree(span, encoded)
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -58,16 +69,14 @@ def otlp_request(data: bytes) -> None:
 
 def wire_span(data: bytes) -> None:
     """Arbitrary bytes as a span for the lazy wire readers."""
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
     try:
         span = Span.FromString(data)
     except (DecodeError, RuntimeWarning):
         return
-    # Any bytes: the readers must not raise. The bytes the collector gives them
-    # (its own serialization): they must agree with the decoder.
-    wire.SpanAttributes(span, data).first(*_KEYS)
-    wire.AttributeMap(data).get("http.route")
+    # Any bytes that decode as a span may be stored as they are (spans are
+    # kept as their clients sent them): the readers agree with the decoder on
+    # them, and on the collector's own serialization.
+    _agree(span, data)
     _agree(span, span.SerializeToString())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from random import Random
 
 import pytest
@@ -11,6 +12,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tierscope.collector import wire
+from tierscope.collector.otlp import attributes
 from tierscope.collector.wire import AttributeMap, Key, SpanAttributes
 
 keys = st.sampled_from(["db.system", "db.statement", "server.port", "http.url", "a", "x.y.z", "note"])
@@ -53,9 +55,10 @@ def test_spans_with_their_fields_in_any_order_read_as_the_decoder_reads_them(
     # Spans are stored as their clients sent them, and an encoder may write the
     # fields in any order: attributes after an event, the name after them.
     # Each piece is one field; joined in any order they are a valid Span.
+    # The ids stay first, as every encoder writes them, so that the fast path
+    # (not only the decoder) is what is compared.
+    ids = Span(trace_id=b"t" * 16, span_id=b"s" * 8).SerializeToString()
     pieces = [
-        Span(trace_id=b"t" * 16).SerializeToString(),
-        Span(span_id=b"s" * 8).SerializeToString(),
         Span(name="GET /leads").SerializeToString(),
         Span(kind=Span.SPAN_KIND_SERVER).SerializeToString(),
         Span(start_time_unix_nano=1, end_time_unix_nano=2).SerializeToString(),
@@ -64,14 +67,61 @@ def test_spans_with_their_fields_in_any_order_read_as_the_decoder_reads_them(
         *(Span(events=[Span.Event(name=f"event {i}")]).SerializeToString() for i in range(events)),
     ]
     random.shuffle(pieces)
-    encoded = b"".join(pieces)
+    encoded = ids + b"".join(pieces)
     span = Span.FromString(encoded)
     first: dict[str, object] = {}
     for pair in span.attributes:
         first.setdefault(pair.key, getattr(pair.value, str(pair.value.WhichOneof("value"))))
+    decoded = attributes(span.attributes)  # processing's view: JSON-ready ("inf" for infinity)
     for key in ["db.system", "db.statement", "server.port", "http.url", "a", "x.y.z", "note", "absent"]:
         assert SpanAttributes(span, encoded).get(Key(key)) == first.get(key)
-        assert AttributeMap(encoded).get(key) == first.get(key)
+        value = AttributeMap(encoded).get(key)
+        assert (str(value) if value in (math.inf, -math.inf) else value) == decoded.get(key)
+
+
+def _attribute(key: str, any_value_bytes: bytes) -> bytes:
+    """One attribute (Span field 9) holding these AnyValue bytes."""
+    pair = (
+        b"\x0a" + bytes([len(key)]) + key.encode() + b"\x12" + bytes([len(any_value_bytes)]) + any_value_bytes
+    )
+    return b"\x4a" + bytes([len(pair)]) + pair
+
+
+def test_attributes_after_an_event_are_read_as_the_decoder_reads_them() -> None:
+    head = Span(trace_id=b"t" * 16, span_id=b"s" * 8, name="SELECT").SerializeToString()
+    event = Span(events=[Span.Event(name="retry")]).SerializeToString()
+    port = AnyValue(int_value=5432).SerializeToString()
+    encoded = head + _attribute("db.system", AnyValue(string_value="postgresql").SerializeToString())
+    encoded += event + _attribute("server.port", port)
+    span = Span.FromString(encoded)
+    assert SpanAttributes(span, encoded).get(Key("server.port")) == 5432
+    assert AttributeMap(encoded).get("server.port") == 5432
+    assert AttributeMap(encoded).get("db.system") == "postgresql"
+
+
+def test_values_in_a_form_no_canonical_encoder_writes_are_read_as_the_decoder_reads_them() -> None:
+    head = Span(trace_id=b"t" * 16, span_id=b"s" * 8, name="SELECT").SerializeToString()
+    # 443 in a ten-byte varint with a bit past 64, which the decoder drops.
+    number = 443 + (1 << 65)
+    varint = bytearray()
+    while number >= 0x80:
+        varint.append(number & 0x7F | 0x80)
+        number >>= 7
+    varint.append(number)
+    port = b"\x18" + bytes(varint)
+    # The value's string member twice: the decoder keeps the last.
+    system = (
+        AnyValue(string_value="postgresql").SerializeToString()
+        + AnyValue(string_value="mysql").SerializeToString()
+    )
+    encoded = head + _attribute("server.port", port) + _attribute("db.system", system)
+    span = Span.FromString(encoded)
+    assert span.attributes[0].value.int_value == 443
+    assert span.attributes[1].value.string_value == "mysql"
+    lazy = SpanAttributes(span, encoded)
+    assert (lazy.get(Key("server.port")), lazy.get(Key("db.system"))) == (443, "mysql")
+    mapping = AttributeMap(encoded)
+    assert (mapping.get("server.port"), mapping.get("db.system")) == (443, "mysql")
 
 
 def test_arrays_and_maps_are_not_scalars() -> None:

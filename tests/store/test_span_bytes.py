@@ -41,29 +41,30 @@ def _fields(encoded: bytes) -> list[bytes]:
     found, pos = [], 0
     while pos < len(encoded):
         begin = pos
-        key = encoded[pos]  # every tag of a Span's fields fits in one byte
-        pos += 1
+        key, pos = _read_varint(encoded, pos)
         wire = key & 7
         if wire == 0:
-            while encoded[pos] & 0x80:
-                pos += 1
-            pos += 1
+            _, pos = _read_varint(encoded, pos)
         elif wire == 1:
             pos += 8
         elif wire == 5:
             pos += 4
         else:
-            size, shift = 0, 0
-            while True:
-                byte = encoded[pos]
-                pos += 1
-                size |= (byte & 0x7F) << shift
-                shift += 7
-                if byte < 0x80:
-                    break
+            size, pos = _read_varint(encoded, pos)
             pos += size
         found.append(encoded[begin:pos])
     return found
+
+
+def _read_varint(encoded: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = encoded[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
 
 
 def _body(resources: list[tuple[str, list[list[bytes]]]]) -> bytes:
