@@ -6,12 +6,17 @@ timestamps as integers, ids as raw bytes) and written in one transaction with
 the resources they refer to. :func:`write_spans` returns only after COMMIT, with
 ``synchronous_commit`` on: when it returns, the spans are on disk.
 
+Most requests refer only to resources this worker has stored already, so
+their transaction is the COPY alone: on an autocommit connection one statement
+is its own transaction, which the server commits (and, with
+``synchronous_commit`` on, flushes) before it answers the statement. That
+spares the BEGIN and COMMIT round trips, two of the five a request made.
+
 Retries are expected (an SDK that timed out resends the same batch), so writes
 are idempotent on ``(tenant_id, trace_id, span_id, start_time)``. COPY cannot
-skip duplicates, so the common case COPYs directly into ``spans`` inside a
-savepoint; only when that hits the unique index does the batch go through a
-staging table and ``INSERT ... ON CONFLICT DO NOTHING`` (in a new transaction:
-a savepoint would cost two more round trips on every request).
+skip duplicates, so the common case COPYs directly into ``spans``; only when
+that hits the unique index (and so stores nothing) does the batch go through a
+staging table and ``INSERT ... ON CONFLICT DO NOTHING`` in a new transaction.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ COLUMNS = (
     "span_pb",
     "peer",
 )
+_USUAL_STATEMENT_ROWS = 100_000  # a batch larger than this gets a longer statement timeout
 _COPY_SPANS = f"COPY spans ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _COPY_STAGING = f"COPY spans_incoming ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _CREATE_STAGING = (
@@ -310,7 +316,7 @@ async def _insert_resources(conn: AsyncConnection, tenant_id: int, resources: li
 async def _allow_for_size(conn: AsyncConnection, rows: int) -> None:
     """A very large batch gets more than the usual statement timeout (one second
     per 20,000 spans beyond the first 100,000), or it would time out on every retry."""
-    if rows > 100_000:
+    if rows > _USUAL_STATEMENT_ROWS:
         await conn.execute(
             "SELECT set_config('statement_timeout', (current_setting('statement_timeout')::interval"
             " + make_interval(secs => %s))::text, true)",
@@ -322,6 +328,11 @@ async def _copy(
     conn: AsyncConnection, tenant_id: int, data: bytes, resources: list[Resource], rows: int = 0
 ) -> None:
     """The fast path: COPY straight into ``spans``; fails whole on a stored span."""
+    if not resources and rows <= _USUAL_STATEMENT_ROWS and conn.autocommit:
+        # One statement, its own transaction (see the module's docstring).
+        async with conn.cursor().copy(_COPY_SPANS) as copy:
+            await copy.write(data)
+        return
     async with conn.transaction():
         await _allow_for_size(conn, rows)
         await _insert_resources(conn, tenant_id, resources)

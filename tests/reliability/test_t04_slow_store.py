@@ -1,9 +1,12 @@
 """T-04: a slow PostgreSQL (+200 ms on every round trip).
 
 The fault proxy delays every chunk by 100 ms each way while more clients send
-than the store can now take. Refusals (503 with Retry-After) rise instead of
-requests queueing without bound; memory stays bounded; nothing acknowledged is
-lost; once the store is fast again, everything is accepted again.
+than the store can now take: a request holds one of the pool's connections
+(2 workers × 6) for three round trips, about 0.6 s, so 36 clients keep about
+two dozen requests waiting for one, past the pool's 1 s acquire timeout.
+Refusals (503 with Retry-After) rise instead of requests queueing without
+bound; memory stays bounded; nothing acknowledged is lost; once the store is
+fast again, everything is accepted again.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from tierscope.testing.collector import CollectorProcess
 from tierscope.testing.ledger import Ledger, LedgerLoad
 
 SLOW_FOR = seconds(8, 60)
+SLOW_CLIENTS = 36  # three per connection of the pool
 
 
 def test_a_slow_store_raises_refusals_not_memory_and_loses_nothing(
@@ -36,7 +40,7 @@ def test_a_slow_store_raises_refusals_not_memory_and_loses_nothing(
         before = normal.stop()
         idle_rss = rss_bytes(collector)
         proxied_store.proxy.set_mode("latency", delay=0.1)
-        slow = LedgerLoad(collector.url, key, clients=12, template=template).start()
+        slow = LedgerLoad(collector.url, key, clients=SLOW_CLIENTS, template=template).start()
         peak = 0
         started = time.monotonic()
         while time.monotonic() - started < SLOW_FOR:
@@ -68,7 +72,8 @@ def test_a_slow_store_raises_refusals_not_memory_and_loses_nothing(
     slow_audit = audits[1]
     assert slow_audit.acknowledged > 0, "a slow store still takes data"
     figures("T-04").record(
-        fault=f"fault proxy adds 100 ms each way (+200 ms per round trip) for {SLOW_FOR:.0f} s, 12 clients",
+        fault=f"fault proxy adds 100 ms each way (+200 ms per round trip) for {SLOW_FOR:.0f} s, "
+        f"{SLOW_CLIENTS} clients",
         held="503 share rises, RSS under idle + 3 × in-flight budget, answers < 10 s, 0 acknowledged lost",
         sent=slow_audit.sent,
         acknowledged=slow_audit.acknowledged,

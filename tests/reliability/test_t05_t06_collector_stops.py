@@ -79,8 +79,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
 def test_sigterm_under_load_answers_every_request_in_flight_and_refuses_new_ones(
     proxied_store: ProxiedStore, tmp_path: Path, figures: Callable[[str], Figures]
 ) -> None:
-    """The store is made slow (fault proxy, +0.2 s a round trip) just before
-    SIGTERM, so requests are certainly in the collector's hands when it comes.
+    """The store is made slow (fault proxy, +0.2 s a round trip: a request
+    takes about 0.6 s) just before SIGTERM, which comes 0.35 s after a slow
+    answer, when its client's next request is certainly in the collector's
+    hands (clients send again at once, and the clients run in step, so a
+    fixed moment could fall between two of their requests).
     When the workers begin to stop is read from their log ("Shutting down",
     one line each): uvicorn's supervisor passes SIGTERM on within about 0.5 s,
     and until then the collector rightly still serves."""
@@ -94,7 +97,10 @@ def test_sigterm_under_load_answers_every_request_in_flight_and_refuses_new_ones
         ).start()
         time.sleep(seconds(3, 30))
         proxied_store.proxy.set_mode("latency", delay=0.1)
-        time.sleep(1.5)
+        slowed = time.monotonic()
+        time.sleep(1.0)
+        answered = _slow_answer_after(load, slowed)
+        time.sleep(max(0.0, answered + 0.35 - time.monotonic()))
         assert collector.process is not None
         process = collector.process
         log_from = collector.log_path.stat().st_size
@@ -156,3 +162,15 @@ def test_sigterm_under_load_answers_every_request_in_flight_and_refuses_new_ones
         in_flight_at_sigterm=f"{sum(e.status == 200 for e in in_flight)}/{len(in_flight)} answered 200",
         sent_while_stopping=f"{len(while_stopping)}, 0 served",
     )
+
+
+def _slow_answer_after(load: LedgerLoad, since: float, within: float = 10.0) -> float:
+    """When the latest answer to a request sent after ``since`` came (the
+    store's slowness then holds for the next one): waits for one."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        answers = [e.done for e in list(load.ledger.entries) if e.sent > since]
+        if answers:
+            return max(answers)
+        time.sleep(0.01)
+    raise AssertionError("no answer from the slowed store within 10 s")

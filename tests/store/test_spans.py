@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tierscope.collector.convert import Limits, convert
-from tierscope.store.spans import write_spans
+from tierscope.store.spans import KnownResources, write_spans
 from tierscope.testing import otlp
 
 pytestmark = pytest.mark.anyio
@@ -98,3 +98,26 @@ async def test_out_of_range_kind_and_status_are_stored_as_unspecified(database_u
         assert await write(conn, tenant, [span]) == (1, 0)
         row = await (await conn.execute("SELECT kind, status_code FROM spans")).fetchone()
         assert row == (0, 0)
+
+
+async def test_when_the_writer_returns_the_spans_are_committed_for_every_other_session(
+    database_url: str,
+) -> None:
+    # The first batch brings a new resource (a transaction of its own), the
+    # next ones only known resources: the COPY alone, its own transaction.
+    known = KnownResources()
+    async with (
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as other,
+    ):
+        tenant = await tenant_id(conn)
+        for batch in range(3):
+            spans = [otlp.span(f"s{batch}-{i}") for i in range(5)]
+            conversion = convert(otlp.request(spans), tenant, Limits(), time.time_ns())
+            result = await write_spans(conn, conversion.rows, conversion.resources, known)
+            assert result.stored == 5
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            count = await (await other.execute("SELECT count(*) FROM spans")).fetchone()
+            assert count == (5 * (batch + 1),)
+        resources = await (await other.execute("SELECT count(*) FROM resources")).fetchone()
+        assert resources == (1,)
