@@ -47,6 +47,9 @@ RECENT_REFERENCE = timedelta(minutes=30)
 MISSING_MIN_MS, MISSING_SHARE = 15.0, 0.2
 COMMON_MIN_TRANSACTIONS = 5  # fewer judged alike: no common slowdown is taken out
 RECENT_MIN_MINUTES = 3  # fewer busy minutes than this: no reference, no judgement
+# A response time left its band only when this many requests of the window
+# were that slow: one request is an accident (as one failed request is, burn.MIN_BAD_SHORT).
+MIN_SLOW_REQUESTS = 2
 # A recent reference's spread is at least this share of its median: half an
 # hour is a weak estimate of normal (a busy host doubles response times for
 # minutes), so with bands 3 and 4 a warning needs 2.5 times the median.
@@ -65,6 +68,9 @@ class Recent:
     errors: Array
     p95_ms: Array
     tier_ms: Array  # transactions x tiers, mean per request
+    # The p95 that at least two requests reached: below about 20 requests the p95
+    # lies between the two slowest, and one slow request alone would move it.
+    p95_held_ms: Array
 
     def index(self) -> dict[tuple[str, str], int]:
         return {key: i for i, key in enumerate(self.keys)}
@@ -103,9 +109,11 @@ def summarise(
     merged = histogram.Merged(owners, (row[5] for row in rows))
     p95 = merged.quantile_of_each(0.95)[:n] / 1000 if rows else np.zeros(0)
     p95 = np.concatenate([p95, np.full(n - len(p95), np.nan)])
+    second = merged.largest_of_each(MIN_SLOW_REQUESTS)[:n] / 1000 if rows else np.zeros(0)
+    held = np.fmin(p95, np.concatenate([second, np.full(n - len(second), np.nan)]))
     with np.errstate(invalid="ignore", divide="ignore"):
         tier_ms = np.where(calls[:, None] > 0, tier_us / calls[:, None] / 1000, np.nan)
-    return Recent(start, end, keys, calls, errors, p95, tier_ms)
+    return Recent(start, end, keys, calls, errors, p95, tier_ms, held)
 
 
 async def read_recent(conn: AsyncConnection, tenant_id: int, start: datetime, end: datetime) -> Recent:
@@ -423,6 +431,8 @@ def judge_transactions(
                         )
                     )
             continue
+        if rule.metric == "p95_ms":
+            values = recent.p95_held_ms
         known = [i for i in chosen if recent.keys[i] in model_rows]
         middle = recent.start + (recent.end - recent.start) / 2
         expected = model.expected(middle, [model_rows[recent.keys[i]] for i in known])

@@ -217,6 +217,20 @@ class Merged:
             results[:, column] = np.where(size > 0, result, np.nan)
         return results
 
+    def largest_of_each(self, k: int, dimension: int = 0) -> npt.NDArray[np.float64]:
+        """The ``k``-th largest value (µs, ``k`` = 1 the largest) of every group at
+        once, NaN for groups of fewer than ``k`` values."""
+        first, end = self._columns(dimension)
+        rows = self._dense[:, first:end]
+        if not rows.shape[1]:
+            return np.full(rows.shape[0], np.nan)
+        values = np.asarray([value(int(i)) for i in self._buckets(first, end, dimension)])
+        size = rows.sum(axis=1)
+        cumulative = np.cumsum(rows, axis=1)
+        position = size - k  # 0-based, from the smallest
+        index = np.minimum((cumulative < (position + 1)[:, None]).sum(axis=1), rows.shape[1] - 1)
+        return np.where(size >= k, values[index], np.nan)
+
     def quantiles(
         self, group: int, qs: Iterable[float], dimension: int = 0, zeros: int = 0
     ) -> list[float | None]:

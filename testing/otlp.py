@@ -66,6 +66,15 @@ def request(
     return message
 
 
+def request_of(by_service: dict[str, list[Span]]) -> ExportTraceServiceRequest:
+    """One request holding each service's spans under its own resource, as an
+    OpenTelemetry Collector's batch does: the store receives them all at once."""
+    message = ExportTraceServiceRequest()
+    for service, spans in by_service.items():
+        message.resource_spans.extend(request(spans, service=service).resource_spans)
+    return message
+
+
 def _hex_ids(node: Any) -> None:
     if isinstance(node, dict):
         for key, value in node.items():

@@ -29,7 +29,7 @@ from tierscope.store import alerting as alert_store
 from tierscope.testing.batches import kv
 from tierscope.testing.collector import CollectorProcess
 
-from .test_processing import MS, post, query, summaries, two_service_trace, wait_for
+from .test_processing import MS, post_trace, query, summaries, two_service_trace, wait_for
 
 ORIGIN = "https://crm.example.test"
 IMG = "<img src=x onerror=alert(1)>"
@@ -97,8 +97,7 @@ def traces(collector: CollectorProcess) -> list[bytes]:
         trace_id = os.urandom(16)
         trace = two_service_trace(base + index * 1000 * MS, trace_id)
         trace["crm-web"][0].attributes.append(kv("tierscope.site", SITES[index % 2]))
-        post(collector, trace["crm-web"], "crm-web")
-        post(collector, trace["erp-api"], "erp-api")
+        post_trace(collector, trace)
         ids.append(trace_id)
     wait_for(lambda: summaries(collector.database_url or "") == TRACES)
     return ids

@@ -162,3 +162,22 @@ def test_the_transaction_list_quantiles_computed_at_once_equal_the_per_group_one
     at_once = latency_quantiles(merged)
     for group in range(31):
         assert at_once[group] == merged.quantiles(group, LATENCY_QUANTILES)
+
+
+def test_the_kth_largest_of_each_group_is_its_order_statistic() -> None:
+    groups = [RNG.lognormal(10, 1.5, size) for size in (1, 2, 12, 300)]
+    encoded = []
+    for data in groups:
+        counts: histogram.Counts = {}
+        for value in data:
+            histogram.add(counts, float(value))
+        encoded.append(histogram.encode(counts))
+    merged = histogram.Merged(range(len(groups)), encoded)
+    for k in (1, 2, 5):
+        each = merged.largest_of_each(k)
+        for group, data in enumerate(groups):
+            if len(data) < k:
+                assert np.isnan(each[group])
+            else:
+                exact = float(np.sort(data)[-k])
+                assert each[group] == pytest.approx(exact, rel=0.02), (group, k)
