@@ -10,7 +10,10 @@ not move. The ``b`` events are shared among the tiers in proportion to their
 excess over normal: if the database went from 300 ms to 1.5 s while the rest
 stayed put, the database owns the bucket's slow requests. A bucket where no
 tier exceeds its normal time (slow requests spread evenly, as at a constant
-load) is shared in proportion to each tier's time instead.
+load) is shared in proportion to each tier's time instead. An excess counts in
+full once it is a tenth of the bucket's time (``MATERIAL_EXCESS``); a smaller
+one only in proportion: 5 ms over the median of a 1.1 s request is jitter (or
+one trace of forty missing a part), not the owner of the bucket's slow requests.
 
 **Availability**: a bucket's errors are shared in proportion to the errors its
 components recorded in each tier (a failed SQL statement is ``db``, a failed
@@ -33,6 +36,9 @@ import numpy as np
 import numpy.typing as npt
 
 UNATTRIBUTED = "unattributed"
+# The excess over normal that makes a row's slow requests its own: a tenth of
+# the row's time per request (less is shared with the time spent, in proportion).
+MATERIAL_EXCESS = 0.1
 Array = npt.NDArray[np.float64]
 
 
@@ -51,11 +57,27 @@ def latency_owners_per_row(bad: Array, calls: Array, owner_us: Array) -> Array:
     mean[with_calls] = owner_us[with_calls] / calls[with_calls, None]
     normal = np.median(mean[with_calls], axis=0) if with_calls.any() else np.zeros(owner_us.shape[1])
     excess = np.clip(mean - normal, 0, None)
-    weights = np.where(excess.sum(axis=1, keepdims=True) > 0, excess, mean)
-    totals = weights.sum(axis=1, keepdims=True)
-    weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
-    owned: Array = bad[:, None] * weights
+    by_excess, by_time = _normalised(excess), _normalised(mean)
+    # How far the excess speaks for the row: fully from MATERIAL_EXCESS of its
+    # time on, not at all without one. A few ms above the median are jitter: they
+    # must not take every slow request of the row from the time that was spent.
+    material = np.clip(
+        np.divide(
+            excess.sum(axis=1),
+            MATERIAL_EXCESS * mean.sum(axis=1),
+            out=np.zeros(len(mean)),
+            where=mean.sum(axis=1) > 0,
+        ),
+        0,
+        1,
+    )[:, None]
+    owned: Array = bad[:, None] * (material * by_excess + (1 - material) * by_time)
     return owned
+
+
+def _normalised(weights: Array) -> Array:
+    totals = weights.sum(axis=1, keepdims=True)
+    return np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
 
 
 def error_owners(errors: Array, owner_errors: Array) -> tuple[Array, float]:

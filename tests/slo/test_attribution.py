@@ -45,6 +45,31 @@ def test_without_an_excess_slow_requests_are_shared_by_time() -> None:
     assert attribution.shares(OWNERS, owned) == {"db": 0.75, "app": 0.25}
 
 
+def test_a_few_milliseconds_over_the_median_do_not_take_a_rows_slow_requests() -> None:
+    # Two sites' rows (web, app, db, network): every request is slow; in Lyon one
+    # trace of twenty lacked a part, so its means are 10 ms lower and Hamburg's app
+    # and db sit 5 ms over the median of the two. Hamburg's slow requests are
+    # still shared by the time spent, not handed to that jitter.
+    calls = np.array([20, 20.0])
+    per_request = np.array([ms(10, 500, 400, 210), ms(2250, 490, 390, 230)])
+    owned = attribution.latency_owners_per_row(np.array([20, 20.0]), calls, per_request * calls[:, None])
+    hamburg = owned[0] / 20
+    assert hamburg.tolist() == pytest.approx([10 / 1120, 500 / 1120, 400 / 1120, 210 / 1120], abs=0.02)
+    # Lyon's browser time, 1.1 s over the median, owns Lyon's slow requests.
+    assert owned[1][0] / 20 == pytest.approx(1, abs=0.02)
+
+
+def test_an_excess_counts_in_full_from_a_tenth_of_the_rows_time() -> None:
+    calls = np.array([10, 10, 10.0])
+    normal = ms(0, 450, 450, 100)
+    per_request = np.array([normal, normal, ms(0, 450, 570, 100)])  # db +120 ms of 1120
+    owned = attribution.latency_owners_per_row(np.array([0, 0, 5.0]), calls, per_request * calls[:, None])
+    assert owned[2].tolist() == pytest.approx([0, 0, 5, 0])
+    half = np.array([normal, normal, ms(0, 450, 505.5, 100)])  # +55.5 ms of 1055.5: about half
+    owned = attribution.latency_owners_per_row(np.array([0, 0, 10.0]), calls, half * calls[:, None])
+    assert 5 < owned[2][2] < 8  # db: half its excess share, half its time share
+
+
 def test_errors_go_to_the_tiers_whose_components_failed_and_the_rest_is_unattributed() -> None:
     errors = np.array([10, 6, 4.0])
     component_errors = np.array([[0, 0, 5, 0], [0, 3, 0, 3], [0, 0, 0, 0.0]])
