@@ -110,7 +110,8 @@ def summarise(
     p95 = merged.quantile_of_each(0.95)[:n] / 1000 if rows else np.zeros(0)
     p95 = np.concatenate([p95, np.full(n - len(p95), np.nan)])
     second = merged.largest_of_each(MIN_SLOW_REQUESTS)[:n] / 1000 if rows else np.zeros(0)
-    held = np.fmin(p95, np.concatenate([second, np.full(n - len(second), np.nan)]))
+    # NaN where fewer than two requests have a latency: then no p95 is judged at all.
+    held = np.minimum(p95, np.concatenate([second, np.full(n - len(second), np.nan)]))
     with np.errstate(invalid="ignore", divide="ignore"):
         tier_ms = np.where(calls[:, None] > 0, tier_us / calls[:, None] / 1000, np.nan)
     return Recent(start, end, keys, calls, errors, p95, tier_ms, held)
@@ -346,7 +347,7 @@ def _common_slowdown(
     ratios = []
     for i in chosen:
         base, _, basis = _against("p95_ms", learnt.get(i), expected, recent.keys[i], reference)
-        value = recent.p95_ms[i]
+        value = recent.p95_held_ms[i]  # as judged: one slow request does not slow "everything"
         if basis == "recent minutes" and np.isfinite(base) and base > 0 and np.isfinite(value):
             ratios.append(float(value) / base)
     return max(1.0, float(np.median(ratios))) if len(ratios) >= COMMON_MIN_TRANSACTIONS else 1.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from tierscope.alerting.rules import Rule
@@ -62,6 +63,12 @@ def test_one_slow_request_among_a_dozen_is_no_incident() -> None:
 
 def test_two_slow_requests_among_a_dozen_page() -> None:
     assert judged([100.0] * 10 + [900.0, 900.0]) == ["critical"]
+
+
+def test_a_window_of_one_request_has_no_p95_to_judge() -> None:
+    one = summarise([minute_row(START, [900.0])], START, START + timedelta(minutes=1))
+    assert one.p95_ms[0] == pytest.approx(900, rel=0.02)
+    assert np.isnan(one.p95_held_ms[0])  # min_requests 1 does not let one request page
 
 
 def test_the_held_p95_is_the_p95_once_there_are_enough_requests() -> None:
