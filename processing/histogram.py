@@ -200,36 +200,39 @@ class Merged:
     def quantiles_of_each(self, qs: Sequence[float], dimension: int = 0) -> npt.NDArray[np.float64]:
         """Several quantiles of every group at once: ``groups x len(qs)``, NaN for
         empty groups (a list of 200 transactions needs no loop per group)."""
-        first, end = self._columns(dimension)
-        rows = self._dense[:, first:end]
-        if not rows.shape[1]:
-            return np.full((rows.shape[0], len(qs)), np.nan)
-        values = np.asarray([value(int(i)) for i in self._buckets(first, end, dimension)])
-        size = rows.sum(axis=1)
-        cumulative = np.cumsum(rows, axis=1)
-        results = np.empty((rows.shape[0], len(qs)))
+        ranked = self._ranked(dimension)
+        if ranked is None:
+            return np.full((self._dense.shape[0], len(qs)), np.nan)
+        values, size, cumulative = ranked
+        results = np.empty((len(size), len(qs)))
         for column, q in enumerate(qs):
             rank = q * np.maximum(size - 1, 0)
             low, high = np.floor(rank), np.ceil(rank)
-            low_index = np.minimum((cumulative < (low + 1)[:, None]).sum(axis=1), rows.shape[1] - 1)
-            high_index = np.minimum((cumulative < (high + 1)[:, None]).sum(axis=1), rows.shape[1] - 1)
-            result = values[low_index] + (values[high_index] - values[low_index]) * (rank - low)
+            low_value, high_value = _value_at(values, cumulative, low), _value_at(values, cumulative, high)
+            result = low_value + (high_value - low_value) * (rank - low)
             results[:, column] = np.where(size > 0, result, np.nan)
         return results
 
     def largest_of_each(self, k: int, dimension: int = 0) -> npt.NDArray[np.float64]:
         """The ``k``-th largest value (µs, ``k`` = 1 the largest) of every group at
         once, NaN for groups of fewer than ``k`` values."""
+        ranked = self._ranked(dimension)
+        if ranked is None:
+            return np.full(self._dense.shape[0], np.nan)
+        values, size, cumulative = ranked
+        return np.where(size >= k, _value_at(values, cumulative, size - k), np.nan)
+
+    def _ranked(
+        self, dimension: int
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+        """Each bucket's value, each group's size and running counts: what an
+        order statistic of every group is read from (None: no bucket used)."""
         first, end = self._columns(dimension)
         rows = self._dense[:, first:end]
         if not rows.shape[1]:
-            return np.full(rows.shape[0], np.nan)
+            return None
         values = np.asarray([value(int(i)) for i in self._buckets(first, end, dimension)])
-        size = rows.sum(axis=1)
-        cumulative = np.cumsum(rows, axis=1)
-        position = size - k  # 0-based, from the smallest
-        index = np.minimum((cumulative < (position + 1)[:, None]).sum(axis=1), rows.shape[1] - 1)
-        return np.where(size >= k, values[index], np.nan)
+        return values, rows.sum(axis=1), np.cumsum(rows, axis=1)
 
     def quantiles(
         self, group: int, qs: Iterable[float], dimension: int = 0, zeros: int = 0
@@ -262,3 +265,13 @@ class Merged:
             low_value, high_value = at(low), at(high)
             results.append(low_value + (high_value - low_value) * (rank - low))
         return results
+
+
+def _value_at(
+    values: npt.NDArray[np.float64], cumulative: npt.NDArray[np.float64], position: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Per group, the value of the bucket holding its order statistic at the
+    0-based ``position``."""
+    index = np.minimum((cumulative < (position + 1)[:, None]).sum(axis=1), cumulative.shape[1] - 1)
+    result: npt.NDArray[np.float64] = values[index]
+    return result

@@ -127,15 +127,14 @@ def two_service_trace(
 
 
 def post(collector: CollectorProcess, spans: list[Span], service: str) -> None:
-    body = otlp.request(spans, service=service).SerializeToString()
-    response = otlp.post(collector.url, collector.credentials()["ingest_key"], body)
-    assert response.status_code == 200, response.text
+    post_trace(collector, {service: spans})
 
 
 def post_trace(collector: CollectorProcess, trace: dict[str, list[Span]]) -> None:
-    """Both services' spans of a trace in one request. Two requests could arrive
-    further apart than a short settle delay on a busy machine, and the trace would
-    be processed with one half: tests where the split is not the point send it whole."""
+    """Each service's spans under its own resource, in one request. Two requests
+    could arrive further apart than a short settle delay on a busy machine, and the
+    trace would be processed with one half: tests where the split is not the point
+    send it whole."""
     body = otlp.request_of(trace).SerializeToString()
     response = otlp.post(collector.url, collector.credentials()["ingest_key"], body)
     assert response.status_code == 200, response.text

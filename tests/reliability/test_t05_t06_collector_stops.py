@@ -117,11 +117,11 @@ def test_sigterm_under_load_answers_every_request_in_flight_and_refuses_new_ones
         code = process.wait(5)
         exited = time.monotonic()
         time.sleep(1)
-        ledger = load.stop()
     finally:
         if load is not None:
-            load.stop()  # no client threads left running into later tests
+            load.stop()  # also on failure: no client threads left running into later tests
         collector.stop()
+    ledger = load.ledger
 
     assert code == 0
     took = exited - asked
