@@ -271,10 +271,15 @@ class Traffic:
 
     def start(self) -> Traffic:
         for user in self.users:
+            if self.stopping.is_set():
+                break
             user.start()
         return self
 
     def stop(self) -> None:
+        # A stop can come while start() is still starting users (SIGTERM during
+        # the estate's start): only the users that started have a thread to join.
         self.stopping.set()
         for user in self.users:
-            user.join(15)
+            if user.ident is not None:
+                user.join(15)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tierscope.demo.traffic import QUIET, Clock, load_factor
+from tierscope.demo.traffic import QUIET, SITES, Clock, Traffic, load_factor
 
 SATURDAY_AFTERNOON = datetime(2026, 12, 5, 14, 30, tzinfo=UTC).timestamp()
 
@@ -39,3 +39,15 @@ def test_a_busy_hour_has_nothing_to_wait_for_and_flat_load_is_always_busy() -> N
     assert Clock(compress=24, origin=morning).describe()["busy_again_in_s"] == 0
     flat = Clock(compress=0).describe()
     assert flat == {"business_time": None, "load_factor": 1.0, "busy_again_in_s": 0.0}
+
+
+def test_a_stop_while_users_are_still_starting_stops_the_ones_started() -> None:
+    """SIGTERM during the estate's start: stop() comes before start() has started
+    every user (it raised joining a thread never started), and no user starts after."""
+    unreachable = dict.fromkeys(("crm", "erp", "ext"), "http://127.0.0.1:9")
+    traffic = Traffic(dict.fromkeys(SITES, unreachable), users=4, seed=1, clock=Clock(compress=0))
+    traffic.users[0].start()  # the first user started, the others not yet
+    traffic.stop()
+    traffic.start()
+    assert [user.ident is not None for user in traffic.users] == [True, False, False, False]
+    assert not traffic.users[0].is_alive()
