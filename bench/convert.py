@@ -51,12 +51,9 @@ def _per_span(bodies: list[bytes], requests: int, work: Callable[[bytes], object
     return (time.perf_counter() - started) / (requests * 512) * 1e6
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds")
-    parser.add_argument("--requests", type=int, default=32, help="512-span requests per round and kind")
-    args = parser.parse_args()
-
+def measure(rounds: int = 15, requests: int = 32) -> dict[str, float]:
+    """The best per-span time (µs) of decode, convert and convert_one_tier over
+    ``rounds`` alternating rounds of ``requests`` 512-span requests each."""
     template = BatchTemplate.build()
     bodies = [template.next_body()[1] for _ in range(16)]
     limits = conversion.Limits()
@@ -79,11 +76,19 @@ def main() -> int:
         convert(body)
     kinds = {"decode": decode, "convert": convert, "convert_one_tier": convert_one_tier}
     times: dict[str, list[float]] = {name: [] for name in kinds}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, work in kinds.items():
-            times[name].append(_per_span(bodies, args.requests, work))
-    best = {name: min(values) for name, values in times.items()}
+            times[name].append(_per_span(bodies, requests, work))
+    return {name: min(values) for name, values in times.items()}
 
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds")
+    parser.add_argument("--requests", type=int, default=32, help="512-span requests per round and kind")
+    args = parser.parse_args()
+
+    best = measure(args.rounds, args.requests)
     figures = {
         "decode_us_per_span": round(best["decode"], 2),
         "convert_us_per_span": round(best["convert"], 2),

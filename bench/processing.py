@@ -15,6 +15,9 @@ target), the processing rate against it (the ratio must stay at or above 1:
 processing keeps up), and the processing lag (now minus the processed-arrival
 watermark, settle delay included), at most and at the end.
 ``ingest_spans_per_s`` is the rate over the whole run, first seconds included.
+Before and after part 1 the bench times bench/convert.py's conversion for a few
+rounds (``host_convert_us_per_span_before`` and ``_after``): the same code, so
+a figure above the machine's usual one says the host ran slow, not tierscope.
 
 Part 2, answering. The store is given 30 days of hour and day rollups (and a day
 of minute rollups) for ``--bts`` business transactions, then
@@ -184,6 +187,20 @@ def machine_figures(before: dict[str, float], after: dict[str, float], seconds: 
         if key in before and key in after:
             figures[name] = round(100 * (after[key] - before[key]) / seconds, 1)
     return figures
+
+
+def host_probe() -> float:
+    """The host's speed now: a worker's CPU per span converting the load's batches
+    (bench/convert.py, best of a few rounds), in µs, with nothing of ours running.
+
+    These machines change speed within minutes, by up to half, while the cores
+    the roles use stay the same, so a low ingest rate may be the host, not
+    tierscope. The probe before and after part 1 tells the two apart.
+    """
+    sys.path.insert(0, str(Path(__file__).parent))
+    from convert import measure  # bench/ is not a package: its scripts import each other by path
+
+    return measure(rounds=5, requests=16)["convert"]
 
 
 def progress(dsn: str, conn: psycopg.Connection | None = None) -> tuple[int, float]:
@@ -443,7 +460,10 @@ def main() -> int:
         with console.status("starting the embedded PostgreSQL"):
             dsn = embedded.start()
         args.postmaster = embedded.running_pid()
+        speed_before = host_probe()
         figures = keep_up(dsn, workdir, args)
+        figures["host_convert_us_per_span_before"] = round(speed_before, 2)
+        figures["host_convert_us_per_span_after"] = round(host_probe(), 2)
         if args.queries > 0:  # --queries 0 times processing only
             figures.update(answer(dsn, workdir, args))
     finally:
