@@ -40,7 +40,6 @@ from tierscope.alerting.rules import (
 )
 from tierscope.alerting.signals import (
     RECENT_REFERENCE,
-    BaselineModel,
     Recent,
     RecentReference,
     Signal,
@@ -49,8 +48,8 @@ from tierscope.alerting.signals import (
     minute_window,
     read_recent,
     recent_reference,
-    refresh_baselines,
 )
+from tierscope.alerting.transaction_baselines import BaselineModel, refresh_baselines
 from tierscope.alerting.views import view
 from tierscope.config import Settings
 from tierscope.slo import status

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from psycopg import AsyncConnection
 
-from tierscope.alerting.signals import BaselineModel, Recent, Signal
+from tierscope.alerting.signals import Recent, Signal
+from tierscope.alerting.transaction_baselines import BaselineModel
 from tierscope.collector.tiers import TIERS
 from tierscope.store import alerting as store
 from tierscope.store import slo as slo_store

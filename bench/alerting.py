@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tierscope.alerting.evaluator import Evaluator
-from tierscope.alerting.signals import fit_baselines, refresh_baselines
+from tierscope.alerting.transaction_baselines import fit_baselines, refresh_baselines
 from tierscope.collector.tiers import TIERS
 from tierscope.config import load_settings
 from tierscope.processing import histogram

@@ -39,7 +39,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tierscope.alerting.signals import BASELINE_METRICS
+from tierscope.alerting.transaction_baselines import BASELINE_METRICS
 from tierscope.slo.baselines import Baseline, BaselineConfig
 from tierscope.slo.calendar import BusinessCalendar
 

@@ -484,7 +484,7 @@ async def test_a_failed_evaluation_or_missing_data_never_resolves_a_firing_alert
 
 
 async def test_baselines_brought_up_to_date_hour_by_hour_equal_a_full_fit(estate: Estate) -> None:
-    from tierscope.alerting.signals import BASELINE_METRICS, fit_baselines, refresh_baselines
+    from tierscope.alerting.transaction_baselines import BASELINE_METRICS, fit_baselines, refresh_baselines
     from tierscope.slo.baselines import BaselineConfig
     from tierscope.slo.calendar import BusinessCalendar
 

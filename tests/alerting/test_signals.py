@@ -10,12 +10,8 @@ import numpy as np
 import pytest
 
 from tierscope.alerting.rules import Rule
-from tierscope.alerting.signals import (
-    BaselineModel,
-    judge_transactions,
-    recent_reference,
-    summarise,
-)
+from tierscope.alerting.signals import judge_transactions, recent_reference, summarise
+from tierscope.alerting.transaction_baselines import BaselineModel
 from tierscope.collector.tiers import TIERS
 from tierscope.processing import histogram
 
