@@ -122,6 +122,7 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await app.state.ingest.writer.close()
             await database.close()
 
     app = FastAPI(

@@ -52,11 +52,12 @@ from tierscope.collector.body import (
     Saturated,
 )
 from tierscope.collector.convert import Limits, convert
+from tierscope.collector.group_write import GroupWriter
 from tierscope.collector.metrics import CollectorMetrics
 from tierscope.collector.ratelimit import RateLimiter, RequestGate, retry_after
 from tierscope.collector.span_bytes import span_bytes
 from tierscope.store import Database, StoreError, StoreUnavailable
-from tierscope.store.spans import KnownResources, write_spans
+from tierscope.store.spans import KnownResources
 
 _logger = logging.getLogger(__name__)
 
@@ -79,6 +80,14 @@ class IngestContext:
     tenant_rate: RateLimiter | None = None
     tenant_rate_status: int = 429
     known_resources: KnownResources = field(default_factory=KnownResources)
+    writer: GroupWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = GroupWriter(
+            self.database,
+            self.known_resources,
+            observe_group=lambda requests, spans: self.metrics.store_write_group.observe(requests),
+        )
 
 
 class _Refusal(Exception):
@@ -226,8 +235,7 @@ async def _handle(
         ctx.metrics.spans_rejected.labels(reason).inc(count)
     written_at = time.perf_counter()
     try:
-        async with ctx.database.connection(bounded=True) as conn:
-            result = await write_spans(conn, conversion.rows, conversion.resources, ctx.known_resources)
+        result = await ctx.writer.write(conversion.rows, conversion.resources)
     except StoreUnavailable as exc:
         _logger.warning("ingest: %s", exc)
         raise _Refusal(

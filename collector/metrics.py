@@ -97,6 +97,12 @@ class CollectorMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.store_write_group = Histogram(
+            "tierscope_store_write_group_requests",
+            "Requests whose spans one store write held (concurrent requests are written together).",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
+            registry=r,
+        )
         self.store_write_latency = Histogram(
             "tierscope_store_write_duration_seconds",
             "Time to write one request's spans to the store, COMMIT included.",

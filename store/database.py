@@ -57,6 +57,8 @@ class Database:
     ) -> None:
         self.dsn = dsn
         self.deadline = statement_timeout.total_seconds() + DEADLINE_MARGIN
+        self.acquire_timeout = acquire_timeout.total_seconds()
+        self.pool_size = pool_size
         options = (
             f"-c statement_timeout={int(statement_timeout.total_seconds() * 1000)} "
             # A 200 promises the data is on disk, whatever the server's default.

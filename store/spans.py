@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ import psycopg.errors
 from psycopg import AsyncConnection
 
 from tierscope.store import partitions
-from tierscope.store.errors import wrap_errors
+from tierscope.store.errors import StoreUnavailable, translate, wrap_errors
 from tierscope.store.queries import QUERIES
 
 COLUMNS = (
@@ -225,6 +226,10 @@ class SpanRows:
     def copy_data(self) -> bytes:
         return b"".join((*self._parts, _TRAILER))
 
+    def rows_data(self) -> bytes:
+        """The rows alone, without COPY's header and trailer: to join with others'."""
+        return b"".join(self._parts[1:])
+
     def days(self) -> set[date]:
         """The UTC days the spans start on (the partitions they need)."""
         first, last = self.first_ns // _NS_PER_DAY, self.last_ns // _NS_PER_DAY
@@ -297,6 +302,30 @@ async def write_spans(
     if known:
         known.remember(rows.tenant_id, new_resources)
     return WriteResult(stored=stored, duplicates=rows.count - stored)
+
+
+async def write_together(conn: AsyncConnection, batches: Sequence[SpanRows]) -> bool:
+    """Store several requests' spans in one COPY: one statement and one commit.
+
+    For requests whose resources are stored already (``conn`` in autocommit).
+    True when all were stored. False when nothing was: a span was stored
+    before (a retried request) or the store refused some row; then each
+    request must be written alone (:func:`write_spans`), so only the one at
+    fault fails and duplicates are skipped and counted.
+
+    Raises:
+        StoreUnavailable: the store is down, hung or out of resources (retry).
+    """
+    data = b"".join((_HEADER, *(batch.rows_data() for batch in batches), _TRAILER))
+    try:
+        async with conn.cursor().copy(_COPY_SPANS) as copy:
+            await copy.write(data)
+    except psycopg.Error as exc:
+        error = translate(exc)
+        if isinstance(error, StoreUnavailable):
+            raise error from exc
+        return False
+    return True
 
 
 async def _insert_resources(conn: AsyncConnection, tenant_id: int, resources: list[Resource]) -> None:
